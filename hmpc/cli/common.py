@@ -1,0 +1,99 @@
+"""The only place that reads Hydra configs: turns them into the typed objects the library takes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from hmpc.controllers import ControllerSpec
+from hmpc.evaluate import EvalConfig
+from hmpc.objective import LossWeights
+from hmpc.rollout import EnvSpec, PolicySpec
+from hmpc.train import TrainConfig
+from hmpc.world_model import LevelSpec, WorldModelSpec
+
+CONFIG_PATH = "pkg://configs"
+D = TypeVar("D")
+
+
+def plain(cfg: Any) -> Any:
+    """Resolved plain Python containers (dict/list) of a config node."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def typed(cls: type[D], values: dict[str, Any], where: str) -> D:
+    """``cls(**values)`` with an error naming the config key and the accepted keys."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; accepted keys: {sorted(fields)}")
+    return cls(**values)
+
+
+def env_spec(cfg: DictConfig) -> EnvSpec:
+    env = dict(plain(cfg.env))
+    name = env.pop("name", None)
+    if not name:
+        raise ValueError("env config has no 'name'; pick one with env=point_maze")
+    return EnvSpec(name, env)
+
+
+def policy_spec(cfg: DictConfig) -> PolicySpec:
+    policy = dict(plain(cfg))
+    return PolicySpec(policy.pop("name", "correlated"), policy)
+
+
+def model_spec(cfg: DictConfig, image_size: int, action_dim: int) -> tuple[WorldModelSpec, LossWeights]:
+    """Model and loss settings from ``model=<preset>``; sizes of data come from the dataset."""
+    m = dict(plain(cfg))
+    loss = typed(LossWeights, m.pop("loss", {}), "model.loss")
+    levels = tuple(typed(LevelSpec, lv, f"model.levels[{i}]") for i, lv in enumerate(m.pop("levels", [])))
+    m["widths"] = tuple(m.get("widths", WorldModelSpec.widths))
+    spec = typed(WorldModelSpec, {**m, "levels": levels, "image_size": image_size, "action_dim": action_dim}, "model")
+    return spec, loss
+
+
+def train_config(cfg: DictConfig) -> TrainConfig:
+    return typed(TrainConfig, plain(cfg), "trainer")
+
+
+def controller_specs(cfg: DictConfig) -> list[ControllerSpec]:
+    """One spec per entry of ``controllers`` (the config group selected as a list)."""
+    if cfg is None or not len(cfg):
+        raise ValueError("no controllers selected; use controllers=[hierarchical,flat_gd,random]")
+    return [typed(ControllerSpec, {"name": n, **plain(c)}, f"controllers/{n}.yaml") for n, c in cfg.items()]
+
+
+def eval_config(cfg: DictConfig, workers: int, device: str, address: str | None) -> EvalConfig:
+    values = {**plain(cfg), "workers": workers, "device": device, "address": address}
+    return typed(EvalConfig, values, "eval")
+
+
+def existing_dir(path: str | None, key: str, hint: str) -> Path:
+    if path in (None, "", "???"):
+        raise ValueError(f"{key} is required: {hint}")
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{key}={path}: folder does not exist; {hint}")
+    return p
+
+
+def report_user_errors(fn):
+    """Print input errors (bad names, keys, paths, files) as one clear line and exit 2."""
+    import functools
+    import sys
+
+    from robots.layouts import LayoutError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, LayoutError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,33 @@
+"""hmpc-eval: controllers on the same seeded episodes -> eval_info.json, results.md, a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from hmpc.cli.common import CONFIG_PATH, controller_specs, env_spec, report_user_errors
+from hmpc.evaluate import EvalConfig
+
+
+@report_user_errors
+def run(cfg: DictConfig) -> None:
+    from hmpc.evaluate import evaluate
+
+    ecfg = EvalConfig(
+        episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers,
+        device=cfg.device, gpus_per_worker=cfg.gpus_per_worker, address=cfg.address,
+    )
+    info = evaluate(env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir)
+    print((Path(cfg.output_dir) / "results.md").read_text())
+    print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

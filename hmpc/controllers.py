@@ -1,0 +1,75 @@
+"""Controller registry: builds any controller by name from plain, picklable specs.
+
+Specs travel to Ray workers, so they hold only primitives; the CLI layer fills them from config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hmpc.costs import CostWeights
+from hmpc.hierarchy import HierarchicalMPC
+from hmpc.mpc import Controller, FlatMPC, RandomController
+from hmpc.optimizers import make_optimizer
+from hmpc.world_model import WorldModel
+
+KINDS = ("hierarchical", "flat", "random")
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """How to build one controller: ``name`` labels its results, ``kind`` picks the class.
+
+    ``optimizer`` plans level 1 (real actions); ``high_optimizer`` the abstract levels.
+    ``horizon`` is the flat planners' horizon in env steps; the hierarchical planner's level-1
+    horizon is k (one step of level 2) and its top level plans ``top_horizon`` macro steps.
+    """
+
+    name: str
+    kind: str
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "gd"})
+    high_optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "cem"})
+    horizon: int = 8
+    top_horizon: int = 4
+    candidates: int = 4
+    replan_every: int = 1
+    subgoal_tolerance: float = 0.0
+    weights: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"controller {self.name!r} has unknown kind {self.kind!r}; known kinds: {list(KINDS)}"
+            )
+
+
+def _optimizer(cfg: dict[str, Any], seed: int):
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name is None:
+        raise ValueError(f"optimizer config {cfg} has no 'name'; use name: gd or name: cem")
+    return make_optimizer(name, **{"seed": seed, **cfg})
+
+
+def build_controller(
+    spec: ControllerSpec, model: WorldModel | None, action_dim: int, seed: int,
+    device: torch.device | str = "cpu",
+) -> Controller:
+    """Instantiate ``spec`` (``model`` may be None only for kind "random")."""
+    if spec.kind == "random":
+        return RandomController(action_dim, seed)
+    if model is None:
+        raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")
+    weights = CostWeights(**spec.weights)
+    if spec.kind == "hierarchical":
+        opts = [_optimizer(spec.optimizer, seed)]
+        opts += [_optimizer(spec.high_optimizer, seed + lv) for lv in range(1, model.spec.num_levels)]
+        return HierarchicalMPC(
+            model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
+            spec.candidates, weights, device,
+        )
+    opt = _optimizer(spec.optimizer, seed)
+    return FlatMPC(model, opt, spec.horizon, spec.candidates, weights, device)

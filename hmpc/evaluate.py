@@ -1,0 +1,147 @@
+"""Goal-conditioned evaluation of controllers over seeded episodes, in parallel Ray workers.
+
+Every controller sees the same start/goal pairs (episode i uses seed ``episode_seed(seed, i)``
+whatever the number of workers). Success is the env's own ``info["is_success"]`` at any step
+within ``max_steps``. The goal *state* is used for scoring only; controllers get the goal image.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hmpc.checkpoint import atomic_write_json, load_checkpoint
+from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.mpc import Controller
+from hmpc.parallel import parallel_map
+from hmpc.report import aggregate, results_table
+from hmpc.rollout import EnvSpec, episode_seed
+from hmpc.runtime import resolve_device
+from hmpc.world_model import WorldModel, WorldModelSpec
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 20
+    max_steps: int = 100
+    seed: int = 1000  # disjoint from collection seeds by default
+    workers: int = 0
+    device: str = "auto"
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+
+
+def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[str, Any]:
+    """Run one episode; returns the per-episode record (success at any step, timings, costs)."""
+    obs, info = env.reset(seed=seed)
+    controller.reset(obs, env.unwrapped.goal_observation())
+    start_dist = float(info["distance"])
+    success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
+    for t in range(max_steps):
+        action, pinfo = controller.act(obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        dists.append(float(info["distance"]))
+        plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
+        fallbacks += int(bool(pinfo.get("fallback", False)))
+        replans += int(bool(pinfo.get("replanned", False)))
+        if info["is_success"] and success_step is None:
+            success_step = t + 1
+            break  # success is reached; the budget is not spent further
+        if terminated or truncated:
+            break
+    return {
+        "success": success_step is not None,
+        "steps": len(dists) - 1,
+        "steps_to_success": success_step,
+        "start_distance": start_dist,
+        "path_distance": int(info.get("path_distance", -1)),
+        "final_distance": dists[-1],
+        "min_distance": min(dists),
+        "plan_ms_mean": float(np.mean(plan_ms)) if plan_ms else 0.0,
+        "plan_ms_p95": float(np.percentile(plan_ms, 95)) if plan_ms else 0.0,
+        "fallbacks": fallbacks,
+        "replans": replans,
+    }
+
+
+def model_blob(checkpoint: str | Path) -> dict[str, Any]:
+    """Checkpoint as plain arrays, so workers on other machines need no shared filesystem."""
+    model, meta = load_checkpoint(checkpoint, "cpu")
+    return {"meta": meta, "weights": {k: v.numpy() for k, v in model.state_dict().items()}}
+
+
+def _model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
+    model = WorldModel(WorldModelSpec.from_dict(blob["meta"]["model"]))
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in blob["weights"].items()})
+    return model.to(device).eval()
+
+
+def _setup(env_spec: EnvSpec, blob: dict[str, Any] | None, device: str):
+    dev = resolve_device(device)
+    model = _model_from_blob(blob, dev) if blob is not None else None
+    return env_spec.make(), model, dev
+
+
+def _run(specs: dict[str, ControllerSpec], max_steps: int, state, item) -> dict[str, Any]:
+    """Evaluate one (episode index, seed, controller name); never raises (errors are recorded)."""
+    env, model, dev = state
+    index, seed, name = item
+    record = {"episode_id": f"{name}/{index:04d}", "episode_index": index, "seed": seed, "controller": name}
+    t0 = time.perf_counter()
+    try:
+        ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev)
+        record.update(run_episode(env, ctrl, seed, max_steps), error=None)
+    except Exception as e:  # one episode's failure must not end the evaluation
+        record.update(success=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    record["eval_s"] = time.perf_counter() - t0
+    return record
+
+
+def evaluate(
+    env_spec: EnvSpec,
+    checkpoint: str | Path | None,
+    controllers: Sequence[ControllerSpec],
+    cfg: EvalConfig,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate every controller on the same episodes; writes eval_info.json and results.md."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {c.name: c for c in controllers}
+    needs_model = any(c.kind != "random" for c in controllers)
+    blob = model_blob(checkpoint) if needs_model and checkpoint else None
+    if needs_model and blob is None:
+        raise ValueError("learned controllers need checkpoint=<folder>; or use controllers=[random]")
+    items = [(i, episode_seed(cfg.seed, i), n) for i in range(cfg.episodes) for n in specs]
+    t0 = time.perf_counter()
+    gen = parallel_map(
+        functools.partial(_setup, env_spec, blob, cfg.device),
+        functools.partial(_run, specs, cfg.max_steps),
+        items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
+    )
+    records = []
+    for rec in tqdm(gen, total=len(items), desc="eval", unit="ep", disable=not progress):
+        records.append(rec)
+    records.sort(key=lambda r: (list(specs).index(r["controller"]), r["episode_index"]))
+    info = {
+        "per_episode": records,
+        "aggregated": aggregate(records, list(specs)),
+        "video_paths": [],
+        "env": {"name": env_spec.name, "kwargs": env_spec.kwargs},
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "config": {**cfg.__dict__},
+        "eval_s": time.perf_counter() - t0,
+    }
+    atomic_write_json(out / "eval_info.json", info)
+    (out / "results.md").write_text(results_table(info["aggregated"], env_spec.name) + "\n")
+    return info

@@ -1,0 +1,144 @@
+"""Hierarchical MPC: the top level plans macro-actions toward the goal, each level hands its first
+predicted latent down as the subgoal of the level below, and level 1 plans real actions with its
+own optimiser (gradient descent by default) to reach that subgoal. All levels replan.
+
+With levels 1..L, level l < L plans exactly one step of level l+1 (k_{l+1} of its own steps) and
+is scored in level l+1's space: || project(rollout_l(s_l, plan)[-1]) - subgoal_{l+1} ||².
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hmpc.costs import (
+    CostWeights,
+    action_bound_penalty,
+    action_smoothness,
+    goal_distance,
+    magnitude_prior,
+)
+from hmpc.mpc import LatentController, Obs, safe_action
+from hmpc.optimizers import Optimizer
+from hmpc.world_model import WorldModel
+
+
+class HierarchicalMPC(LatentController):
+    """Cascade of planners from the top level down to real actions.
+
+    Args:
+        optimizers: one per level, index 0 = level 1 (real actions) ... index L-1 = top level.
+        top_horizon: macro steps planned at the top level.
+        replan_every: env steps between replans of the abstract levels; they also replan as soon
+            as level 1 comes within ``subgoal_tolerance`` (squared latent distance) of the subgoal.
+        candidates: parallel restarts / warm-start copies per level.
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        optimizers: Sequence[Optimizer],
+        top_horizon: int = 4,
+        replan_every: int = 1,
+        subgoal_tolerance: float = 0.0,
+        candidates: int = 4,
+        weights: CostWeights | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(model, device)
+        spec = model.spec
+        if spec.num_levels < 2:
+            raise ValueError("hierarchical MPC needs a world model with >= 2 levels (model.levels)")
+        if len(optimizers) != spec.num_levels:
+            raise ValueError(f"need {spec.num_levels} optimisers (one per level), got {len(optimizers)}")
+        self.optimizers = list(optimizers)
+        self.top = spec.num_levels
+        self.top_horizon = top_horizon
+        self.replan_every = max(1, replan_every)
+        self.subgoal_tolerance = subgoal_tolerance
+        self.candidates = candidates
+        self.weights = weights or CostWeights()
+
+    def _horizon(self, level: int) -> int:
+        return self.top_horizon if level == self.top else self.model.spec.levels[level - 1].k
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        self.goal_top = self.model.project(self.encode(goal_obs), self.top)[0]  # (D_top,)
+        spec = self.model.spec
+        self.plans = {
+            lv: torch.zeros(self._horizon(lv), spec.action_size(lv), device=self.device)
+            for lv in range(1, self.top + 1)
+        }
+        self.subgoals: dict[int, torch.Tensor] = {}
+        self.prev = torch.zeros(spec.action_dim, device=self.device)
+        self.since_replan = self.replan_every  # force a replan on the first step
+
+    def _level_cost(self, level: int, s: torch.Tensor, plan: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted terms for candidates ``plan`` (N, H, A_l) from latent s (1, D_l)."""
+        w = self.weights
+        pred = self.model.rollout(s, plan, level)  # (N, H, D_l)
+        if level == self.top:
+            terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode)}
+        else:
+            up = self.model.project_from(pred[:, -1:], level, level + 1)  # (N, 1, D_{l+1})
+            terms = {"subgoal": w.goal * goal_distance(up, self.subgoals[level + 1], "final")}
+        if level == 1:
+            terms["smoothness"] = w.smoothness * action_smoothness(plan, self.prev)
+            terms["action_bound"] = w.action_bound * action_bound_penalty(plan)
+        else:
+            terms["macro_prior"] = w.macro_prior * magnitude_prior(plan)
+        return terms
+
+    def _plan_level(self, level: int, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        def cost_fn(x: torch.Tensor) -> torch.Tensor:
+            return sum(self._level_cost(level, s, x).values())
+
+        init = self.plans[level].unsqueeze(0).repeat(self.candidates, 1, 1)
+        best, info = self.optimizers[level - 1].optimize(cost_fn, init, -1.0, 1.0)
+        if torch.isfinite(best).all():
+            self.plans[level] = best.detach()
+        return best, info
+
+    def _replan_abstract(self, s1: torch.Tensor) -> dict[str, Any]:
+        """Plan levels top..2 and refresh the subgoals they hand down."""
+        info: dict[str, Any] = {}
+        for level in range(self.top, 1, -1):
+            s = self.model.project(s1, level)  # (1, D_l)
+            best, linfo = self._plan_level(level, s)
+            with torch.no_grad():
+                first = self.model.predict(s, best[:1], level)  # (1, D_l)
+            self.subgoals[level] = first[0]
+            info[f"l{level}_cost"], info[f"l{level}_iters"] = linfo["cost"], linfo["iters"]
+        return info
+
+    def _near_subgoal(self, s1: torch.Tensor) -> bool:
+        if self.subgoal_tolerance <= 0 or 2 not in self.subgoals:
+            return False
+        with torch.no_grad():
+            d = (self.model.project(s1, 2)[0] - self.subgoals[2]).pow(2).sum()
+        return float(d) < self.subgoal_tolerance
+
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.perf_counter()
+        s1 = self.encode(obs)
+        info: dict[str, Any] = {"replanned": False}
+        if self.since_replan >= self.replan_every or self._near_subgoal(s1):
+            info.update(self._replan_abstract(s1))
+            info["replanned"], self.since_replan = True, 0
+        self.since_replan += 1
+        old = self.plans[1]
+        best, linfo = self._plan_level(1, s1)
+        shifted = torch.cat([old[1:], old[-1:]]).cpu().numpy()[0]
+        action, fell_back = safe_action(best[0], shifted)
+        if not fell_back:
+            self.plans[1] = torch.cat([best[1:], best[-1:]]).detach()
+        self.prev = torch.as_tensor(action, device=self.device)
+        with torch.no_grad():
+            terms = {k: float(v[0]) for k, v in self._level_cost(1, s1, best.unsqueeze(0)).items()}
+        info.update(cost=linfo["cost"], iters=linfo["iters"], terms=terms, fallback=fell_back)
+        info["plan_ms"] = 1000 * (time.perf_counter() - t0)
+        return action, info

@@ -1,0 +1,84 @@
+"""Loss functions of the world model: pure functions of tensors, no modules, no state.
+
+Shapes: B = batch, T = time, D = latent size, A = action size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """JEPA loss: mean squared distance between predicted and encoded future latents.
+
+    Args:
+        pred: (..., D) latents predicted by the predictor (open-loop rollout).
+        target: (..., D) latents of the observed future, same shape as ``pred``.
+    Returns:
+        scalar: mean over all leading dims of the per-sample squared L2 distance / D.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction_loss: pred {tuple(pred.shape)} != target {tuple(target.shape)}")
+    return F.mse_loss(pred, target)
+
+
+def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg variance term: hinge pushing each dimension's std over the batch up to ``gamma``.
+
+    Args:
+        z: (N, D) embeddings; N is the batch (flatten time into it before calling).
+    Returns:
+        scalar: mean_d relu(gamma - std_d). Zero when every dimension has std >= gamma.
+    """
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"variance_loss needs (N>=2, D) embeddings, got {tuple(z.shape)}")
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    """VICReg covariance term: squared off-diagonal covariance, summed and divided by D.
+
+    Args:
+        z: (N, D) embeddings.
+    Returns:
+        scalar; zero when the dimensions are pairwise uncorrelated over the batch.
+    """
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"covariance_loss needs (N>=2, D) embeddings, got {tuple(z.shape)}")
+    n, d = z.shape
+    zc = z - z.mean(dim=0)
+    cov = (zc.T @ zc) / (n - 1)  # (D, D)
+    off_diag = cov - torch.diag(torch.diag(cov))
+    return off_diag.pow(2).sum() / d
+
+
+def inverse_dynamics_loss(pred_action: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Inverse-dynamics auxiliary loss: MSE between actions inferred from (s_t, s_t+1) and taken.
+
+    Without it, planning in a JEPA latent can collapse (PLDM ablation). Shapes: (..., A).
+    """
+    return F.mse_loss(pred_action, action)
+
+
+def temporal_smoothness_loss(z: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between consecutive latents of a sequence ``z`` (B, T, D)."""
+    if z.dim() != 3 or z.shape[1] < 2:
+        raise ValueError(f"temporal_smoothness_loss needs (B, T>=2, D), got {tuple(z.shape)}")
+    return (z[:, 1:] - z[:, :-1]).pow(2).mean()
+
+
+@torch.no_grad()
+def collapse_metrics(z: torch.Tensor) -> dict[str, float]:
+    """Health of a representation (N, D): mean/min per-dim std and effective rank.
+
+    Effective rank = exp(entropy of the normalised singular values) (Roy & Vetterli 2007);
+    it is D for isotropic embeddings and 1 for embeddings on a line.
+    """
+    z = z.float()
+    std = z.std(dim=0)
+    s = torch.linalg.svdvals(z - z.mean(dim=0))
+    p = s / s.sum().clamp_min(1e-12)
+    erank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+    return {"std_mean": float(std.mean()), "std_min": float(std.min()), "eff_rank": float(erank)}

@@ -1,0 +1,142 @@
+"""Controllers with one interface: ``reset(obs, goal_obs)``, ``act(obs) -> (action, info)``.
+
+Flat MPC plans real actions on level 1 with any optimiser, receding horizon, warm-started from
+the shifted previous plan. Every command passes through ``safe_action``: a non-finite plan falls
+back (shifted previous plan, then zero) in the same step and is counted; commands are clipped to
+the action box before they leave the controller.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+from hmpc.costs import CostWeights, action_bound_penalty, action_smoothness, goal_distance
+from hmpc.optimizers import Optimizer
+from hmpc.world_model import WorldModel
+
+Obs = dict[str, np.ndarray]
+
+
+class Controller(ABC):
+    """Contract: ``reset`` is called once per episode with the first observation and the goal
+    observation (its image; never the goal *state*, which is for scoring only); ``act`` returns an
+    action in [-1, 1]^A as float32 and an info dict (plan cost, iterations, time, fallback)."""
+
+    @abstractmethod
+    def reset(self, obs: Obs, goal_obs: Obs) -> None: ...
+
+    @abstractmethod
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]: ...
+
+
+def safe_action(
+    action: torch.Tensor | np.ndarray, fallback: np.ndarray | None, low: float = -1.0, high: float = 1.0
+) -> tuple[np.ndarray, bool]:
+    """Finite, in-bounds command from a planner output. Returns (action float32 (A,), fell_back)."""
+    a = np.asarray(action.detach().cpu() if isinstance(action, torch.Tensor) else action, np.float64)
+    fell_back = not np.all(np.isfinite(a))
+    if fell_back:
+        ok = fallback is not None and np.all(np.isfinite(fallback))
+        a = np.asarray(fallback, np.float64) if ok else np.zeros_like(a)
+    return np.clip(a, low, high).astype(np.float32), fell_back
+
+
+class RandomController(Controller):
+    """Uniform random actions: the floor every learned controller must beat."""
+
+    def __init__(self, action_dim: int, seed: int = 0) -> None:
+        self.action_dim = action_dim
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        pass
+
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
+        a = self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+        return a, {"plan_ms": 0.0, "fallback": False}
+
+
+class LatentController(Controller):
+    """Shared plumbing of controllers that plan in a world model's latent space."""
+
+    def __init__(self, model: WorldModel, device: torch.device | str = "cpu") -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # planning differentiates w.r.t. actions only
+
+    @torch.no_grad()
+    def encode(self, obs: Obs) -> torch.Tensor:
+        """Level-1 latent of one observation dict -> (1, D_1)."""
+        px = obs["pixels"]
+        expected = (self.model.spec.image_size, self.model.spec.image_size, 3)
+        if px.shape != expected:
+            raise ValueError(
+                f"observation image has shape {px.shape} but the checkpoint expects {expected}; "
+                "use the env settings (image_size) the model was trained with"
+            )
+        pixels = torch.as_tensor(px, device=self.device).permute(2, 0, 1).unsqueeze(0)
+        state = None
+        if self.model.spec.state_dim:
+            state = torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32)[None]
+        return self.model.encode(pixels, state)
+
+
+class FlatMPC(LatentController):
+    """Receding-horizon planning of real actions on level 1 toward the goal image's latent."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        optimizer: Optimizer,
+        horizon: int = 8,
+        candidates: int = 4,
+        weights: CostWeights | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(model, device)
+        self.optimizer = optimizer
+        self.horizon = horizon
+        self.candidates = candidates
+        self.weights = weights or CostWeights()
+        self.action_dim = model.spec.action_dim
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        self.goal = self.encode(goal_obs)[0]  # (D_1,)
+        self.plan = torch.zeros(self.horizon, self.action_dim, device=self.device)
+        self.prev = torch.zeros(self.action_dim, device=self.device)
+
+    def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each weighted term of the objective for candidates (N, H, A) from latent s (1, D)."""
+        w = self.weights
+        pred = self.model.rollout(s, actions)  # (N, H, D_1)
+        return {
+            "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode),
+            "smoothness": w.smoothness * action_smoothness(actions, self.prev),
+            "action_bound": w.action_bound * action_bound_penalty(actions),
+        }
+
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.perf_counter()
+        s = self.encode(obs)
+
+        def cost_fn(a: torch.Tensor) -> torch.Tensor:
+            return sum(self.cost_terms(s, a).values())
+
+        init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # warm start, (B, H, A)
+        best, info = self.optimizer.optimize(cost_fn, init, -1.0, 1.0)
+        shifted = torch.cat([self.plan[1:], self.plan[-1:]]).cpu().numpy()[0]
+        action, fell_back = safe_action(best[0], shifted)
+        if not fell_back:  # keep the plan for the next warm start: shift by one step
+            self.plan = torch.cat([best[1:], best[-1:]]).detach()
+        self.prev = torch.as_tensor(action, device=self.device)
+        with torch.no_grad():
+            terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
+        info = {**info, "terms": terms, "fallback": fell_back}
+        info["plan_ms"] = 1000 * (time.perf_counter() - t0)
+        return action, info

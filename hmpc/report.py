@@ -1,0 +1,63 @@
+"""Aggregation of per-episode records into the numbers users quote, with 95 % intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a success rate, in percent. (0, 100) when n == 0."""
+    if n == 0:
+        return 0.0, 100.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
+    return float(np.mean([r[key] for r in records])) if records else float("nan")
+
+
+def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> dict[str, dict]:
+    """Per-controller summary: pc_success with its interval, distances, planning time, failures."""
+    out: dict[str, dict] = {}
+    for name in controllers:
+        rs = [r for r in records if r["controller"] == name]
+        ok = [r for r in rs if r.get("error") is None]
+        wins = sum(bool(r["success"]) for r in rs)
+        lo, hi = wilson_interval(wins, len(rs))
+        out[name] = {
+            "n_episodes": len(rs),
+            "pc_success": 100.0 * wins / max(len(rs), 1),
+            "pc_success_ci95": [lo, hi],
+            "avg_final_distance": _mean(ok, "final_distance"),
+            "avg_min_distance": _mean(ok, "min_distance"),
+            "plan_ms_mean": _mean(ok, "plan_ms_mean"),
+            "plan_ms_p95": float(np.percentile([r["plan_ms_p95"] for r in ok], 95)) if ok else float("nan"),
+            "fallbacks": int(sum(r.get("fallbacks", 0) for r in ok)),
+            "errors": len(rs) - len(ok),
+            "eval_s": float(sum(r.get("eval_s", 0.0) for r in rs)),
+        }
+    return out
+
+
+def results_table(aggregated: dict[str, dict], task: str) -> str:
+    """Markdown table: task x controller, success with 95 % interval, distance, planning time."""
+    lines = [
+        "| task | controller | episodes | success % | 95 % CI | final dist | plan ms (mean / p95) | fallbacks | errors |",
+        "|---|---|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for name, a in aggregated.items():
+        lo, hi = a["pc_success_ci95"]
+        lines.append(
+            f"| {task} | {name} | {a['n_episodes']} | {a['pc_success']:.1f} | [{lo:.1f}, {hi:.1f}] "
+            f"| {a['avg_final_distance']:.2f} | {a['plan_ms_mean']:.1f} / {a['plan_ms_p95']:.1f} "
+            f"| {a['fallbacks']} | {a['errors']} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""Multi-level latent world model (H-JEPA): verbs only (encode, predict, rollout), no losses.
+
+Level 1 works at the env's time step with real actions. Level l >= 2 sees every ``k``-th state of
+level l-1 through a projector (its own, more abstract space) and acts through *macro-actions*:
+latent codes of the chunk of real actions that spans one of its steps.
+
+Shapes: B = batch, D_l = latent size of level l, A = real action size, M_l = macro code size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from hmpc.models import ConvEncoder, InverseDynamics, MacroActionEncoder, ResidualPredictor, mlp
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One abstract level (l >= 2): ``k`` steps of the level below per step of this one."""
+
+    latent_dim: int = 16
+    k: int = 4
+    macro_dim: int = 4
+    hidden: int = 128
+
+
+@dataclass(frozen=True)
+class WorldModelSpec:
+    """Everything needed to rebuild a world model; stored as JSON next to its weights."""
+
+    image_size: int = 64
+    action_dim: int = 2
+    state_dim: int = 0  # > 0 fuses observation.state into the encoder
+    latent_dim: int = 32
+    widths: tuple[int, ...] = (16, 32, 64, 64)
+    hidden: int = 128
+    levels: tuple[LevelSpec, ...] = field(default_factory=lambda: (LevelSpec(),))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldModelSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown world-model keys {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        d["widths"] = tuple(d.get("widths", cls.widths))
+        d["levels"] = tuple(LevelSpec(**lv) for lv in d.get("levels", ()))
+        return cls(**d)
+
+    @property
+    def num_levels(self) -> int:
+        return 1 + len(self.levels)
+
+    def span(self, level: int) -> int:
+        """Number of real env steps covered by one step of ``level`` (1-based)."""
+        return math.prod(lv.k for lv in self.levels[: level - 1])
+
+    def latent_size(self, level: int) -> int:
+        return self.latent_dim if level == 1 else self.levels[level - 2].latent_dim
+
+    def action_size(self, level: int) -> int:
+        """Size of what ``level``'s predictor takes: real actions at level 1, macro codes above."""
+        return self.action_dim if level == 1 else self.levels[level - 2].macro_dim
+
+
+class AbstractLevel(nn.Module):
+    """Projector from the level below, macro-action encoder, predictor and macro inverse model."""
+
+    def __init__(self, below_dim: int, chunk_dim: int, spec: LevelSpec) -> None:
+        super().__init__()
+        self.project = mlp(below_dim, spec.hidden, spec.latent_dim, depth=1)
+        self.macro = MacroActionEncoder(chunk_dim, spec.macro_dim, spec.hidden)
+        self.predictor = ResidualPredictor(spec.latent_dim, spec.macro_dim, spec.hidden)
+        self.inverse = InverseDynamics(spec.latent_dim, spec.macro_dim, spec.hidden)
+
+
+class WorldModel(nn.Module):
+    """Encoder + level-1 predictor + any number of abstract levels, batched over candidates."""
+
+    def __init__(self, spec: WorldModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = ConvEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim)
+        self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim, spec.hidden)
+        self.inverse = InverseDynamics(spec.latent_dim, spec.action_dim, spec.hidden)
+        below = spec.latent_dim
+        abstract = []
+        for i, lv in enumerate(spec.levels):
+            chunk = spec.span(i + 2) * spec.action_dim
+            abstract.append(AbstractLevel(below, chunk, lv))
+            below = lv.latent_dim
+        self.abstract = nn.ModuleList(abstract)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- encode -------------------------------------------------------------------------------
+    def encode(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Level-1 latent of images. pixels: uint8 (B, 3, H, W) -> (B, D_1)."""
+        return self.encoder(pixels, state)
+
+    def project(self, s1: torch.Tensor, level: int) -> torch.Tensor:
+        """Map level-1 latents (..., D_1) up to ``level``'s space (..., D_level)."""
+        self._check_level(level)
+        s = s1
+        for lv in self.abstract[: level - 1]:
+            s = lv.project(s)
+        return s
+
+    def project_from(self, s: torch.Tensor, from_level: int, to_level: int) -> torch.Tensor:
+        """Map latents of ``from_level`` (..., D_from) up to ``to_level`` >= from_level."""
+        for lv in self.abstract[from_level - 1 : to_level - 1]:
+            s = lv.project(s)
+        return s
+
+    def encode_macro(self, chunk: torch.Tensor, level: int) -> torch.Tensor:
+        """Macro code of a real-action chunk (..., span(level) * A) -> (..., M_level)."""
+        self._check_level(level, abstract=True)
+        return self.abstract[level - 2].macro(chunk)
+
+    # -- predict ------------------------------------------------------------------------------
+    def predict(self, s: torch.Tensor, a: torch.Tensor, level: int = 1) -> torch.Tensor:
+        """One step of ``level``: s (..., D_l), a (..., A_l) -> (..., D_l)."""
+        self._check_level(level)
+        if level == 1:
+            return self.predictor(s, a)
+        return self.abstract[level - 2].predictor(s, a)
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, level: int = 1) -> torch.Tensor:
+        """Open-loop rollout. s0: (B, D_l), actions: (B, H, A_l) -> predicted (B, H, D_l).
+
+        Entry h is the latent after applying actions[:, : h + 1].
+        """
+        if s0.shape[0] != actions.shape[0] and s0.shape[0] == 1:
+            s0 = s0.expand(actions.shape[0], -1)
+        out = []
+        s = s0
+        for t in range(actions.shape[1]):  # loop over time only; batched over candidates
+            s = self.predict(s, actions[:, t], level)
+            out.append(s)
+        return torch.stack(out, dim=1)
+
+    def infer_action(self, s: torch.Tensor, s_next: torch.Tensor, level: int = 1) -> torch.Tensor:
+        """Inverse dynamics: the action (level 1) or macro code (level >= 2) from s to s_next."""
+        self._check_level(level)
+        if level == 1:
+            return self.inverse(s, s_next)
+        return self.abstract[level - 2].inverse(s, s_next)
+
+    def _check_level(self, level: int, abstract: bool = False) -> None:
+        lo = 2 if abstract else 1
+        if not lo <= level <= self.spec.num_levels:
+            raise ValueError(
+                f"level {level} out of range [{lo}, {self.spec.num_levels}] for this world model"
+            )
+
+
+def build_world_model(spec: WorldModelSpec, seed: int, device: torch.device | str = "cpu") -> WorldModel:
+    """Construct with seeded initialisation without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WorldModel(spec)
+    return model.to(device)

@@ -1,0 +1,61 @@
+"""Loss functions on hand-made tensors with known values."""
+
+import math
+
+import pytest
+import torch
+
+from hmpc import losses
+
+
+def test_prediction_loss_known_value():
+    pred = torch.zeros(2, 3, 4)
+    target = torch.full((2, 3, 4), 2.0)
+    assert losses.prediction_loss(pred, target).item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="pred"):
+        losses.prediction_loss(pred, target[:, :2])
+
+
+def test_variance_loss_zero_for_spread_and_gamma_for_collapsed():
+    spread = torch.tensor([[-2.0, 3.0], [2.0, -3.0]])  # std per dim = 2.83, 4.24 >= 1
+    assert losses.variance_loss(spread).item() == 0.0
+    collapsed = torch.ones(8, 5)
+    assert losses.variance_loss(collapsed).item() == pytest.approx(1.0 - math.sqrt(1e-4), abs=1e-6)
+
+
+def test_variance_loss_partial_hinge():
+    # one dim with std 0.5 (values +-0.5 with n=2 -> unbiased std 0.707), one with large std
+    z = torch.tensor([[0.5, 10.0], [-0.5, -10.0]])
+    std0 = math.sqrt(0.5 + 1e-4)
+    assert losses.variance_loss(z).item() == pytest.approx((1 - std0) / 2, abs=1e-6)
+
+
+def test_covariance_loss_decorrelated_vs_correlated():
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])  # uncorrelated
+    assert losses.covariance_loss(z).item() == pytest.approx(0.0, abs=1e-7)
+    x = torch.tensor([[1.0], [-1.0], [2.0], [-2.0]])
+    corr = torch.cat([x, x], dim=1)  # cov off-diagonal = var = 10/3
+    expected = 2 * (10 / 3) ** 2 / 2
+    assert losses.covariance_loss(corr).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_inverse_dynamics_and_smoothness():
+    assert losses.inverse_dynamics_loss(torch.ones(3, 2), torch.zeros(3, 2)).item() == 1.0
+    z = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 3)  # steps of 1 in every dim
+    assert losses.temporal_smoothness_loss(z).item() == pytest.approx(1.0)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="N>=2"):
+        losses.variance_loss(torch.ones(1, 3))
+    with pytest.raises(ValueError, match="T>=2"):
+        losses.temporal_smoothness_loss(torch.ones(2, 1, 3))
+
+
+def test_collapse_metrics_detects_collapse():
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.randn(512, 8, generator=g)
+    line = torch.randn(512, 1, generator=g) * torch.ones(1, 8)
+    h, c = losses.collapse_metrics(healthy), losses.collapse_metrics(line)
+    assert h["eff_rank"] > 7.0 and c["eff_rank"] < 1.5
+    assert h["std_min"] > 0.8

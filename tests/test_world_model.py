@@ -1,0 +1,96 @@
+"""World-model shapes, multi-level objective, checkpoint round trip."""
+
+import json
+
+import pytest
+import torch
+
+from hmpc.checkpoint import load_checkpoint, save_checkpoint
+from hmpc.objective import LossWeights, world_model_loss
+from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
+
+SPEC = WorldModelSpec(
+    image_size=16, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
+    levels=(LevelSpec(latent_dim=6, k=2, macro_dim=2, hidden=16),),
+)
+
+
+def batch(spec: WorldModelSpec, b: int = 4, top_steps: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    length = 1 + top_steps * spec.span(spec.num_levels)
+    return {
+        "pixels": torch.randint(0, 256, (b, length, 3, spec.image_size, spec.image_size), generator=g, dtype=torch.uint8),
+        "action": torch.rand(b, length - 1, spec.action_dim, generator=g) * 2 - 1,
+        "state": torch.rand(b, length, 4, generator=g),
+    }
+
+
+def test_shapes_of_every_verb():
+    m = build_world_model(SPEC, seed=0)
+    x = batch(SPEC)
+    s = m.encode(x["pixels"][:, 0])
+    assert s.shape == (4, 8)
+    assert m.project(s, 2).shape == (4, 6)
+    assert m.rollout(s, x["action"][:, :3]).shape == (4, 3, 8)
+    z = m.encode_macro(x["action"][:, :2].reshape(4, 4), 2)
+    assert z.shape == (4, 2) and z.abs().max() <= 1
+    assert m.rollout(m.project(s, 2), z.unsqueeze(1), level=2).shape == (4, 1, 6)
+    assert m.rollout(s[:1], torch.zeros(5, 2, 2)).shape == (5, 2, 8)  # one start, 5 candidates
+    with pytest.raises(ValueError, match="level 3 out of range"):
+        m.predict(s, s, level=3)
+
+
+def test_three_levels_build_and_train_step():
+    spec = WorldModelSpec(
+        image_size=16, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
+        levels=(LevelSpec(6, 2, 2, 16), LevelSpec(4, 2, 2, 16)),
+    )
+    m = build_world_model(spec, seed=0)
+    assert spec.span(3) == 4
+    loss, metrics = world_model_loss(m, batch(spec), LossWeights())
+    loss.backward()
+    assert torch.isfinite(loss) and "l3/pred" in metrics and "l2/idm" in metrics
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b = build_world_model(SPEC, 3), build_world_model(SPEC, 3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    m = build_world_model(SPEC, seed=0)
+    x = batch(SPEC)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss, _ = world_model_loss(m, x, LossWeights())
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = build_world_model(SPEC, seed=1)
+    save_checkpoint(tmp_path / "ck", m, {"note": "x"})
+    assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith(".")]  # no temp files
+    m2, meta = load_checkpoint(tmp_path / "ck")
+    assert meta["note"] == "x" and m2.spec == SPEC
+    x = batch(SPEC)["pixels"][:, 0]
+    assert torch.equal(m.encode(x), m2.encode(x))
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hmpc-train"):
+        load_checkpoint(tmp_path / "missing")
+    m = build_world_model(SPEC, seed=1)
+    save_checkpoint(tmp_path / "ck", m, {})
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    cfg["model"]["latent_dim"] = 9
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises((ValueError, RuntimeError)):
+        load_checkpoint(tmp_path / "ck")
