@@ -1,0 +1,74 @@
+"""Env registry: config names -> env constructors, with actionable errors.
+
+``make_env("point_maze", layout="medium")`` is what configs and rollout workers call;
+:func:`register_gymnasium_envs` additionally exposes the envs to ``gymnasium.make`` and is
+called explicitly (importing this module registers nothing).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+
+from robots.point_maze import PointMazeEnv
+
+# Keys are the snake_case names used in configs (``env=<name>``).
+ENV_REGISTRY: dict[str, Callable[..., gymnasium.Env]] = {
+    "point_maze": PointMazeEnv,
+}
+
+# gymnasium id -> entry point "module:attr", for gymnasium.make.
+_GYMNASIUM_IDS: dict[str, str] = {
+    "hmpc/PointMaze-v0": "robots.point_maze:PointMazeEnv",
+}
+
+
+def _accepted_kwargs(factory: Callable[..., Any]) -> list[str] | None:
+    """Keyword names ``factory`` accepts, or None when it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+
+
+def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
+    """Build the env registered as ``name`` with constructor keyword arguments ``kwargs``.
+
+    Raises:
+        ValueError: unknown ``name`` (lists the known ones) or unknown keyword (lists the
+            accepted ones).
+    """
+    if name not in ENV_REGISTRY:
+        raise ValueError(
+            f"unknown env {name!r}; known envs: {', '.join(sorted(ENV_REGISTRY))}; "
+            f"pick one with env=<name>"
+        )
+    factory = ENV_REGISTRY[name]
+    accepted = _accepted_kwargs(factory)
+    if accepted is not None:
+        bad = sorted(set(kwargs) - set(accepted))
+        if bad:
+            # Checked up front: a TypeError from deep inside a constructor names no config key.
+            raise ValueError(
+                f"env {name!r} got unknown argument(s) {bad}; accepted arguments: "
+                f"{', '.join(accepted)}"
+            )
+    return factory(**kwargs)
+
+
+def register_gymnasium_envs() -> None:
+    """Register the hmpc envs with gymnasium (``gymnasium.make("hmpc/PointMaze-v0")``).
+
+    Idempotent: ids already registered are left alone.
+    """
+    for env_id, entry_point in _GYMNASIUM_IDS.items():
+        if env_id not in gymnasium.registry:
+            # No max_episode_steps: the env truncates itself, so no TimeLimit wrapper is added.
+            gymnasium.register(id=env_id, entry_point=entry_point)

@@ -1,0 +1,66 @@
+"""Exploration policies: shapes, bounds, seeding, temporal correlation, registry errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skills import (
+    POLICY_REGISTRY,
+    CorrelatedNoisePolicy,
+    Policy,
+    UniformPolicy,
+    make_policy,
+)
+
+
+def _actions(policy: Policy, seed: int, n: int) -> np.ndarray:
+    policy.reset(seed)
+    return np.stack([policy.act({}) for _ in range(n)])
+
+
+def _lag1_autocorr(x: np.ndarray) -> float:
+    """Mean over dimensions of the lag-1 autocorrelation of x (T, A)."""
+    x = x - x.mean(axis=0)
+    return float(np.mean((x[1:] * x[:-1]).sum(0) / (x * x).sum(0)))
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+def test_shapes_bounds_and_protocol(name):
+    policy = make_policy(name, 3, low=-0.5, high=[0.5, 1.0, 2.0])
+    assert isinstance(policy, Policy)
+    acts = _actions(policy, 0, 500)
+    assert acts.shape == (500, 3) and acts.dtype == np.float32
+    assert np.all(acts >= -0.5) and np.all(acts <= np.array([0.5, 1.0, 2.0], np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+def test_seeded_determinism(name):
+    policy = make_policy(name, 2)
+    np.testing.assert_array_equal(_actions(policy, 5, 50), _actions(policy, 5, 50))
+    assert not np.array_equal(_actions(policy, 5, 50), _actions(policy, 6, 50))
+
+
+def test_ou_actions_are_correlated_uniform_are_not():
+    ou = _actions(CorrelatedNoisePolicy(2), 0, 4000)
+    uni = _actions(UniformPolicy(2), 0, 4000)
+    assert _lag1_autocorr(ou) > 0.5
+    assert abs(_lag1_autocorr(uni)) < 0.2
+
+
+def test_ou_spreads_over_the_action_box():
+    acts = _actions(CorrelatedNoisePolicy(1), 1, 4000)
+    assert acts.min() < -0.9 and acts.max() > 0.9 and abs(acts.mean()) < 0.2
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"unknown policy 'brownian'.*correlated.*uniform"):
+        make_policy("brownian", 2)
+    with pytest.raises(ValueError, match="sigmaa"):
+        make_policy("correlated", 2, sigmaa=0.1)
+    with pytest.raises(ValueError, match="theta"):
+        CorrelatedNoisePolicy(2, theta=1.5)
+    with pytest.raises(ValueError, match="action_dim"):
+        UniformPolicy(0)
+    with pytest.raises(ValueError, match="low < high"):
+        UniformPolicy(2, low=1.0, high=-1.0)
