@@ -1,0 +1,152 @@
+"""PyAV video encode/decode for dataset files.
+
+Frames of several episodes are concatenated in one mp4 (LeRobot v3.0); frame ``i`` of a
+file has presentation time ``i / fps``. Decoding selects frames by their pts, never by
+counting frames after a seek, because a seek lands on the preceding keyframe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["DatasetError", "decode_frames", "encode_video"]
+
+
+class DatasetError(ValueError):
+    """A dataset on disk (or data about to be written) is malformed; the message says how to fix it."""
+
+
+# Short GOPs keep per-episode seeks cheap (decode at most GOP-1 frames before the target)
+# at a small size cost; LeRobot uses an even shorter one (g=2) for random frame access.
+DEFAULT_GOP = 16
+
+
+def encode_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: int,
+    codec: str = "libx264",
+    crf: int = 10,
+    gop: int = DEFAULT_GOP,
+    pix_fmt: str = "yuv420p",
+) -> int:
+    """Encode RGB frames into ``path`` with frame ``i`` at pts ``i`` (time base ``1/fps``).
+
+    Args:
+        frames: iterable of uint8 arrays (H, W, 3), all of the same size; a (N, H, W, 3)
+            array works too.
+    Returns:
+        the number of frames written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    time_base = Fraction(1, fps)
+    count = 0
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame_rgb in frames:
+            if stream is None:
+                stream = _open_stream(container, path, frame_rgb.shape, fps, codec, crf, gop, pix_fmt)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+            frame.pts = count
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            count += 1
+        if stream is None:
+            raise DatasetError(f"no frames to encode into {path}; pass at least one frame")
+        for packet in stream.encode():  # flush delayed (B-)frames
+            container.mux(packet)
+    return count
+
+
+def _open_stream(container, path: Path, shape: tuple[int, ...], fps: int, codec: str,
+                 crf: int, gop: int, pix_fmt: str):
+    """Add and configure the video stream for frames of ``shape`` (H, W, 3)."""
+    if len(shape) != 3 or shape[2] != 3:
+        raise DatasetError(f"frames for {path} must be (H, W, 3) uint8 RGB; got shape {shape}")
+    height, width = int(shape[0]), int(shape[1])
+    if pix_fmt == "yuv420p" and (height % 2 or width % 2):
+        # 4:2:0 chroma subsampling needs even sizes; libx264 refuses odd ones outright.
+        raise DatasetError(
+            f"cannot encode {path}: {codec} with {pix_fmt} needs even height and width, "
+            f"got {height}x{width}; render the camera at an even size (e.g. 64x64) or crop one row/column"
+        )
+    if codec not in av.codecs_available:
+        raise DatasetError(
+            f"video codec {codec!r} is not available in this PyAV build; use codec='libx264' "
+            f"(available H.264/AV1 encoders: "
+            f"{sorted(c for c in ('libx264', 'libsvtav1', 'libaom-av1', 'h264') if c in av.codecs_available)})"
+        )
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    stream.codec_context.time_base = Fraction(1, fps)
+    options = {"g": str(gop)}
+    if codec in ("libx264", "libx265", "libsvtav1", "libaom-av1"):
+        options["crf"] = str(crf)
+    stream.options = options
+    return stream
+
+
+def decode_frames(path: str | Path, fps: int, start: int, count: int) -> np.ndarray:
+    """Decode frames ``start .. start+count-1`` of ``path`` (frame ``i`` has time ``i / fps``).
+
+    Returns:
+        uint8 array (count, H, W, 3).
+    Raises:
+        FileNotFoundError if the file is missing; DatasetError if it is empty, unreadable,
+        or holds fewer frames in that range than asked for.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {path} does not exist; the dataset is incomplete "
+                                "(re-copy the videos/ folder or re-record the episodes)")
+    if os.path.getsize(path) == 0:
+        raise DatasetError(f"video file {path} is empty (0 bytes), probably an interrupted write; "
+                           "delete the dataset's affected episodes or re-record them")
+    try:
+        out = _decode_range(path, fps, start, count)
+    except av.FFmpegError as err:
+        raise DatasetError(f"cannot decode video file {path} ({err}); the file is truncated or "
+                           "corrupt: re-record the affected episodes") from err
+    return out
+
+
+def _decode_range(path: Path, fps: int, start: int, count: int) -> np.ndarray:
+    """Seek to the keyframe before ``start`` and keep frames whose pts fall in the range."""
+    out: np.ndarray | None = None
+    seen = np.zeros(count, dtype=bool)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        offset = stream.start_time or 0  # some muxers shift the first pts; times are relative to it
+        if start > 0:
+            target_pts = int(Fraction(start, fps) / stream.time_base) + offset
+            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            # Round the time to the nearest frame slot: pts are exact up to time-base rounding.
+            index = round(float((frame.pts - offset) * stream.time_base) * fps) - start
+            if index < 0:
+                continue
+            if index >= count:
+                break
+            if out is None:
+                out = np.empty((count, frame.height, frame.width, 3), dtype=np.uint8)
+            out[index] = frame.to_ndarray(format="rgb24")
+            seen[index] = True
+    if out is None or not seen.all():
+        got = int(seen.sum())
+        raise DatasetError(
+            f"video file {path} holds {got} of the {count} frames expected at indices "
+            f"{start}..{start + count - 1} (t={start / fps:.3f}s..{(start + count - 1) / fps:.3f}s); "
+            "the file is truncated or its metadata is wrong: re-record the affected episodes"
+        )
+    return out

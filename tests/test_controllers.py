@@ -1,0 +1,96 @@
+"""Controllers on a tiny untrained model: interface, bounds, fallbacks, hierarchy wiring."""
+
+import numpy as np
+import pytest
+import torch
+
+from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.hierarchy import HierarchicalMPC
+from hmpc.mpc import FlatMPC, safe_action
+from hmpc.optimizers import GradientDescent
+from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
+
+SPEC = WorldModelSpec(
+    image_size=16, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
+    levels=(LevelSpec(latent_dim=6, k=2, macro_dim=2, hidden=16),),
+)
+
+
+def obs(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"pixels": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "state": np.zeros(4, np.float32)}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_world_model(SPEC, seed=0)
+
+
+class BrokenOptimizer:
+    """Returns whatever plan it is given: NaN, inf, huge values."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def optimize(self, cost_fn, init, low, high):
+        return torch.full(init.shape[1:], self.value), {"cost": float("nan"), "iters": 0}
+
+
+def test_safe_action_clips_and_falls_back():
+    a, fb = safe_action(torch.tensor([3.0, -0.2]), None)
+    assert not fb and np.allclose(a, [1.0, -0.2]) and a.dtype == np.float32
+    a, fb = safe_action(torch.tensor([np.nan, 0.1]), np.array([0.5, 0.5]))
+    assert fb and np.allclose(a, [0.5, 0.5])
+    a, fb = safe_action(np.array([np.inf, 0.0]), np.array([np.nan, 0.0]))
+    assert fb and np.allclose(a, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hierarchical", "random"])
+def test_controllers_return_bounded_actions(model, kind):
+    spec = ControllerSpec(name=kind, kind=kind, optimizer={"name": "gd", "iters": 3},
+                          high_optimizer={"name": "cem", "iters": 2, "population": 16, "elites": 4},
+                          horizon=4, top_horizon=2)
+    ctrl = build_controller(spec, model, 2, seed=0)
+    ctrl.reset(obs(0), obs(1))
+    for t in range(3):
+        a, info = ctrl.act(obs(2 + t))
+        assert a.shape == (2,) and a.dtype == np.float32
+        assert np.all(np.abs(a) <= 1.0) and np.all(np.isfinite(a))
+        assert info["plan_ms"] >= 0 and info["fallback"] is False
+
+
+def test_hierarchical_hands_down_a_subgoal(model):
+    opts = [GradientDescent(iters=3), GradientDescent(iters=3)]
+    ctrl = HierarchicalMPC(model, opts, top_horizon=3)
+    ctrl.reset(obs(0), obs(1))
+    _, info = ctrl.act(obs(2))
+    assert info["replanned"] and ctrl.subgoals[2].shape == (6,)
+    assert set(info["terms"]) == {"subgoal", "smoothness", "action_bound"}
+    assert ctrl.plans[1].shape == (2, 2)  # level-1 horizon = k of level 2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e3])
+def test_planner_garbage_never_reaches_the_env(model, value):
+    ctrl = FlatMPC(model, BrokenOptimizer(value), horizon=3)
+    ctrl.reset(obs(0), obs(1))
+    fallbacks = 0
+    for t in range(20):
+        a, info = ctrl.act(obs(t))
+        assert np.all(np.isfinite(a)) and np.all(np.abs(a) <= 1.0)
+        fallbacks += info["fallback"]
+    assert fallbacks == (20 if not np.isfinite(value) else 0)
+
+
+def test_unknown_controller_kind_and_missing_model(model):
+    with pytest.raises(ValueError, match="known kinds"):
+        ControllerSpec(name="x", kind="mcts")
+    with pytest.raises(ValueError, match="checkpoint"):
+        build_controller(ControllerSpec(name="f", kind="flat"), None, 2, seed=0)
+    with pytest.raises(ValueError, match="known optimizers"):
+        build_controller(ControllerSpec(name="f", kind="flat", optimizer={"name": "lbfgs"}), model, 2, 0)
+
+
+def test_goal_image_of_wrong_shape_is_reported(model):
+    ctrl = FlatMPC(model, GradientDescent(iters=1), horizon=2)
+    with pytest.raises(ValueError, match="image_size"):
+        ctrl.reset(obs(0), {"pixels": np.zeros((32, 32, 3), np.uint8)})

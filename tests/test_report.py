@@ -1,0 +1,25 @@
+"""Aggregation and the 95 % interval."""
+
+import pytest
+
+from hmpc.report import aggregate, results_table, wilson_interval
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(10, 20)
+    assert lo == pytest.approx(29.93, abs=0.05) and hi == pytest.approx(70.07, abs=0.05)
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 100.0
+    assert wilson_interval(0, 0) == (0.0, 100.0)
+
+
+def test_aggregate_counts_errors_as_failures():
+    recs = [
+        {"controller": "a", "success": True, "final_distance": 0.1, "min_distance": 0.1,
+         "plan_ms_mean": 2.0, "plan_ms_p95": 3.0, "fallbacks": 1, "error": None, "eval_s": 1.0},
+        {"controller": "a", "success": False, "error": "RuntimeError: boom", "eval_s": 0.5},
+    ]
+    agg = aggregate(recs, ["a"])["a"]
+    assert agg["n_episodes"] == 2 and agg["pc_success"] == 50.0 and agg["errors"] == 1
+    assert agg["fallbacks"] == 1 and agg["avg_final_distance"] == pytest.approx(0.1)
+    table = results_table({"a": agg}, "maze")
+    assert "| maze | a | 2 | 50.0 |" in table
