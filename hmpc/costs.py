@@ -17,7 +17,7 @@ class CostWeights:
     """Weights of the planning objective's terms; each term's value is reported per step."""
 
     goal: float = 1.0
-    goal_mode: str = "final"  # "final": distance at the horizon; "sum": summed over the horizon
+    goal_mode: str = "sum"  # "sum": averaged over the horizon (reach early, stay); "final": last step
     smoothness: float = 0.01
     action_bound: float = 1.0
     macro_prior: float = 0.01  # keeps macro codes near the region the encoder produced in training

@@ -44,7 +44,7 @@ def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[
     """Run one episode; returns the per-episode record (success at any step, timings, costs)."""
     obs, info = env.reset(seed=seed)
     controller.reset(obs, env.unwrapped.goal_observation())
-    start_dist = float(info["distance"])
+    start_dist, start_path = float(info["distance"]), int(info.get("path_distance", -1))
     success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
     for t in range(max_steps):
         action, pinfo = controller.act(obs)
@@ -63,7 +63,7 @@ def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[
         "steps": len(dists) - 1,
         "steps_to_success": success_step,
         "start_distance": start_dist,
-        "path_distance": int(info.get("path_distance", -1)),
+        "path_distance": start_path,  # start-goal difficulty in maze cells
         "final_distance": dists[-1],
         "min_distance": min(dists),
         "plan_ms_mean": float(np.mean(plan_ms)) if plan_ms else 0.0,

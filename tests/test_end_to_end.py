@@ -16,6 +16,7 @@ TINY = [
     "eval.episodes=2", "eval.max_steps=8", "workers=0", "device=cpu",
     "controllers.hierarchical.optimizer.iters=2", "controllers.hierarchical.high_optimizer.population=16",
     "controllers.flat_gd.optimizer.iters=2", "controllers.flat_gd.horizon=4",
+    "controllers.flat_cem.optimizer.population=16", "controllers.flat_cem.horizon=4",
 ]
 
 
@@ -27,9 +28,9 @@ def cfg(name: str, overrides: list[str]):
 def test_demo_end_to_end(tmp_path, capsys):
     demo_cli.run(cfg("demo", [*TINY, f"output_dir={tmp_path}"]))
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
-    assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "random"}
+    assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "flat_cem", "random"}
     ids = [r["episode_id"] for r in info["per_episode"]]
-    assert len(ids) == len(set(ids)) == 6
+    assert len(ids) == len(set(ids)) == 8
     assert all(r["error"] is None for r in info["per_episode"]), info["per_episode"]
     for agg in info["aggregated"].values():
         assert 0.0 <= agg["pc_success"] <= 100.0 and agg["n_episodes"] == 2
@@ -37,7 +38,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     starts: dict[str, list[float]] = {}
     for r in info["per_episode"]:
         starts.setdefault(r["controller"], []).append(r["start_distance"])
-    assert len(starts) == 3 and len({tuple(v) for v in starts.values()}) == 1
+    assert len(starts) == 4 and len({tuple(v) for v in starts.values()}) == 1
     assert (tmp_path / "train" / "checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "train" / "metrics.csv").is_file()
     out = capsys.readouterr().out
