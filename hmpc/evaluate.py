@@ -23,7 +23,8 @@ from hmpc.checkpoint import atomic_write_json, load_checkpoint
 from hmpc.controllers import ControllerSpec, build_controller
 from hmpc.mpc import Controller
 from hmpc.parallel import parallel_map
-from hmpc.report import aggregate, results_table
+from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
+from hmpc.report import aggregate, difficulty_table, results_table
 from hmpc.rollout import EnvSpec, episode_seed
 from hmpc.runtime import resolve_device
 from hmpc.world_model import WorldModel, WorldModelSpec
@@ -143,5 +144,11 @@ def evaluate(
         "eval_s": time.perf_counter() - t0,
     }
     atomic_write_json(out / "eval_info.json", info)
-    (out / "results.md").write_text(results_table(info["aggregated"], env_spec.name) + "\n")
+    table = results_table(info["aggregated"], env_spec.name)
+    by_difficulty = difficulty_table(records, list(specs))
+    (out / "results.md").write_text(
+        f"{table}\n\nSuccess by start-goal path distance (episodes in brackets):\n\n{by_difficulty}\n"
+    )
+    plot_success_by_difficulty(records, list(specs), out / "success_by_difficulty.png")
+    plot_success_vs_time(info["aggregated"], out / "success_vs_time.png")
     return info

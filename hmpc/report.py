@@ -61,3 +61,18 @@ def results_table(aggregated: dict[str, dict], task: str) -> str:
             f"| {a['fallbacks']} | {a['errors']} |"
         )
     return "\n".join(lines)
+
+
+def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> str:
+    """Markdown table of success % per controller by start-goal maze path distance (cells)."""
+    dists = sorted({int(r.get("path_distance", -1)) for r in records})
+    head = "| controller | " + " | ".join(f"{d} cells" for d in dists) + " |"
+    lines = [head, "|---|" + "---:|" * len(dists)]
+    for name in controllers:
+        cells = []
+        for d in dists:
+            rs = [r for r in records if r["controller"] == name and int(r.get("path_distance", -1)) == d]
+            wins = sum(bool(r["success"]) for r in rs)
+            cells.append(f"{100.0 * wins / len(rs):.0f} % ({len(rs)})" if rs else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

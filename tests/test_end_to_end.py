@@ -41,6 +41,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert len(starts) == 4 and len({tuple(v) for v in starts.values()}) == 1
     assert (tmp_path / "train" / "checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "train" / "metrics.csv").is_file()
+    for name in ("results.md", "success_by_difficulty.png", "success_vs_time.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
     out = capsys.readouterr().out
     assert "| point_maze | hierarchical | 2 |" in out
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hmpc.report import aggregate, results_table, wilson_interval
+from hmpc.report import aggregate, difficulty_table, results_table, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -23,3 +23,15 @@ def test_aggregate_counts_errors_as_failures():
     assert agg["fallbacks"] == 1 and agg["avg_final_distance"] == pytest.approx(0.1)
     table = results_table({"a": agg}, "maze")
     assert "| maze | a | 2 | 50.0 |" in table
+
+
+def test_difficulty_table_buckets_by_path_distance():
+    recs = [
+        {"controller": "a", "success": True, "path_distance": 1},
+        {"controller": "a", "success": False, "path_distance": 4},
+        {"controller": "a", "success": True, "path_distance": 4},
+        {"controller": "b", "success": False, "path_distance": 1},
+    ]
+    table = difficulty_table(recs, ["a", "b"])
+    assert "| 1 cells | 4 cells |" in table
+    assert "| a | 100 % (1) | 50 % (2) |" in table and "| b | 0 % (1) | - |" in table

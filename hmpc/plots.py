@@ -1,0 +1,60 @@
+"""Evaluation plots (matplotlib's object API: no pyplot state, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from hmpc.report import wilson_interval
+
+
+def plot_success_by_difficulty(
+    records: Sequence[dict[str, Any]], controllers: Sequence[str], path: Path
+) -> Path:
+    """Grouped bars: success % (with 95 % intervals) per start-goal path distance, per controller."""
+    dists = sorted({int(r.get("path_distance", -1)) for r in records})
+    fig = Figure(figsize=(max(5.0, 1.2 * len(dists) + 2), 3.5))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(controllers), 1)
+    for i, name in enumerate(controllers):
+        rates, lo, hi = [], [], []
+        for d in dists:
+            rs = [r for r in records if r["controller"] == name and int(r.get("path_distance", -1)) == d]
+            wins = sum(bool(r["success"]) for r in rs)
+            p = 100.0 * wins / len(rs) if rs else 0.0
+            a, b = wilson_interval(wins, len(rs))
+            rates.append(p)
+            lo.append(max(p - a, 0.0))
+            hi.append(max(b - p, 0.0))
+        x = np.arange(len(dists)) + (i - (len(controllers) - 1) / 2) * width
+        ax.bar(x, rates, width, yerr=[lo, hi], capsize=2, label=name)
+    ax.set_xticks(np.arange(len(dists)), [str(d) for d in dists])
+    ax.set_xlabel("start-goal path distance (maze cells)")
+    ax.set_ylabel("success % (95 % CI)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_success_vs_time(aggregated: dict[str, dict], path: Path) -> Path:
+    """Each controller as a point: mean planning ms per step against success %."""
+    fig = Figure(figsize=(4.5, 3.5))
+    ax = fig.add_subplot()
+    for name, a in aggregated.items():
+        lo, hi = a["pc_success_ci95"]
+        y = a["pc_success"]
+        err = [[max(y - lo, 0.0)], [max(hi - y, 0.0)]]
+        ax.errorbar([a["plan_ms_mean"]], [y], yerr=err, fmt="o", capsize=3, label=name)
+    ax.set_xlabel("planning ms per control step (mean)")
+    ax.set_ylabel("success % (95 % CI)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
