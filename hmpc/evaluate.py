@@ -39,16 +39,23 @@ class EvalConfig:
     device: str = "auto"
     gpus_per_worker: float = 0.0
     address: str | None = None
+    retries: int = 2  # times an episode is retried after its worker process died
+
+
+def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Only the observation keys the controller declares; never info, success or goal state."""
+    return {k: obs[k] for k in controller.observation_keys}
 
 
 def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[str, Any]:
     """Run one episode; returns the per-episode record (success at any step, timings, costs)."""
     obs, info = env.reset(seed=seed)
-    controller.reset(obs, env.unwrapped.goal_observation())
+    goal_obs = env.unwrapped.goal_observation()
+    controller.reset(observation_for(controller, obs), observation_for(controller, goal_obs))
     start_dist, start_path = float(info["distance"]), int(info.get("path_distance", -1))
     success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
     for t in range(max_steps):
-        action, pinfo = controller.act(obs)
+        action, pinfo = controller.act(observation_for(controller, obs))
         obs, _, terminated, truncated, info = env.step(action)
         dists.append(float(info["distance"]))
         plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
@@ -92,11 +99,21 @@ def _setup(env_spec: EnvSpec, blob: dict[str, Any] | None, device: str):
     return env_spec.make(), model, dev
 
 
+def _record(item: tuple[int, int, str]) -> dict[str, Any]:
+    index, seed, name = item
+    return {"episode_id": f"{name}/{index:04d}", "episode_index": index, "seed": seed, "controller": name}
+
+
+def _failed(item: tuple[int, int, str], reason: str) -> dict[str, Any]:
+    """Record of an episode whose worker kept dying: counted as a failure, with the reason."""
+    return {**_record(item), "success": False, "error": reason, "eval_s": 0.0}
+
+
 def _run(specs: dict[str, ControllerSpec], max_steps: int, state, item) -> dict[str, Any]:
     """Evaluate one (episode index, seed, controller name); never raises (errors are recorded)."""
     env, model, dev = state
-    index, seed, name = item
-    record = {"episode_id": f"{name}/{index:04d}", "episode_index": index, "seed": seed, "controller": name}
+    _, seed, name = item
+    record = _record(item)
     t0 = time.perf_counter()
     try:
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev)
@@ -118,6 +135,7 @@ def evaluate(
     """Evaluate every controller on the same episodes; writes eval_info.json and results.md."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    env_spec.check()
     specs = {c.name: c for c in controllers}
     needs_model = any(c.kind != "random" for c in controllers)
     blob = model_blob(checkpoint) if needs_model and checkpoint else None
@@ -129,6 +147,7 @@ def evaluate(
         functools.partial(_setup, env_spec, blob, cfg.device),
         functools.partial(_run, specs, cfg.max_steps),
         items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
+        retries=cfg.retries, on_failure=_failed,
     )
     records = []
     for rec in tqdm(gen, total=len(items), desc="eval", unit="ep", disable=not progress):

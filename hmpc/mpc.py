@@ -25,7 +25,10 @@ Obs = dict[str, np.ndarray]
 class Controller(ABC):
     """Contract: ``reset`` is called once per episode with the first observation and the goal
     observation (its image; never the goal *state*, which is for scoring only); ``act`` returns an
-    action in [-1, 1]^A as float32 and an info dict (plan cost, iterations, time, fallback)."""
+    action in [-1, 1]^A as float32 and an info dict (plan cost, iterations, time, fallback).
+    The harness passes only the observation keys listed in ``observation_keys``."""
+
+    observation_keys: tuple[str, ...] = ("pixels",)
 
     @abstractmethod
     def reset(self, obs: Obs, goal_obs: Obs) -> None: ...
@@ -69,6 +72,8 @@ class LatentController(Controller):
         self.device = torch.device(device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # planning differentiates w.r.t. actions only
+        # proprioception only for models trained to fuse it; for PointMaze it would be the answer
+        self.observation_keys = ("pixels", "state") if model.spec.state_dim else ("pixels",)
 
     @torch.no_grad()
     def encode(self, obs: Obs) -> torch.Tensor:

@@ -1,12 +1,15 @@
-"""Ray plumbing shared by collection and evaluation: safe init, and an ordered parallel map.
+"""Ray plumbing shared by collection and evaluation: safe init, and a fault-tolerant parallel map.
 
 ``workers=0`` runs everything in this process (tests, debugging); otherwise each worker is a Ray
-actor that builds its own env (and PyBullet client) inside the actor, once.
+actor that builds its own env (and PyBullet client) inside the actor, once. A worker process that
+dies is replaced and its item retried up to ``retries`` times; after that the item is reported
+through ``on_failure`` (or the error is raised when no ``on_failure`` is given).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -15,10 +18,12 @@ R = TypeVar("R")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a local Ray instance (loopback only, no dashboard) or connect to ``address``.
+    """Start a private local Ray instance (dashboard off) or connect to ``address``.
 
     Connecting to an existing cluster is an explicit choice: pass ``address`` (``auto`` or
-    ``ray://host:10001``). Local instances never listen beyond 127.0.0.1.
+    ``ray://host:10001``). Note: Ray 2.60 maps a 127.0.0.1 node address to the machine's
+    reachable IP and its gRPC servers listen on all interfaces; it enables token
+    authentication by default, which is what protects a local instance today.
     """
     import ray
 
@@ -28,9 +33,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     if address:
         ray.init(address=address, **kwargs)
         return
-    # keep a local instance on loopback and quiet about usage stats
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private instance phones no one
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
 class _Worker:
@@ -52,10 +56,12 @@ def parallel_map(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     address: str | None = None,
+    retries: int = 2,
+    on_failure: Callable[[T, str], R] | None = None,
 ) -> Iterator[R]:
     """Yield ``run(state, item)`` for each item, in completion order, with ``state = setup()``
     built once per worker. ``setup`` and ``run`` must be picklable (module-level functions or
-    ``functools.partial`` of them). Actors restart once and retry their task if a process dies.
+    ``functools.partial`` of them).
     """
     items = list(items)
     if workers <= 0:
@@ -63,17 +69,45 @@ def parallel_map(
         for item in items:
             yield run(state, item)
         return
+    yield from _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure)
+
+
+def _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure):
     import ray
-    from ray.util import ActorPool
+    from ray.exceptions import RayActorError
 
     init_ray(address, num_cpus=None if address else max(workers, 1))
-    actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=1, max_task_retries=1)(
-        _Worker
-    )
-    actors = [actor_cls.remote(setup, run) for _ in range(min(workers, len(items)) or 1)]
-    pool = ActorPool(actors)
+    actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Worker)
+    setup_ref, run_ref = ray.put(setup), ray.put(run)  # shipped once, shared by replacements
+    idle = [actor_cls.remote(setup_ref, run_ref) for _ in range(min(workers, len(items)) or 1)]
+    queue = deque(enumerate(items))
+    attempts = [0] * len(items)
+    inflight: dict[Any, tuple[int, Any]] = {}  # future -> (item index, actor)
     try:
-        yield from pool.map_unordered(lambda a, item: a.run.remote(item), items)
+        while queue or inflight:
+            while idle and queue:  # one item in flight per actor: a dead actor loses one item
+                actor, (i, item) = idle.pop(), queue.popleft()
+                inflight[actor.run.remote(item)] = (i, actor)
+            (future,), _ = ray.wait(list(inflight), num_returns=1)
+            i, actor = inflight.pop(future)
+            try:
+                result = ray.get(future)
+            except RayActorError as e:  # the worker process died: replace it, retry the item
+                if e.actor_init_failed:  # setup() raised: deterministic, retrying cannot help
+                    raise RuntimeError(f"worker setup failed: {e}") from e
+                ray.kill(actor)
+                idle.append(actor_cls.remote(setup_ref, run_ref))
+                attempts[i] += 1
+                if attempts[i] <= retries:
+                    queue.appendleft((i, items[i]))
+                    continue
+                reason = f"worker died {attempts[i]} times on this item; last error: {e}"
+                if on_failure is None:
+                    raise RuntimeError(reason) from e
+                result = on_failure(items[i], reason)
+            else:
+                idle.append(actor)
+            yield result
     finally:
-        for a in actors:
-            ray.kill(a)
+        for actor in [*idle, *(a for _, a in inflight.values())]:
+            ray.kill(actor)

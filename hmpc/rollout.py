@@ -29,6 +29,10 @@ class EnvSpec:
     def make(self):
         return make_env(self.name, **self.kwargs)
 
+    def check(self) -> None:
+        """Build and close the env once here, so bad names/keys fail before any worker starts."""
+        self.make().close()
+
 
 @dataclass(frozen=True)
 class PolicySpec:
@@ -85,6 +89,7 @@ def collect(
     Episodes are written in batches of ``flush_every`` (each batch is published atomically, in
     episode-index order, so the dataset is identical for any number of workers).
     """
+    env_spec.check()
     items = [(i, episode_seed(seed, i)) for i in range(episodes)]
     gen = parallel_map(
         functools.partial(_collect_setup, env_spec, policy_spec),

@@ -18,6 +18,7 @@ def run(cfg: DictConfig) -> None:
     ecfg = EvalConfig(
         episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers,
         device=cfg.device, gpus_per_worker=cfg.gpus_per_worker, address=cfg.address,
+        retries=cfg.retries,
     )
     info = evaluate(env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir)
     print((Path(cfg.output_dir) / "results.md").read_text())

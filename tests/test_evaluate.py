@@ -1,0 +1,113 @@
+"""Evaluation harness: fault tolerance with Ray workers, and no ground truth for controllers."""
+
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray.cloudpickle
+
+import hmpc.evaluate as ev
+from hmpc.controllers import ControllerSpec
+from hmpc.evaluate import EvalConfig, evaluate, run_episode
+from hmpc.mpc import Controller
+from hmpc.parallel import parallel_map
+from hmpc.rollout import EnvSpec
+from robots import make_env
+
+# functions defined here run inside Ray workers, which cannot import this test module
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ENV = EnvSpec("point_maze", {"image_size": 32, "max_episode_steps": 15})
+
+
+class Spy(Controller):
+    """Records everything the harness hands it."""
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, obs, goal_obs):
+        self.seen += [obs, goal_obs]
+
+    def act(self, obs):
+        self.seen.append(obs)
+        return self.rng.uniform(-1, 1, 2).astype(np.float32), {}
+
+
+def test_controller_never_receives_ground_truth():
+    env = make_env("point_maze", image_size=32)
+    spy = Spy()
+    rec = run_episode(env, spy, seed=3, max_steps=10)
+    assert rec["steps"] >= 1 and len(spy.seen) == 2 + rec["steps"]
+    goal_state = env.unwrapped.goal_observation()["state"]
+    for obs in spy.seen:
+        assert set(obs) == {"pixels"}  # no state, no info, no success flag, no goal state
+        assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
+        assert not any(np.array_equal(v, goal_state) for v in obs.values())
+
+
+def _square(_state, x: int) -> int:
+    return x * x
+
+
+def _die_once(marker_dir: str, victim: int, _state, x: int) -> int:
+    """SIGKILL this worker the first time it sees ``victim`` (a marker file remembers)."""
+    marker = Path(marker_dir) / f"killed-{x}"
+    if x == victim and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+@pytest.mark.ray
+def test_parallel_map_replaces_dead_worker_and_retries(tmp_path):
+    run = functools.partial(_die_once, str(tmp_path), 3)
+    out = sorted(parallel_map(lambda: None, run, range(8), workers=2))
+    assert out == [x * x for x in range(8)]
+    assert (tmp_path / "killed-3").exists()
+
+
+@pytest.mark.ray
+def test_parallel_map_gives_up_after_retries(tmp_path):
+    def always_die(_state, x):
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    out = list(parallel_map(lambda: None, always_die, [0, 1, 2], workers=2, retries=1,
+                            on_failure=lambda x, why: ("failed", x, why)))
+    failed = [o for o in out if isinstance(o, tuple)]
+    assert sorted(o for o in out if not isinstance(o, tuple)) == [0, 2]
+    assert len(failed) == 1 and failed[0][1] == 1 and "worker died 2 times" in failed[0][2]
+
+
+def _run_killing_once(marker_dir: str, victim: str, real_run, specs, max_steps, state, item):
+    index, _, name = item
+    marker = Path(marker_dir) / "killed"
+    if f"{name}/{index}" == victim and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-evaluation
+    return real_run(specs, max_steps, state, item)
+
+
+@pytest.mark.ray
+def test_killed_worker_mid_evaluation_changes_nothing(tmp_path, monkeypatch):
+    specs = [ControllerSpec(name="random", kind="random"), ControllerSpec(name="random2", kind="random")]
+    cfg = EvalConfig(episodes=4, max_steps=15, workers=2, device="cpu")
+    calm = evaluate(ENV, None, specs, cfg, tmp_path / "calm", progress=False)
+    monkeypatch.setattr(ev, "_run", functools.partial(_run_killing_once, str(tmp_path), "random2/1", ev._run))
+    hit = evaluate(ENV, None, specs, cfg, tmp_path / "hit", progress=False)
+    assert (tmp_path / "killed").exists()
+    ids = [r["episode_id"] for r in hit["per_episode"]]
+    assert len(ids) == len(set(ids)) == 8
+    assert ids == [r["episode_id"] for r in calm["per_episode"]]
+    for a, b in zip(calm["per_episode"], hit["per_episode"], strict=True):
+        assert (a["success"], a["final_distance"], a["steps"]) == (b["success"], b["final_distance"], b["steps"])
+    assert {k: v["pc_success"] for k, v in calm["aggregated"].items()} == {
+        k: v["pc_success"] for k, v in hit["aggregated"].items()
+    }
