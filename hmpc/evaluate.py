@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from hmpc.checkpoint import atomic_write_json, load_checkpoint
 from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.data import LeRobotDataset, build_frame_cache
+from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.mpc import Controller
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
@@ -40,6 +42,9 @@ class EvalConfig:
     gpus_per_worker: float = 0.0
     address: str | None = None
     retries: int = 2  # times an episode is retried after its worker process died
+    videos: int = 2  # episodes per controller saved as mp4 (camera | goal | subgoal)
+    video_fps: int = 10
+    atlas_size: int = 1024  # dataset frames searched to show a subgoal latent as an image
 
 
 def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -47,15 +52,29 @@ def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[
     return {k: obs[k] for k in controller.observation_keys}
 
 
-def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[str, Any]:
-    """Run one episode; returns the per-episode record (success at any step, timings, costs)."""
+def run_episode(
+    env, controller: Controller, seed: int, max_steps: int, atlas: SubgoalAtlas | None = None,
+    record_video: bool = False,
+) -> dict[str, Any]:
+    """Run one episode; returns the per-episode record (success at any step, timings, costs).
+
+    With ``record_video`` the record carries "frames": camera | goal | subgoal panels per step
+    (the subgoal shown as the nearest ``atlas`` frame when the controller reports one).
+    """
     obs, info = env.reset(seed=seed)
     goal_obs = env.unwrapped.goal_observation()
     controller.reset(observation_for(controller, obs), observation_for(controller, goal_obs))
     start_dist, start_path = float(info["distance"]), int(info.get("path_distance", -1))
     success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
+    frames: list[np.ndarray] = []
+    subgoal_px = None
     for t in range(max_steps):
         action, pinfo = controller.act(observation_for(controller, obs))
+        if record_video:
+            if atlas is not None and pinfo.get("subgoal") is not None:
+                subgoal_px = atlas.nearest(np.asarray(pinfo["subgoal"], np.float32))
+            caption = f"t={t}  dist={dists[-1]:.2f}  plan={pinfo.get('plan_ms', 0.0):.0f} ms"
+            frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption))
         obs, _, terminated, truncated, info = env.step(action)
         dists.append(float(info["distance"]))
         plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
@@ -66,7 +85,10 @@ def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[
             break  # success is reached; the budget is not spent further
         if terminated or truncated:
             break
-    return {
+    if record_video:
+        caption = f"t={len(dists) - 1}  dist={dists[-1]:.2f}  " + ("SUCCESS" if success_step else "end")
+        frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption))
+    record = {
         "success": success_step is not None,
         "steps": len(dists) - 1,
         "steps_to_success": success_step,
@@ -79,12 +101,24 @@ def run_episode(env, controller: Controller, seed: int, max_steps: int) -> dict[
         "fallbacks": fallbacks,
         "replans": replans,
     }
+    if record_video:
+        record["frames"] = frames
+    return record
 
 
-def model_blob(checkpoint: str | Path) -> dict[str, Any]:
-    """Checkpoint as plain arrays, so workers on other machines need no shared filesystem."""
+def model_blob(checkpoint: str | Path, atlas_size: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Checkpoint as plain arrays, so workers on other machines need no shared filesystem.
+
+    With ``atlas_size`` > 0 and the training dataset still on disk, a level-2 ``SubgoalAtlas``
+    rides along so videos can show subgoals.
+    """
     model, meta = load_checkpoint(checkpoint, "cpu")
-    return {"meta": meta, "weights": {k: v.numpy() for k, v in model.state_dict().items()}}
+    blob = {"meta": meta, "weights": {k: v.numpy() for k, v in model.state_dict().items()}}
+    root = Path(meta.get("dataset", {}).get("root", ""))
+    if atlas_size > 0 and model.spec.num_levels >= 2 and (root / "meta" / "info.json").is_file():
+        frames = build_frame_cache(LeRobotDataset(root), progress=False)
+        blob["atlas"] = build_atlas(model, frames, 2, atlas_size, np.random.default_rng(seed))
+    return blob
 
 
 def _model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
@@ -96,7 +130,8 @@ def _model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
 def _setup(env_spec: EnvSpec, blob: dict[str, Any] | None, device: str):
     dev = resolve_device(device)
     model = _model_from_blob(blob, dev) if blob is not None else None
-    return env_spec.make(), model, dev
+    atlas = blob.get("atlas") if blob is not None else None
+    return env_spec.make(), model, dev, atlas
 
 
 def _record(item: tuple[int, int, str]) -> dict[str, Any]:
@@ -109,15 +144,23 @@ def _failed(item: tuple[int, int, str], reason: str) -> dict[str, Any]:
     return {**_record(item), "success": False, "error": reason, "eval_s": 0.0}
 
 
-def _run(specs: dict[str, ControllerSpec], max_steps: int, state, item) -> dict[str, Any]:
-    """Evaluate one (episode index, seed, controller name); never raises (errors are recorded)."""
-    env, model, dev = state
-    _, seed, name = item
+def _run(
+    specs: dict[str, ControllerSpec], cfg: EvalConfig, state, item: tuple[int, int, str]
+) -> dict[str, Any]:
+    """Evaluate one (episode index, seed, controller name); never raises (errors are recorded).
+
+    The first ``cfg.videos`` episodes of each controller come back with an mp4 as bytes.
+    """
+    env, model, dev, atlas = state
+    index, seed, name = item
     record = _record(item)
     t0 = time.perf_counter()
     try:
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev)
-        record.update(run_episode(env, ctrl, seed, max_steps), error=None)
+        rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos)
+        if "frames" in rec:
+            rec["video_mp4"] = video_bytes(rec.pop("frames"), cfg.video_fps)
+        record.update(rec, error=None)
     except Exception as e:  # one episode's failure must not end the evaluation
         record.update(success=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["eval_s"] = time.perf_counter() - t0
@@ -138,14 +181,15 @@ def evaluate(
     env_spec.check()
     specs = {c.name: c for c in controllers}
     needs_model = any(c.kind != "random" for c in controllers)
-    blob = model_blob(checkpoint) if needs_model and checkpoint else None
+    atlas_size = cfg.atlas_size if cfg.videos > 0 else 0
+    blob = model_blob(checkpoint, atlas_size, cfg.seed) if needs_model and checkpoint else None
     if needs_model and blob is None:
         raise ValueError("learned controllers need checkpoint=<folder>; or use controllers=[random]")
     items = [(i, episode_seed(cfg.seed, i), n) for i in range(cfg.episodes) for n in specs]
     t0 = time.perf_counter()
     gen = parallel_map(
         functools.partial(_setup, env_spec, blob, cfg.device),
-        functools.partial(_run, specs, cfg.max_steps),
+        functools.partial(_run, specs, cfg),
         items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
         retries=cfg.retries, on_failure=_failed,
     )
@@ -153,10 +197,18 @@ def evaluate(
     for rec in tqdm(gen, total=len(items), desc="eval", unit="ep", disable=not progress):
         records.append(rec)
     records.sort(key=lambda r: (list(specs).index(r["controller"]), r["episode_index"]))
+    video_paths = []
+    for r in records:
+        if "video_mp4" in r:
+            path = out / "videos" / f"{r['controller']}_{r['episode_index']:04d}.mp4"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(r.pop("video_mp4"))
+            r["video_path"] = str(path)
+            video_paths.append(str(path))
     info = {
         "per_episode": records,
         "aggregated": aggregate(records, list(specs)),
-        "video_paths": [],
+        "video_paths": video_paths,
         "env": {"name": env_spec.name, "kwargs": env_spec.kwargs},
         "checkpoint": str(checkpoint) if checkpoint else None,
         "config": {**cfg.__dict__},

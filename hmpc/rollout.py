@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hmpc.data import Episode, write_episodes
+from hmpc.data._meta import read_info
 from hmpc.parallel import parallel_map
 from robots import make_env
 from skills import make_policy
@@ -84,21 +85,30 @@ def collect(
     address: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Collect ``episodes`` reward-free episodes of ``steps`` frames into a LeRobot dataset.
+    """Make ``output_dir`` hold ``episodes`` reward-free episodes of ``steps`` frames (LeRobot v3.0).
 
     Episodes are written in batches of ``flush_every`` (each batch is published atomically, in
     episode-index order, so the dataset is identical for any number of workers).
+
+    Resume and append: ``episodes`` is the *total*. If ``output_dir`` already holds a dataset
+    with n episodes, only episodes n..episodes-1 are collected (episode i always uses seed
+    ``episode_seed(seed, i)``), so rerunning a killed or crashed command yields exactly the
+    dataset of an uninterrupted run, and raising ``episodes`` appends new episodes. Nothing is
+    collected when n >= episodes. Only one collector may write to ``output_dir`` at a time.
     """
-    env_spec.check()
-    items = [(i, episode_seed(seed, i)) for i in range(episodes)]
+    root = Path(output_dir)
+    done = int(read_info(root)["total_episodes"]) if (root / "meta/info.json").is_file() else 0
+    items = [(i, episode_seed(seed, i)) for i in range(done, episodes)]
+    if not items:
+        return root
     gen = parallel_map(
         functools.partial(_collect_setup, env_spec, policy_spec),
         functools.partial(_collect_one, steps),
         items, workers, address=address,
     )
-    bar = tqdm(total=episodes * steps, unit="frame", desc="collect", disable=not progress)
+    bar = tqdm(total=len(items) * steps, unit="frame", desc="collect", disable=not progress)
     pending: dict[int, Episode] = {}
-    next_index = 0
+    next_index = done
     for index, ep in gen:
         pending[index] = ep
         bar.update(steps)
@@ -107,7 +117,7 @@ def collect(
             ids = range(next_index, min(next_index + flush_every, episodes))
             if any(i not in pending for i in ids):
                 break
-            write_episodes(output_dir, [pending.pop(i) for i in ids], fps=fps, robot_type=env_spec.name)
+            write_episodes(root, [pending.pop(i) for i in ids], fps=fps, robot_type=env_spec.name)
             next_index = ids.stop
     bar.close()
-    return Path(output_dir)
+    return root

@@ -1,6 +1,7 @@
 """The whole path, tiny: collect -> train -> evaluate through the demo's own entry point."""
 
 import json
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -43,6 +44,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (tmp_path / "train" / "metrics.csv").is_file()
     for name in ("results.md", "success_by_difficulty.png", "success_vs_time.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    assert len(info["video_paths"]) == 8  # the first 2 episodes of each controller
+    assert all(Path(p).stat().st_size > 0 for p in info["video_paths"])
     out = capsys.readouterr().out
     assert "| point_maze | hierarchical | 2 |" in out
 

@@ -86,13 +86,13 @@ def test_parallel_map_gives_up_after_retries(tmp_path):
     assert len(failed) == 1 and failed[0][1] == 1 and "worker died 2 times" in failed[0][2]
 
 
-def _run_killing_once(marker_dir: str, victim: str, real_run, specs, max_steps, state, item):
-    index, _, name = item
+def _run_killing_once(marker_dir: str, victim: str, real_run, *args):
+    index, _, name = args[-1]  # args = (specs, cfg, state, item)
     marker = Path(marker_dir) / "killed"
     if f"{name}/{index}" == victim and not marker.exists():
         marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-evaluation
-    return real_run(specs, max_steps, state, item)
+    return real_run(*args)
 
 
 @pytest.mark.ray

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,13 +12,21 @@ from hmpc.cli.common import CONFIG_PATH, env_spec, policy_spec, report_user_erro
 
 @report_user_errors
 def run(cfg: DictConfig) -> None:
+    from hmpc.data._meta import read_info
     from hmpc.rollout import collect
 
+    info = Path(cfg.output_dir) / "meta/info.json"
+    before = int(read_info(info.parents[1])["total_episodes"]) if info.is_file() else 0
+    if before:
+        print(f"{cfg.output_dir} holds {before} episodes; collecting episodes "
+              f"{before}..{cfg.episodes - 1} (episodes= is the total)")
     root = collect(
         env_spec(cfg), policy_spec(cfg.policy), cfg.output_dir, cfg.episodes, cfg.steps,
-        seed=cfg.seed, workers=cfg.workers, fps=cfg.fps, address=cfg.address,
+        seed=cfg.seed, workers=cfg.workers, fps=cfg.fps, flush_every=cfg.flush_every,
+        address=cfg.address,
     )
-    print(f"dataset: {root} ({cfg.episodes} episodes x {cfg.steps} frames)")
+    total = int(read_info(root)["total_episodes"])
+    print(f"dataset: {root} ({total} episodes, {total - before} collected now)")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="collect", version_base="1.3")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from hmpc.cli.common import CONFIG_PATH, controller_specs, env_spec, report_user_errors
+from hmpc.cli.common import (
+    CONFIG_PATH,
+    controller_specs,
+    env_spec,
+    plain,
+    report_user_errors,
+    typed,
+)
 from hmpc.evaluate import EvalConfig
 
 
@@ -15,11 +23,8 @@ from hmpc.evaluate import EvalConfig
 def run(cfg: DictConfig) -> None:
     from hmpc.evaluate import evaluate
 
-    ecfg = EvalConfig(
-        episodes=cfg.episodes, max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers,
-        device=cfg.device, gpus_per_worker=cfg.gpus_per_worker, address=cfg.address,
-        retries=cfg.retries,
-    )
+    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    ecfg = typed(EvalConfig, {k: v for k, v in plain(cfg).items() if k in fields}, "eval.yaml")
     info = evaluate(env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir)
     print((Path(cfg.output_dir) / "results.md").read_text())
     print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")

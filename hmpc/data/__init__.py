@@ -1,6 +1,7 @@
 """Datasets in the LeRobot v3.0 layout, a decoded-frame cache and a window sampler."""
 
 from hmpc.data.lerobot import CODEBASE_VERSION, Episode, LeRobotDataset, write_episodes
+from hmpc.data.validate import Problem, validate_dataset
 from hmpc.data.video import DatasetError
 from hmpc.data.windows import FrameArrays, WindowSampler, build_frame_cache, split_episodes
 
@@ -10,8 +11,10 @@ __all__ = [
     "Episode",
     "FrameArrays",
     "LeRobotDataset",
+    "Problem",
     "WindowSampler",
     "build_frame_cache",
     "split_episodes",
+    "validate_dataset",
     "write_episodes",
 ]

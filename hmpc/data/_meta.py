@@ -73,6 +73,11 @@ def read_info(root: Path) -> dict[str, Any]:
     return info
 
 
+def video_keys(info: dict[str, Any]) -> list[str]:
+    """The video feature keys of info.json (``observation.images.<cam>``), in file order."""
+    return [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+
+
 def load_episode_refs(root: Path, info: dict[str, Any], video_key: str) -> list[EpisodeRef]:
     """Episode locations for episodes 0..total_episodes-1 (rows past that are uncommitted)."""
     total = int(info["total_episodes"])

@@ -42,6 +42,7 @@ from hmpc.data._meta import (
     next_file_index,
     read_info,
     validate_batch,
+    video_keys,
 )
 from hmpc.data.video import DatasetError
 
@@ -77,6 +78,8 @@ def write_episodes(
     All episodes of one call go into one parquet file and one mp4 (back to back), under the
     next free chunk/file index. Everything is written to ``root/.tmp-<uuid>`` first and then
     moved into place with ``meta/info.json`` last, so a crash leaves the dataset as it was.
+    Only one writer may write to ``root`` at a time: ``.tmp-*`` folders left by a killed writer
+    are removed when the next write starts.
     ``pix_fmt="yuv420p"`` (LeRobot's default, plays everywhere) halves colour resolution;
     "yuv444p" keeps it (mean abs error ~1 instead of ~3 on colourful 32x32 frames).
     """
@@ -94,6 +97,8 @@ def write_episodes(
             tasks.append(ep.task)
 
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a hard-killed writer (one writer at a time)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     try:
         first_ep = len(old_refs)
@@ -109,7 +114,7 @@ def write_episodes(
         _write_parquet(tmp / rel_eps, pa.table(rows))
         _write_parquet(tmp / "meta/tasks.parquet", pa.table(
             {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks}))
-        old_stats = _read_json(root / "meta/stats.json") if old_info else {}
+        old_stats = read_json(root / "meta/stats.json") if old_info else {}
         stats = merge_stats(old_stats, episodes_stats(episodes, video_key))
         _write_json(tmp / "meta/stats.json", stats)
         info = build_info(old_info, dims, video_key, fps, robot_type, codec, pix_fmt, chunks_size,
@@ -136,7 +141,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=4))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict ({} when absent); DatasetError naming the file when invalid."""
     if not path.is_file():
         return {}
     try:
@@ -191,7 +197,7 @@ class LeRobotDataset:
     @property
     def stats(self) -> dict[str, Any]:
         """meta/stats.json (feature -> {min, max, mean, std, count}), or {} when absent."""
-        return _read_json(self.root / "meta/stats.json")
+        return read_json(self.root / "meta/stats.json")
 
     @property
     def fps(self) -> int:
@@ -288,7 +294,7 @@ class LeRobotDataset:
 
 def _pick_camera(info: dict[str, Any], camera: str | None, root: Path) -> str:
     """Resolve ``camera`` ("top" or "observation.images.top") to a video feature key."""
-    keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+    keys = video_keys(info)
     if not keys:
         raise DatasetError(f"{root}/meta/info.json has no video feature; hmpc reads video "
                            "datasets only (image-in-parquet datasets are not supported)")

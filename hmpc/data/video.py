@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-__all__ = ["DatasetError", "decode_frames", "encode_video"]
+__all__ = ["DatasetError", "VideoProbe", "decode_frames", "encode_video", "probe_frames"]
 
 
 class DatasetError(ValueError):
@@ -132,8 +133,7 @@ def _decode_range(path: Path, fps: int, start: int, count: int) -> np.ndarray:
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            # Round the time to the nearest frame slot: pts are exact up to time-base rounding.
-            index = round(float((frame.pts - offset) * stream.time_base) * fps) - start
+            index = _frame_slot(frame.pts, offset, stream.time_base, fps) - start
             if index < 0:
                 continue
             if index >= count:
@@ -150,3 +150,48 @@ def _decode_range(path: Path, fps: int, start: int, count: int) -> np.ndarray:
             "the file is truncated or its metadata is wrong: re-record the affected episodes"
         )
     return out
+
+
+def _frame_slot(pts: int, offset: int, time_base: Fraction, fps: int) -> int:
+    """Frame index of a frame with presentation time ``pts`` (``offset`` = the stream's start)."""
+    # Round the time to the nearest frame slot: pts are exact up to time-base rounding.
+    return round(float((pts - offset) * time_base) * fps)
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a full decode of one video file found (see :func:`probe_frames`)."""
+
+    indices: np.ndarray  # int64 (N,): frame slot (pts * fps) of every decoded frame, in order
+    height: int  # 0 when no frame decoded
+    width: int
+    error: str | None  # the decoder error that stopped decoding early, or None
+
+
+def probe_frames(path: str | Path, fps: int) -> VideoProbe:
+    """Decode every frame of ``path`` (without converting pixels) and record their frame slots.
+
+    Unlike :func:`decode_frames` this never raises on a corrupt file: a decoder error ends the
+    scan and is returned in ``error`` with the frames decoded before it (validation reports
+    all problems, not the first). Missing or empty files raise as in :func:`decode_frames`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise DatasetError(f"video file {path} is empty (0 bytes), probably an interrupted write")
+    slots: list[int] = []
+    height = width = 0
+    error = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            offset = stream.start_time or 0
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    slots.append(_frame_slot(frame.pts, offset, stream.time_base, fps))
+                    height, width = frame.height, frame.width
+    except (av.FFmpegError, IndexError) as err:  # IndexError: the file has no video stream
+        error = f"{type(err).__name__}: {err}"
+    return VideoProbe(np.asarray(slots, np.int64), height, width, error)
