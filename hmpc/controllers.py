@@ -14,9 +14,11 @@ from hmpc.costs import CostWeights
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import Controller, FlatMPC, RandomController
 from hmpc.optimizers import make_optimizer
+from hmpc.oracle import OracleMPC
 from hmpc.world_model import WorldModel
 
-KINDS = ("hierarchical", "flat", "random")
+KINDS = ("hierarchical", "flat", "oracle", "random")
+NO_MODEL_KINDS = ("oracle", "random")  # kinds that need no world-model checkpoint
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class ControllerSpec:
     """How to build one controller: ``name`` labels its results, ``kind`` picks the class.
 
     ``optimizer`` plans level 1 (real actions); ``high_optimizer`` the abstract levels.
-    ``horizon`` is the flat planners' horizon in env steps; the hierarchical planner's level-1
+    ``horizon`` is the flat and oracle planners' horizon in env steps; the hierarchical planner's level-1
     horizon is k (one step of level 2) and its top level plans ``top_horizon`` macro steps.
     """
 
@@ -38,6 +40,7 @@ class ControllerSpec:
     replan_every: int = 1
     subgoal_tolerance: float = 0.0
     weights: dict[str, Any] = field(default_factory=dict)
+    oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -50,17 +53,29 @@ def _optimizer(cfg: dict[str, Any], seed: int):
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     if name is None:
-        raise ValueError(f"optimizer config {cfg} has no 'name'; use name: gd or name: cem")
+        raise ValueError(f"optimizer config {cfg} has no 'name'; use name: gd, cem, mppi or hybrid")
     return make_optimizer(name, **{"seed": seed, **cfg})
 
 
 def build_controller(
     spec: ControllerSpec, model: WorldModel | None, action_dim: int, seed: int,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", env: Any | None = None,
 ) -> Controller:
-    """Instantiate ``spec`` (``model`` may be None only for kind "random")."""
+    """Instantiate ``spec``. ``model`` may be None for kinds "random" and "oracle"; ``env`` (the
+    episode's real env, whose state the oracle reads and clones) is required for "oracle" only."""
     if spec.kind == "random":
         return RandomController(action_dim, seed)
+    if spec.kind == "oracle":
+        if env is None:
+            raise ValueError(
+                f"controller {spec.name!r} (kind: oracle) needs the episode's env: "
+                "build_controller(..., env=env)"
+            )
+        opt = _optimizer(spec.optimizer, seed)
+        weights = CostWeights(**spec.weights)
+        return OracleMPC(
+            env, opt, spec.horizon, spec.candidates, weights, action_dim, spec.oracle_score
+        )
     if model is None:
         raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")
     weights = CostWeights(**spec.weights)

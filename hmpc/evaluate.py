@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hmpc.checkpoint import atomic_write_json, load_checkpoint
-from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.controllers import NO_MODEL_KINDS, ControllerSpec, build_controller
 from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.mpc import Controller
@@ -156,8 +156,13 @@ def _run(
     record = _record(item)
     t0 = time.perf_counter()
     try:
-        ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev)
-        rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos)
+        ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env)
+        try:
+            rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos)
+        finally:
+            close = getattr(ctrl, "close", None)  # the oracle owns a simulator clone
+            if callable(close):
+                close()
         if "frames" in rec:
             rec["video_mp4"] = video_bytes(rec.pop("frames"), cfg.video_fps)
         record.update(rec, error=None)
@@ -180,11 +185,13 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     env_spec.check()
     specs = {c.name: c for c in controllers}
-    needs_model = any(c.kind != "random" for c in controllers)
+    needs_model = any(c.kind not in NO_MODEL_KINDS for c in controllers)
     atlas_size = cfg.atlas_size if cfg.videos > 0 else 0
     blob = model_blob(checkpoint, atlas_size, cfg.seed) if needs_model and checkpoint else None
     if needs_model and blob is None:
-        raise ValueError("learned controllers need checkpoint=<folder>; or use controllers=[random]")
+        raise ValueError(
+            "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
+        )
     items = [(i, episode_seed(cfg.seed, i), n) for i in range(cfg.episodes) for n in specs]
     t0 = time.perf_counter()
     gen = parallel_map(

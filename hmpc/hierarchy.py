@@ -4,6 +4,10 @@ own optimiser (gradient descent by default) to reach that subgoal. All levels re
 
 With levels 1..L, level l < L plans exactly one step of level l+1 (k_{l+1} of its own steps) and
 is scored in level l+1's space: || project(rollout_l(s_l, plan)[-1]) - subgoal_{l+1} ||².
+
+A failed abstract level (optimiser error, non-finite plan or cost) keeps the subgoals it handed
+down before; with none yet, or when level 1 fails, the command falls back (shifted previous plan,
+then zero) in the same step. Either way ``info["fallback"]`` is True and ``info["error"]`` says why.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from hmpc.costs import (
     goal_distance,
     magnitude_prior,
 )
-from hmpc.mpc import LatentController, Obs, safe_action
+from hmpc.mpc import LatentController, Obs, run_optimizer, safe_action
 from hmpc.optimizers import Optimizer
 from hmpc.world_model import WorldModel
 
@@ -93,26 +97,33 @@ class HierarchicalMPC(LatentController):
             terms["macro_prior"] = w.macro_prior * magnitude_prior(plan)
         return terms
 
-    def _plan_level(self, level: int, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _plan_level(self, level: int, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any], bool]:
+        """Optimise ``level``'s plan from latent s (1, D_l) -> (plan (H_l, A_l), info, ok)."""
+
         def cost_fn(x: torch.Tensor) -> torch.Tensor:
             return sum(self._level_cost(level, s, x).values())
 
         init = self.plans[level].unsqueeze(0).repeat(self.candidates, 1, 1)
-        best, info = self.optimizers[level - 1].optimize(cost_fn, init, -1.0, 1.0)
-        if torch.isfinite(best).all():
+        best, info, ok = run_optimizer(self.optimizers[level - 1], cost_fn, init, -1.0, 1.0)
+        if ok:
             self.plans[level] = best.detach()
-        return best, info
+        return best, info, ok
 
     def _replan_abstract(self, s1: torch.Tensor) -> dict[str, Any]:
-        """Plan levels top..2 and refresh the subgoals they hand down."""
+        """Plan levels top..2 and refresh the subgoals they hand down (kept when a level fails)."""
         info: dict[str, Any] = {}
         for level in range(self.top, 1, -1):
             s = self.model.project(s1, level)  # (1, D_l)
-            best, linfo = self._plan_level(level, s)
+            best, linfo, ok = self._plan_level(level, s)
+            info[f"l{level}_cost"], info[f"l{level}_iters"] = linfo["cost"], linfo["iters"]
+            if not ok:
+                info["fallback"], info["error"] = True, f"level {level}: {linfo['error']}"
+                if level not in self.subgoals:
+                    return info  # no subgoal to keep: act() falls back
+                continue  # keep the previous subgoal of this level
             with torch.no_grad():
                 first = self.model.predict(s, best[:1], level)  # (1, D_l)
             self.subgoals[level] = first[0]
-            info[f"l{level}_cost"], info[f"l{level}_iters"] = linfo["cost"], linfo["iters"]
         return info
 
     def _near_subgoal(self, s1: torch.Tensor) -> bool:
@@ -131,14 +142,23 @@ class HierarchicalMPC(LatentController):
             info["replanned"], self.since_replan = True, 0
         self.since_replan += 1
         old = self.plans[1]
-        best, linfo = self._plan_level(1, s1)
+        if 2 in self.subgoals:
+            best, linfo, _ = self._plan_level(1, s1)
+        else:  # the abstract levels never produced a subgoal: nothing to plan toward
+            best, linfo = torch.full_like(old, float("nan")), {"cost": float("nan"), "iters": 0}
         shifted = torch.cat([old[1:], old[-1:]]).cpu().numpy()[0]
         action, fell_back = safe_action(best[0], shifted)
+        terms: dict[str, float] = {}
         if not fell_back:
             self.plans[1] = torch.cat([best[1:], best[-1:]]).detach()
+            with torch.no_grad():
+                terms = {k: float(v[0]) for k, v in self._level_cost(1, s1, best.unsqueeze(0)).items()}
+        elif "error" in linfo:
+            info["error"] = f"level 1: {linfo['error']}"
         self.prev = torch.as_tensor(action, device=self.device)
-        with torch.no_grad():
-            terms = {k: float(v[0]) for k, v in self._level_cost(1, s1, best.unsqueeze(0)).items()}
+        fell_back = fell_back or bool(info.get("fallback", False))
         info.update(cost=linfo["cost"], iters=linfo["iters"], terms=terms, fallback=fell_back)
+        if 2 in self.subgoals:  # the latent handed to level 1, for display (nearest dataset frame)
+            info["subgoal"] = self.subgoals[2].detach().cpu().numpy()
         info["plan_ms"] = 1000 * (time.perf_counter() - t0)
         return action, info

@@ -3,7 +3,8 @@
 Flat MPC plans real actions on level 1 with any optimiser, receding horizon, warm-started from
 the shifted previous plan. Every command passes through ``safe_action``: a non-finite plan falls
 back (shifted previous plan, then zero) in the same step and is counted; commands are clipped to
-the action box before they leave the controller.
+the action box before they leave the controller. ``run_optimizer`` turns an optimiser error or a
+plan without a finite cost into a NaN plan, so the same fallback path handles every failure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import CostWeights, action_bound_penalty, action_smoothness, goal_distance
-from hmpc.optimizers import Optimizer
+from hmpc.optimizers import Bound, CostFn, Optimizer
 from hmpc.world_model import WorldModel
 
 Obs = dict[str, np.ndarray]
@@ -47,6 +48,28 @@ def safe_action(
         ok = fallback is not None and np.all(np.isfinite(fallback))
         a = np.asarray(fallback, np.float64) if ok else np.zeros_like(a)
     return np.clip(a, low, high).astype(np.float32), fell_back
+
+
+def run_optimizer(
+    optimizer: Optimizer, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+) -> tuple[torch.Tensor, dict[str, Any], bool]:
+    """``optimizer.optimize`` that never raises. Returns (plan (H, A), info, ok).
+
+    Not ok (an exception, a non-finite plan or no finite cost): the plan is all NaN, so callers
+    fall back, and ``info["error"]`` says why.
+    """
+    try:
+        best, info = optimizer.optimize(cost_fn, init, low, high)
+    except Exception as e:  # any optimiser failure must fall back in this same control step
+        best, info = None, {"cost": float("nan"), "iters": 0, "error": f"{type(e).__name__}: {e}"}
+    if best is not None and not bool(torch.isfinite(best).all()):
+        info = {**info, "error": "optimiser returned a non-finite plan"}
+    elif best is not None and not np.isfinite(info.get("cost", float("nan"))):
+        info = {**info, "error": f"no candidate had a finite cost (cost={info.get('cost')})"}
+    ok = "error" not in info
+    if not ok:
+        best = torch.full(init.shape[1:], float("nan"), device=init.device)
+    return best, info, ok
 
 
 class RandomController(Controller):
@@ -134,14 +157,15 @@ class FlatMPC(LatentController):
             return sum(self.cost_terms(s, a).values())
 
         init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # warm start, (B, H, A)
-        best, info = self.optimizer.optimize(cost_fn, init, -1.0, 1.0)
+        best, info, _ = run_optimizer(self.optimizer, cost_fn, init, -1.0, 1.0)
         shifted = torch.cat([self.plan[1:], self.plan[-1:]]).cpu().numpy()[0]
         action, fell_back = safe_action(best[0], shifted)
+        terms: dict[str, float] = {}
         if not fell_back:  # keep the plan for the next warm start: shift by one step
             self.plan = torch.cat([best[1:], best[-1:]]).detach()
+            with torch.no_grad():
+                terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
         self.prev = torch.as_tensor(action, device=self.device)
-        with torch.no_grad():
-            terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
         info = {**info, "terms": terms, "fallback": fell_back}
         info["plan_ms"] = 1000 * (time.perf_counter() - t0)
         return action, info

@@ -2,22 +2,28 @@
 
 ``optimize(cost_fn, init, low, high) -> (best (H, A), info)`` where ``cost_fn`` maps candidates
 (N, H, A) to costs (N,), ``init`` (B, H, A) holds B starting sequences (B restarts for gradient
-descent; row 0 is the mean of the first sampling distribution for CEM), and ``low``/``high``
-are floats or tensors broadcastable to (H, A). Receding horizon and warm starts live in
-``hmpc.mpc``, not here (the split of mbrl-lib's trajectory_opt).
+descent; row 0 is the mean of the first sampling distribution for CEM and MPPI; B refined
+candidates for the hybrid), and ``low``/``high`` are floats or tensors broadcastable to (H, A).
+Receding horizon and warm starts live in ``hmpc.mpc``, not here (the split of mbrl-lib's
+trajectory_opt).
+
+Non-finite costs (NaN, +-inf) rank as +inf: such a candidate is never returned as the best, and
+``info["cost"]`` is inf when no candidate had a finite cost (controllers treat that as a failed
+plan and fall back).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 Bound = float | torch.Tensor
+TopK = tuple[torch.Tensor, torch.Tensor]  # sequences (K, H, A), their costs (K,) ascending
 
 
 class Optimizer(Protocol):
@@ -29,6 +35,27 @@ class Optimizer(Protocol):
 def _check(init: torch.Tensor) -> None:
     if init.dim() != 3:
         raise ValueError(f"init must be (B, H, A) candidate sequences, got {tuple(init.shape)}")
+
+
+def _rank_cost(cost: torch.Tensor) -> torch.Tensor:
+    """Costs (N,) with every non-finite entry replaced by +inf, so ranking never picks them."""
+    return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, float("inf")))
+
+
+def _merge_top(top: TopK | None, x: torch.Tensor, cost: torch.Tensor, k: int) -> TopK:
+    """The k lowest-cost sequences among an archive ``top`` and new candidates x (N, H, A), (N,)."""
+    if top is not None:
+        x, cost = torch.cat([top[0], x]), torch.cat([top[1], cost])
+    order = torch.argsort(cost)[:k]  # costs went through _rank_cost: no NaN to mis-sort
+    return x[order].clone(), cost[order].clone()
+
+
+def _sample(gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor, n: int) -> torch.Tensor:
+    """n Gaussian sequences around mean (H, A) -> (n, H, A); row 0 is the mean itself."""
+    eps = torch.randn((n, *mean.shape), generator=gen).to(mean)  # CPU generator: any device
+    cand = mean + std * eps
+    cand[0] = mean  # always score the current mean (the warm start on the first iteration)
+    return cand
 
 
 @dataclass
@@ -73,9 +100,12 @@ class GradientDescent:
                 opt.zero_grad(set_to_none=True)
                 cost.sum().backward()  # candidates are independent: the sum's grad is per-row
             with torch.no_grad():
+                cost = _rank_cost(cost.detach())
                 better = cost < best_c  # track the best iterate per candidate (cost before step)
-                best_c = torch.where(better, cost.detach(), best_c)
+                best_c = torch.where(better, cost, best_c)
                 best_x[better] = x.detach()[better]
+                if x.grad is not None:  # a row with a NaN cost/gradient stays where it is
+                    x.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
             opt.step()
             with torch.no_grad():
                 x.clamp_(low, high)  # projection onto the action box
@@ -90,7 +120,7 @@ class GradientDescent:
                     for group in opt.param_groups:
                         group["lr"] = lr
         with torch.no_grad():  # score the final iterate too
-            final = cost_fn(x.detach())
+            final = _rank_cost(cost_fn(x.detach()))
             better = final < best_c
             best_c = torch.where(better, final, best_c)
             best_x[better] = x.detach()[better]
@@ -115,30 +145,133 @@ class CEM:
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @torch.no_grad()
+    def search(self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int) -> TopK:
+        """The ``keep`` best sequences ever scored, (keep, H, A) and their costs (keep,)."""
+        _check(init)
+        mean = init[0].clone()  # (H, A)
+        std = torch.full_like(mean, self.init_std)
+        top: TopK | None = None
+        for _ in range(self.iters):
+            cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
+            cost = _rank_cost(cost_fn(cand))
+            elite = cand[torch.argsort(cost)[: self.elites]]
+            top = _merge_top(top, cand, cost, keep)
+            mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
+            std = (self.momentum * std + (1 - self.momentum) * elite.std(0)).clamp_min(self.min_std)
+        if top is None:  # iters == 0: nothing scored; the warm start is all we have
+            top = init[:keep].clamp(low, high), init.new_full((min(keep, len(init)),), float("inf"))
+        return top
+
     def optimize(
         self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        _check(init)
         t0 = time.perf_counter()
-        mean = init[0].clone()  # (H, A)
-        std = torch.full_like(mean, self.init_std)
-        best_x, best_c = mean.clone(), float("inf")
+        x, cost = self.search(cost_fn, init, low, high, keep=1)
+        info = {"cost": float(cost[0]), "iters": self.iters, "time_s": time.perf_counter() - t0}
+        return x[0], info
+
+
+@dataclass
+class MPPI:
+    """Model-predictive path integral: a Gaussian over sequences whose mean moves to the
+    importance-weighted (softmin of cost / ``temperature``) average of its samples.
+
+    ``elites`` > 0 keeps only the best samples before weighting (TD-MPC2's variant); 0 weighs
+    all. ``adapt_std`` refits the std to the weighted spread (clamped to [min_std, noise_std]);
+    otherwise the noise is the fixed ``noise_std`` of classic MPPI.
+    """
+
+    iters: int = 5
+    population: int = 64
+    temperature: float = 0.5
+    noise_std: float = 0.5
+    elites: int = 0
+    adapt_std: bool = False
+    min_std: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"MPPI temperature={self.temperature} must be > 0 (e.g. 0.5)")
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    @torch.no_grad()
+    def search(self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int) -> TopK:
+        """The ``keep`` best sequences ever scored (the final mean included), and their costs."""
+        _check(init)
+        mean = init[0].clone()  # (H, A): warm start = the shifted previous plan
+        std = torch.full_like(mean, self.noise_std)
+        top: TopK | None = None
         for _ in range(self.iters):
-            eps = torch.randn((self.population, *mean.shape), generator=self._gen).to(mean)
-            cand = (mean + std * eps).clamp(low, high)  # (N, H, A)
-            cand[0] = mean.clamp(low, high)  # always score the current mean (warm start)
-            cost = cost_fn(cand)
-            order = torch.argsort(cost)
-            elite = cand[order[: self.elites]]
-            if float(cost[order[0]]) < best_c:
-                best_c, best_x = float(cost[order[0]]), cand[order[0]].clone()
-            mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
-            std = (self.momentum * std + (1 - self.momentum) * elite.std(0)).clamp_min(self.min_std)
-        info = {"cost": best_c, "iters": self.iters, "time_s": time.perf_counter() - t0}
-        return best_x, info
+            # 1. sample a population around the current mean (row 0 = the mean), inside the box
+            cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
+            # 2. score it; non-finite costs get weight exp(-inf) = 0 below
+            cost = _rank_cost(cost_fn(cand))
+            top = _merge_top(top, cand, cost, keep)
+            if not torch.isfinite(cost).any():
+                continue  # nothing to learn from this population: keep the distribution
+            # 3. optionally keep only the elites (TD-MPC2), then softmin importance weights
+            if 0 < self.elites < len(cost):
+                idx = torch.argsort(cost)[: self.elites]
+                cand, cost = cand[idx], cost[idx]
+            w = torch.softmax(-(cost - cost.min()) / self.temperature, dim=0)  # (N,)
+            # 4. importance-weighted mean (and spread) update
+            mean = torch.einsum("n,nha->ha", w, cand)
+            if self.adapt_std:
+                var = torch.einsum("n,nha->ha", w, (cand - mean).pow(2))
+                std = var.sqrt().clamp(self.min_std, self.noise_std)
+        # 5. the final mean is the MPPI answer: score it so it competes with the samples
+        final = mean.clamp(low, high).unsqueeze(0)
+        top = _merge_top(top, final, _rank_cost(cost_fn(final)), keep)
+        return top
+
+    def optimize(
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        t0 = time.perf_counter()
+        x, cost = self.search(cost_fn, init, low, high, keep=1)
+        info = {"cost": float(cost[0]), "iters": self.iters, "time_s": time.perf_counter() - t0}
+        return x[0], info
 
 
-OPTIMIZERS: dict[str, type] = {"gd": GradientDescent, "cem": CEM}
+@dataclass
+class Hybrid:
+    """Sampling to initialise, gradient to refine: a few CEM or MPPI iterations from ``init[0]``,
+    then gradient descent on the B = ``init.shape[0]`` best sequences they scored.
+
+    ``sampler`` and ``refine`` are the keyword arguments of the sampling optimiser (with ``name``:
+    cem or mppi) and of :class:`GradientDescent`; ``seed`` seeds both.
+    """
+
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "cem", "iters": 2})
+    refine: dict[str, Any] = field(default_factory=lambda: {"iters": 10, "restart_noise": 0.0})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        cfg = dict(self.sampler)
+        name = cfg.pop("name", "cem")
+        if name not in ("cem", "mppi"):
+            raise ValueError(f"hybrid sampler name={name!r}; use sampler: {{name: cem}} or mppi")
+        self._sampler = make_optimizer(name, **{"seed": self.seed, **cfg})
+        gd = {"restart_noise": 0.0, **self.refine, "seed": self.seed + 1}
+        self._gd = make_optimizer("gd", **gd)
+
+    def optimize(
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        t0 = time.perf_counter()
+        top, top_c = self._sampler.search(cost_fn, init, low, high, keep=init.shape[0])
+        best, info = self._gd.optimize(cost_fn, top, low, high)  # GD keeps its best iterate
+        if not info["cost"] <= float(top_c[0]):  # never worse than the sampler (NaN-safe)
+            best, info["cost"] = top[0], float(top_c[0])
+        info.update(
+            iters=self._sampler.iters + info["iters"], sample_cost=float(top_c[0]),
+            time_s=time.perf_counter() - t0,
+        )
+        return best, info
+
+
+OPTIMIZERS: dict[str, type] = {"gd": GradientDescent, "cem": CEM, "mppi": MPPI, "hybrid": Hybrid}
 
 
 def make_optimizer(name: str, **kwargs: Any) -> Optimizer:

@@ -62,6 +62,7 @@ class PointMazeEnv(gymnasium.Env):
         min_goal_distance: int = 1,
         render_mode: str = "rgb_array",
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.walls = parse_layout(layout)  # bool (rows, cols)
         self.n_rows, self.n_cols = self.walls.shape
         self.image_size = int(image_size)
@@ -137,14 +138,8 @@ class PointMazeEnv(gymnasium.Env):
             rgbaColor=[v / 255.0 for v in BALL_RGB] + [1.0],
         )
         self._ball = c.createMultiBody(1.0, ball_col, ball_vis, [0.5, 0.5, _BALL_Z])
-        c.changeDynamics(
-            self._ball,
-            -1,
-            lateralFriction=0.0,
-            restitution=0.0,
-            linearDamping=0.0,
-            angularDamping=0.0,
-        )
+        c.changeDynamics(self._ball, -1, lateralFriction=0.0, restitution=0.0,
+                         linearDamping=0.0, angularDamping=0.0)  # fmt: skip
 
     def _build_walls(self) -> None:
         """Static compound collision boxes per wall run plus the border, and the top-face mesh."""
@@ -315,16 +310,30 @@ class PointMazeEnv(gymnasium.Env):
         if "goal" in options:
             goal = self._validate_point(options["goal"], "goal")
         self._place_ball(start)
-        self._vel = np.zeros(2)
-        self._steps = 0
-        self._goal = goal
+        self._vel, self._steps, self._goal = np.zeros(2), 0, goal
         self._goal_pixels = self._render_at(goal)
         return self._obs(), self._info()
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Drive the ball with velocity ``action`` (2,) for one env step."""
+        clipped = self._advance(action)
+        info = self._info()
+        info["action_clipped"] = clipped
+        truncated = self._steps >= self.max_episode_steps
+        return self._obs(), -info["distance"], False, truncated, info
+
+    def simulate(self, action: np.ndarray) -> tuple[float, int]:
+        """:meth:`step` without rendering, for planning in a :meth:`clone`: the same physics and
+        step count; returns info's (distance, path_distance) after the step."""
+        self._advance(action)
+        return self._distances()
+
+    def clone(self) -> PointMazeEnv:
+        """A new env (own PyBullet client) with this one's arguments; sync with set_state."""
+        return PointMazeEnv(**self._init_kwargs)
+
+    def _advance(self, action: np.ndarray) -> bool:
+        """Apply velocity command ``action`` (2,) for one env step; True if it was clipped."""
         raw = np.asarray(action, dtype=np.float64).reshape(-1)
         if raw.shape != (2,):
             raise ValueError(f"action has shape {np.shape(action)}; expected (2,)")
@@ -343,26 +352,26 @@ class PointMazeEnv(gymnasium.Env):
             # Pin the ball to the plane: numerical contact noise must not lift or spin it.
             xy = self._ball_xy()
             c.resetBasePositionAndOrientation(self._ball, [xy[0], xy[1], _BALL_Z], [0, 0, 0, 1])
-        after = self._ball_xy()
-        self._vel = after - before
+        self._vel = self._ball_xy() - before
         self._steps += 1
-        info = self._info()
-        info["action_clipped"] = bool(clipped)
-        truncated = self._steps >= self.max_episode_steps
-        return self._obs(), -info["distance"], False, truncated, info
+        return bool(clipped)
 
     def _obs(self) -> dict[str, np.ndarray]:
         state = np.array([*self._ball_xy(), *self._vel], dtype=np.float32)
         return {"pixels": self.render(), "state": state}
 
-    def _info(self) -> dict[str, Any]:
+    def _distances(self) -> tuple[float, int]:
+        """(Euclidean goal distance in cells, BFS path distance in cells or -1)."""
         xy = self._ball_xy()
-        distance = float(np.linalg.norm(xy - self._goal))
         r0, c0 = self._cell_of(xy)
         r1, c1 = self._cell_of(self._goal)
         path = -1  # unreachable, or the ball centre is (numerically) outside the free cells
         if 0 <= r0 < self.n_rows and 0 <= c0 < self.n_cols and self._cell_index[r0, c0] >= 0:
             path = int(self._cell_dist[self._cell_index[r0, c0], self._cell_index[r1, c1]])
+        return float(np.linalg.norm(xy - self._goal)), path
+
+    def _info(self) -> dict[str, Any]:
+        distance, path = self._distances()
         return {
             "goal_pixels": self._goal_pixels.copy(),
             "goal_state": np.array([*self._goal, 0.0, 0.0], dtype=np.float32),

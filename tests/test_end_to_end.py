@@ -18,6 +18,7 @@ TINY = [
     "controllers.hierarchical.optimizer.iters=2", "controllers.hierarchical.high_optimizer.population=16",
     "controllers.flat_gd.optimizer.iters=2", "controllers.flat_gd.horizon=4",
     "controllers.flat_cem.optimizer.population=16", "controllers.flat_cem.horizon=4",
+    "controllers.oracle.optimizer.population=8", "controllers.oracle.horizon=4",
 ]
 
 
@@ -29,9 +30,9 @@ def cfg(name: str, overrides: list[str]):
 def test_demo_end_to_end(tmp_path, capsys):
     demo_cli.run(cfg("demo", [*TINY, f"output_dir={tmp_path}"]))
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
-    assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "flat_cem", "random"}
+    assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "flat_cem", "oracle", "random"}
     ids = [r["episode_id"] for r in info["per_episode"]]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 10
     assert all(r["error"] is None for r in info["per_episode"]), info["per_episode"]
     for agg in info["aggregated"].values():
         assert 0.0 <= agg["pc_success"] <= 100.0 and agg["n_episodes"] == 2
@@ -39,12 +40,12 @@ def test_demo_end_to_end(tmp_path, capsys):
     starts: dict[str, list[float]] = {}
     for r in info["per_episode"]:
         starts.setdefault(r["controller"], []).append(r["start_distance"])
-    assert len(starts) == 4 and len({tuple(v) for v in starts.values()}) == 1
+    assert len(starts) == 5 and len({tuple(v) for v in starts.values()}) == 1
     assert (tmp_path / "train" / "checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "train" / "metrics.csv").is_file()
     for name in ("results.md", "success_by_difficulty.png", "success_vs_time.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    assert len(info["video_paths"]) == 8  # the first 2 episodes of each controller
+    assert len(info["video_paths"]) == 10  # the first 2 episodes of each controller
     assert all(Path(p).stat().st_size > 0 for p in info["video_paths"])
     out = capsys.readouterr().out
     assert "| point_maze | hierarchical | 2 |" in out

@@ -1,9 +1,10 @@
-"""Optimisers on a known quadratic: they must find its (box-constrained) minimum."""
+"""Optimisers on analytic problems: a quadratic, an optimum on the bound, a multimodal cost where
+restarts matter, and NaN costs that must never be returned as the best."""
 
 import pytest
 import torch
 
-from hmpc.optimizers import CEM, GradientDescent, make_optimizer
+from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid, make_optimizer
 
 
 def quadratic(target: torch.Tensor):
@@ -13,7 +14,24 @@ def quadratic(target: torch.Tensor):
     return cost
 
 
-@pytest.mark.parametrize("opt", [GradientDescent(iters=200, lr=0.1), CEM(iters=30, population=256, elites=16)])
+def two_wells(x: torch.Tensor) -> torch.Tensor:
+    """Per element: a shallow well (-1) at -0.5 and a deep one (-2) at +0.5; (N, H, A) -> (N,)."""
+    shallow = torch.exp(-((x + 0.5) ** 2) / (2 * 0.2**2))
+    deep = 2.0 * torch.exp(-((x - 0.5) ** 2) / (2 * 0.2**2))
+    return -(shallow + deep).sum((1, 2))
+
+
+def all_optimizers() -> list:
+    return [
+        GradientDescent(iters=200, lr=0.1),
+        CEM(iters=30, population=256, elites=16),
+        MPPI(iters=30, population=256, temperature=0.05, adapt_std=True),
+        Hybrid(sampler={"name": "mppi", "iters": 3, "population": 64, "temperature": 0.1},
+               refine={"iters": 100, "lr": 0.05}),
+    ]
+
+
+@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
 def test_finds_minimum_inside_box(opt):
     target = torch.tensor([[0.3, -0.5], [0.1, 0.7], [-0.8, 0.2]])  # (H=3, A=2)
     best, info = opt.optimize(quadratic(target), torch.zeros(4, 3, 2), -1.0, 1.0)
@@ -22,12 +40,61 @@ def test_finds_minimum_inside_box(opt):
     assert info["cost"] < 0.01 and info["iters"] >= 1
 
 
-@pytest.mark.parametrize("opt", [GradientDescent(iters=100, lr=0.2), CEM(iters=10, population=128)])
+@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
 def test_respects_bounds_when_minimum_is_outside(opt):
     target = torch.full((2, 2), 3.0)
     best, _ = opt.optimize(quadratic(target), torch.zeros(2, 2, 2), -1.0, 1.0)
     assert best.max() <= 1.0 + 1e-6 and best.min() >= -1.0 - 1e-6
     assert torch.allclose(best, torch.ones(2, 2), atol=0.05)
+
+
+@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+def test_per_element_bounds_optimum_on_the_bound(opt):
+    """Tensor bounds (H, A): the first action's optimum is on its own (tighter) bound."""
+    target = torch.tensor([[0.9, -0.9], [0.2, -0.3]])
+    low = torch.tensor([[-1.0, -0.5], [-1.0, -1.0]])
+    high = torch.tensor([[0.5, 1.0], [1.0, 1.0]])
+    best, _ = opt.optimize(quadratic(target), torch.zeros(2, 2, 2), low, high)
+    assert torch.all(best <= high + 1e-6) and torch.all(best >= low - 1e-6)
+    expected = torch.tensor([[0.5, -0.5], [0.2, -0.3]])
+    assert torch.allclose(best, expected, atol=0.05)
+
+
+def test_multimodal_restarts_matter():
+    """From an init inside the shallow well, one gradient candidate stays there; restarts find
+    the deep well. Sampling optimisers and the hybrid find it from the same init."""
+    init = torch.full((1, 2, 1), -0.4)  # (B=1, H=2, A=1), in the shallow well's basin
+    deep, shallow = torch.full((2, 1), 0.5), torch.full((2, 1), -0.5)
+    best, info = GradientDescent(iters=100, lr=0.05).optimize(two_wells, init, -1.0, 1.0)
+    assert torch.allclose(best, shallow, atol=0.05) and info["cost"] > -2.1
+    restarts = init.repeat(32, 1, 1)
+    gd = GradientDescent(iters=100, lr=0.05, restart_noise=1.0)
+    for opt in [gd, CEM(iters=10, population=64, init_std=0.7), MPPI(iters=10, population=64,
+                temperature=0.1, noise_std=0.7, adapt_std=True), Hybrid()]:
+        best, info = opt.optimize(two_wells, restarts, -1.0, 1.0)
+        assert torch.allclose(best, deep, atol=0.05), type(opt).__name__
+        assert info["cost"] < -3.9, type(opt).__name__
+
+
+@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+def test_nan_costs_are_never_the_best(opt):
+    """NaN for every candidate whose first entry is > 0: the best is the bounded optimum at 0."""
+    target = torch.tensor([[0.5, 0.2]])
+
+    def cost(x: torch.Tensor) -> torch.Tensor:
+        c = quadratic(target)(x)
+        return torch.where(x[:, 0, 0] > 0, torch.full_like(c, float("nan")), c)
+
+    best, info = opt.optimize(cost, torch.full((4, 1, 2), -0.5), -1.0, 1.0)
+    assert torch.isfinite(best).all() and best[0, 0] <= 0
+    assert info["cost"] == pytest.approx(float(quadratic(target)(best[None])[0]))
+    assert info["cost"] < 0.4  # init: 1.49; NaN-free optimum (0, 0.2): 0.25
+
+
+@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+def test_all_nan_costs_report_infinite_cost(opt):
+    best, info = opt.optimize(lambda x: x.sum((1, 2)) * float("nan"), torch.zeros(4, 2, 2), -1.0, 1.0)
+    assert torch.isfinite(best).all() and info["cost"] == float("inf")
 
 
 def test_gd_early_stop_and_warm_start():
@@ -38,11 +105,19 @@ def test_gd_early_stop_and_warm_start():
     assert info["cost"] == pytest.approx(0.0, abs=1e-8)
 
 
-def test_gd_is_seeded():
+@pytest.mark.parametrize("cls", [GradientDescent, CEM, MPPI, Hybrid])
+def test_optimizers_are_seeded(cls):
     target = torch.tensor([[0.2, -0.4], [0.6, 0.1]])
-    a, _ = GradientDescent(iters=3, seed=1).optimize(quadratic(target), torch.zeros(4, 2, 2), -1, 1)
-    b, _ = GradientDescent(iters=3, seed=1).optimize(quadratic(target), torch.zeros(4, 2, 2), -1, 1)
+    a, _ = cls(seed=1).optimize(quadratic(target), torch.zeros(4, 2, 2), -1, 1)
+    b, _ = cls(seed=1).optimize(quadratic(target), torch.zeros(4, 2, 2), -1, 1)
     assert torch.equal(a, b)
+
+
+def test_mppi_warm_start_is_scored():
+    """The warm start (init[0]) is scored first: started at the optimum, MPPI keeps it."""
+    target = torch.tensor([[0.3, -0.2], [0.1, 0.4]])
+    best, info = MPPI(iters=2, population=8).optimize(quadratic(target), target[None], -1, 1)
+    assert torch.equal(best, target) and info["cost"] == 0.0
 
 
 def test_make_optimizer_errors():
@@ -50,5 +125,15 @@ def test_make_optimizer_errors():
         make_optimizer("adamw")
     with pytest.raises(ValueError, match="accepted"):
         make_optimizer("gd", step_size=0.1)
+    with pytest.raises(ValueError, match="accepted"):
+        make_optimizer("mppi", elite_ratio=0.1)
+    with pytest.raises(ValueError, match="accepted"):
+        make_optimizer("hybrid", sampler={"name": "cem", "iterations": 2})
+    with pytest.raises(ValueError, match="sampler"):
+        make_optimizer("hybrid", sampler={"name": "gd"})
+    with pytest.raises(ValueError, match="temperature"):
+        make_optimizer("mppi", temperature=0.0)
+    assert isinstance(make_optimizer("mppi", iters=2), MPPI)
+    assert isinstance(make_optimizer("hybrid", refine={"iters": 3}), Hybrid)
     with pytest.raises(ValueError, match=r"\(B, H, A\)"):
         GradientDescent().optimize(quadratic(torch.zeros(2)), torch.zeros(3, 2), -1, 1)

@@ -1,0 +1,144 @@
+"""Simulator-oracle MPC: receding-horizon planning with a clone of the env as a perfect model.
+
+The upper bound every learned controller is compared with. Each control step it reads the real
+env's state (``env.unwrapped.get_state()``; the real env is never written to), and for every
+candidate action sequence restores that state into its *own* simulator clone, rolls the sequence
+out without rendering and scores it by the env's own goal distance. Ground truth is used only
+inside this oracle's model, never by a learned controller. The simulator is not differentiable,
+so the optimiser must be a sampling one (CEM or MPPI).
+
+Cost per candidate (N, H, A) -> (N,): ``goal * d`` with d the goal distance after the last step
+(goal_mode "final") or averaged over the horizon ("sum"), plus ``smoothness *``
+:func:`hmpc.costs.action_smoothness`. ``score`` picks d: "distance" is the env's Euclidean
+``info["distance"]`` (cells), which walls can trap behind a short horizon; "path" is
+``info["path_distance"] + 0.5 * info["distance"]``, the maze's BFS cell distance with the
+Euclidean one as a tie-break (its weight < 1/sqrt(2) so moving one cell along the path always
+wins). Simulation cost: N * H env steps per optimiser iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from hmpc.costs import CostWeights, action_smoothness
+from hmpc.mpc import Controller, Obs, run_optimizer, safe_action
+from hmpc.optimizers import GradientDescent, Hybrid, Optimizer
+
+SCORES = ("distance", "path")
+_OFF_PATH = 1e3  # path_distance -1: the ball is (numerically) outside the free cells
+
+
+class Simulator(Protocol):
+    """What the oracle needs of an env (``robots.point_maze.PointMazeEnv`` has all of it)."""
+
+    def get_state(self) -> np.ndarray: ...
+
+    def set_state(self, state: np.ndarray) -> None: ...
+
+    def simulate(self, action: np.ndarray) -> tuple[float, int]: ...
+
+
+def clone_simulator(env: Any) -> Simulator:
+    """An independent simulator built like ``env`` (its ``unwrapped.clone()``)."""
+    base = getattr(env, "unwrapped", env)
+    missing = [m for m in ("get_state", "set_state", "clone") if not callable(getattr(base, m, None))]
+    if missing:
+        raise ValueError(
+            f"the oracle controller needs an env with get_state/set_state/clone; "
+            f"{type(base).__name__} lacks {missing}: add them to the env, or drop kind: oracle"
+        )
+    sim = base.clone()
+    if not callable(getattr(sim, "simulate", None)):
+        raise ValueError(
+            f"{type(sim).__name__} has no simulate(action) -> (distance, path_distance) method"
+        )
+    return sim
+
+
+class OracleMPC(Controller):
+    """MPC whose model is a simulator clone synced from the real env at every step.
+
+    Args:
+        env: the real env the episode runs in; only its state is read (``get_state``).
+        optimizer: a sampling optimiser (CEM or MPPI); gradient-based ones are rejected.
+        horizon: env steps planned per control step.
+        candidates: rows of the warm start handed to the optimiser (row 0 is the mean).
+        score: "path" (maze BFS distance + Euclidean tie-break) or "distance" (Euclidean).
+        sim: the simulator to plan in; by default ``clone_simulator(env)``.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        optimizer: Optimizer,
+        horizon: int = 8,
+        candidates: int = 1,
+        weights: CostWeights | None = None,
+        action_dim: int = 2,
+        score: str = "path",
+        sim: Simulator | None = None,
+    ) -> None:
+        if score not in SCORES:
+            raise ValueError(f"oracle score={score!r}; use one of {SCORES}")
+        if isinstance(optimizer, (GradientDescent, Hybrid)):
+            raise ValueError(
+                f"the oracle's simulator is not differentiable; got {type(optimizer).__name__}: "
+                "use optimizer: {name: mppi} or {name: cem}"
+            )
+        self.sim = sim if sim is not None else clone_simulator(env)
+        self.env = getattr(env, "unwrapped", env)
+        if not callable(getattr(self.env, "get_state", None)):
+            raise ValueError(f"oracle env {type(self.env).__name__} has no get_state(); cannot sync")
+        self.optimizer = optimizer
+        self.horizon = horizon
+        self.candidates = max(1, candidates)
+        self.weights = weights or CostWeights()
+        self.action_dim = action_dim
+        self.score_kind = score
+        self.sim_steps = 0
+
+    def close(self) -> None:
+        """Release the simulator clone (its PyBullet client); also happens on garbage collection."""
+        close = getattr(self.sim, "close", None)
+        if callable(close):
+            close()
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        self.plan = torch.zeros(self.horizon, self.action_dim, dtype=torch.float64)
+        self.prev = torch.zeros(self.action_dim, dtype=torch.float64)
+
+    def score(self, state: np.ndarray, actions: torch.Tensor) -> torch.Tensor:
+        """Cost of candidates (N, H, A) rolled out from simulator ``state`` -> (N,) float64."""
+        arr = actions.detach().cpu().to(torch.float64).numpy()
+        dist = np.empty(arr.shape[:2])  # (N, H): goal distance after each step
+        for i in range(arr.shape[0]):  # the simulator holds one state: loop over candidates
+            self.sim.set_state(state)
+            for t in range(arr.shape[1]):
+                euclid, path = self.sim.simulate(arr[i, t])
+                if self.score_kind == "distance":
+                    dist[i, t] = euclid
+                else:
+                    dist[i, t] = path + 0.5 * euclid if path >= 0 else _OFF_PATH
+        self.sim_steps += dist.size
+        d = torch.as_tensor(dist[:, -1] if self.weights.goal_mode == "final" else dist.mean(1))
+        smooth = action_smoothness(actions.detach().cpu().to(torch.float64), self.prev)
+        return self.weights.goal * d + self.weights.smoothness * smooth
+
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.perf_counter()
+        state = np.asarray(self.env.get_state()).copy()  # ground truth: read, never written
+        steps0 = self.sim_steps
+        init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # (B, H, A) warm start
+        best, info, _ = run_optimizer(self.optimizer, lambda a: self.score(state, a), init, -1.0, 1.0)
+        shifted = torch.cat([self.plan[1:], self.plan[-1:]]).numpy()[0]
+        action, fell_back = safe_action(best[0], shifted)
+        if not fell_back:  # warm start of the next step: the plan shifted by one
+            self.plan = torch.cat([best[1:], best[-1:]]).detach().cpu().to(torch.float64)
+        self.prev = torch.as_tensor(action, dtype=torch.float64)
+        info = {**info, "fallback": fell_back, "sim_steps": self.sim_steps - steps0}
+        info["plan_ms"] = 1000 * (time.perf_counter() - t0)
+        return action, info
