@@ -26,7 +26,7 @@ from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_b
 from hmpc.mpc import Controller
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
-from hmpc.report import aggregate, difficulty_table, results_table
+from hmpc.report import aggregate, difficulty_table, results_csv, results_table
 from hmpc.rollout import EnvSpec, episode_seed
 from hmpc.runtime import resolve_device
 from hmpc.world_model import WorldModel, WorldModelSpec
@@ -50,6 +50,21 @@ class EvalConfig:
 def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Only the observation keys the controller declares; never info, success or goal state."""
     return {k: obs[k] for k in controller.observation_keys}
+
+
+NOMINAL = "nominal"
+
+
+def condition_specs(base: EnvSpec, conditions: dict[str, dict[str, Any]]) -> dict[str, EnvSpec]:
+    """One EnvSpec per named condition: base kwargs + ``env`` overrides, + ``wrappers``."""
+    out = {}
+    for name, c in conditions.items():
+        unknown = set(c) - {"env", "wrappers"}
+        if unknown:
+            raise ValueError(f"condition {name!r} has unknown keys {sorted(unknown)}; use env, wrappers")
+        kwargs = {**base.kwargs, **dict(c.get("env") or {})}
+        out[name] = EnvSpec(base.name, kwargs, tuple(dict(w) for w in c.get("wrappers") or ()))
+    return out
 
 
 def run_episode(
@@ -127,35 +142,50 @@ def _model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
     return model.to(device).eval()
 
 
-def _setup(env_spec: EnvSpec, blob: dict[str, Any] | None, device: str):
+Item = tuple[int, int, str, str]  # (episode index, seed, controller name, condition)
+
+
+def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: str):
     dev = resolve_device(device)
     model = _model_from_blob(blob, dev) if blob is not None else None
     atlas = blob.get("atlas") if blob is not None else None
-    return env_spec.make(), model, dev, atlas
+    return env_specs, {}, model, dev, atlas
 
 
-def _record(item: tuple[int, int, str]) -> dict[str, Any]:
-    index, seed, name = item
-    return {"episode_id": f"{name}/{index:04d}", "episode_index": index, "seed": seed, "controller": name}
+def row_label(name: str, condition: str) -> str:
+    """Results row of a controller under a condition: "flat_gd", "flat_gd [obs_noise]"."""
+    return name if condition == NOMINAL else f"{name} [{condition}]"
 
 
-def _failed(item: tuple[int, int, str], reason: str) -> dict[str, Any]:
+def _record(item: Item) -> dict[str, Any]:
+    index, seed, name, cond = item
+    label = row_label(name, cond)
+    return {
+        "episode_id": f"{label}/{index:04d}", "episode_index": index, "seed": seed,
+        "controller": label, "controller_name": name, "condition": cond,
+    }
+
+
+def _failed(item: Item, reason: str) -> dict[str, Any]:
     """Record of an episode whose worker kept dying: counted as a failure, with the reason."""
     return {**_record(item), "success": False, "error": reason, "eval_s": 0.0}
 
 
 def _run(
-    specs: dict[str, ControllerSpec], cfg: EvalConfig, state, item: tuple[int, int, str]
+    specs: dict[str, ControllerSpec], cfg: EvalConfig, state, item: Item
 ) -> dict[str, Any]:
     """Evaluate one (episode index, seed, controller name); never raises (errors are recorded).
 
     The first ``cfg.videos`` episodes of each controller come back with an mp4 as bytes.
     """
-    env, model, dev, atlas = state
-    index, seed, name = item
+    env_specs, envs, model, dev, atlas = state
+    index, seed, name, cond = item
     record = _record(item)
     t0 = time.perf_counter()
     try:
+        if cond not in envs:  # one env per condition per worker, built on first use
+            envs[cond] = env_specs[cond].make()
+        env = envs[cond]
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env)
         try:
             rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos)
@@ -179,11 +209,18 @@ def evaluate(
     cfg: EvalConfig,
     output_dir: str | Path,
     progress: bool = True,
+    conditions: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every controller on the same episodes; writes eval_info.json and results.md."""
+    """Evaluate every controller on the same episodes; writes eval_info.json and results.md.
+
+    ``conditions`` maps a name to ``{"env": {kwarg overrides}, "wrappers": [...]}``; each
+    condition is a separate row per controller (robustness), on the same seeds.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_spec.check()
+    env_specs = condition_specs(env_spec, conditions or {NOMINAL: {}})
+    for spec in env_specs.values():
+        spec.check()
     specs = {c.name: c for c in controllers}
     needs_model = any(c.kind not in NO_MODEL_KINDS for c in controllers)
     atlas_size = cfg.atlas_size if cfg.videos > 0 else 0
@@ -192,10 +229,14 @@ def evaluate(
         raise ValueError(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
         )
-    items = [(i, episode_seed(cfg.seed, i), n) for i in range(cfg.episodes) for n in specs]
+    items = [
+        (i, episode_seed(cfg.seed, i), n, c)
+        for c in env_specs for n in specs for i in range(cfg.episodes)
+    ]
+    rows = [row_label(n, c) for c in env_specs for n in specs]
     t0 = time.perf_counter()
     gen = parallel_map(
-        functools.partial(_setup, env_spec, blob, cfg.device),
+        functools.partial(_setup, env_specs, blob, cfg.device),
         functools.partial(_run, specs, cfg),
         items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
         retries=cfg.retries, on_failure=_failed,
@@ -203,30 +244,33 @@ def evaluate(
     records = []
     for rec in tqdm(gen, total=len(items), desc="eval", unit="ep", disable=not progress):
         records.append(rec)
-    records.sort(key=lambda r: (list(specs).index(r["controller"]), r["episode_index"]))
+    records.sort(key=lambda r: (rows.index(r["controller"]), r["episode_index"]))
     video_paths = []
     for r in records:
         if "video_mp4" in r:
-            path = out / "videos" / f"{r['controller']}_{r['episode_index']:04d}.mp4"
+            label = r["controller"].replace(" [", "_").replace("]", "")
+            path = out / "videos" / f"{label}_{r['episode_index']:04d}.mp4"
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(r.pop("video_mp4"))
             r["video_path"] = str(path)
             video_paths.append(str(path))
     info = {
         "per_episode": records,
-        "aggregated": aggregate(records, list(specs)),
+        "aggregated": aggregate(records, rows),
         "video_paths": video_paths,
         "env": {"name": env_spec.name, "kwargs": env_spec.kwargs},
+        "conditions": {c: {"kwargs": e.kwargs, "wrappers": list(e.wrappers)} for c, e in env_specs.items()},
         "checkpoint": str(checkpoint) if checkpoint else None,
         "config": {**cfg.__dict__},
         "eval_s": time.perf_counter() - t0,
     }
     atomic_write_json(out / "eval_info.json", info)
     table = results_table(info["aggregated"], env_spec.name)
-    by_difficulty = difficulty_table(records, list(specs))
+    by_difficulty = difficulty_table(records, rows)
     (out / "results.md").write_text(
         f"{table}\n\nSuccess by start-goal path distance (episodes in brackets):\n\n{by_difficulty}\n"
     )
-    plot_success_by_difficulty(records, list(specs), out / "success_by_difficulty.png")
+    (out / "results.csv").write_text(results_csv(info["aggregated"], env_spec.name))
+    plot_success_by_difficulty(records, rows, out / "success_by_difficulty.png")
     plot_success_vs_time(info["aggregated"], out / "success_vs_time.png")
     return info

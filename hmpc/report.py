@@ -76,3 +76,18 @@ def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[st
             cells.append(f"{100.0 * wins / len(rs):.0f} % ({len(rs)})" if rs else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+CSV_FIELDS = (
+    "n_episodes", "pc_success", "ci95_low", "ci95_high", "avg_final_distance", "avg_min_distance",
+    "plan_ms_mean", "plan_ms_p95", "fallbacks", "errors", "eval_s",
+)
+
+
+def results_csv(aggregated: dict[str, dict], task: str) -> str:
+    """The aggregated table as CSV, one row per task x controller (x condition)."""
+    lines = [",".join(("task", "controller", *CSV_FIELDS))]
+    for name, a in aggregated.items():
+        a = {**a, "ci95_low": a["pc_success_ci95"][0], "ci95_high": a["pc_success_ci95"][1]}
+        lines.append(",".join([task, f'"{name}"', *(f"{a[k]:.4g}" if isinstance(a[k], float) else str(a[k]) for k in CSV_FIELDS)]))
+    return "\n".join(lines) + "\n"

@@ -19,16 +19,21 @@ from hmpc.data import Episode, write_episodes
 from hmpc.data._meta import read_info
 from hmpc.parallel import parallel_map
 from robots import make_env
+from robots.perturbations import apply_perturbations
 from skills import make_policy
 
 
 @dataclass(frozen=True)
 class EnvSpec:
+    """An env by registry name + constructor kwargs, optionally wrapped by perturbations
+    (``[{"name": "obs_noise", "std": 8}, ...]``, see ``robots.perturbations``)."""
+
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    wrappers: tuple[dict[str, Any], ...] = ()
 
     def make(self):
-        return make_env(self.name, **self.kwargs)
+        return apply_perturbations(make_env(self.name, **self.kwargs), list(self.wrappers))
 
     def check(self) -> None:
         """Build and close the env once here, so bad names/keys fail before any worker starts."""

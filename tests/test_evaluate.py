@@ -87,7 +87,7 @@ def test_parallel_map_gives_up_after_retries(tmp_path):
 
 
 def _run_killing_once(marker_dir: str, victim: str, real_run, *args):
-    index, _, name = args[-1]  # args = (specs, cfg, state, item)
+    index, _, name, _ = args[-1]  # args = (specs, cfg, state, item)
     marker = Path(marker_dir) / "killed"
     if f"{name}/{index}" == victim and not marker.exists():
         marker.touch()

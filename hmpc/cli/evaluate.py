@@ -25,7 +25,11 @@ def run(cfg: DictConfig) -> None:
 
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     ecfg = typed(EvalConfig, {k: v for k, v in plain(cfg).items() if k in fields}, "eval.yaml")
-    info = evaluate(env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir)
+    conditions = plain(cfg.get("conditions")) or {"nominal": {}}
+    info = evaluate(
+        env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir,
+        conditions=conditions,
+    )
     print((Path(cfg.output_dir) / "results.md").read_text())
     print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")
 
