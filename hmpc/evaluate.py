@@ -69,12 +69,14 @@ def condition_specs(base: EnvSpec, conditions: dict[str, dict[str, Any]]) -> dic
 
 def run_episode(
     env, controller: Controller, seed: int, max_steps: int, atlas: SubgoalAtlas | None = None,
-    record_video: bool = False,
+    record_video: bool = False, log_steps: bool = False,
 ) -> dict[str, Any]:
     """Run one episode; returns the per-episode record (success at any step, timings, costs).
 
     With ``record_video`` the record carries "frames": camera | goal | subgoal panels per step
-    (the subgoal shown as the nearest ``atlas`` frame when the controller reports one).
+    (the subgoal shown as the nearest ``atlas`` frame when the controller reports one); with
+    ``log_steps`` it carries "steps_log": per step the action, plan cost and terms, iterations,
+    planning ms, fallback and replanning flags, and the distance to the goal after the step.
     """
     obs, info = env.reset(seed=seed)
     goal_obs = env.unwrapped.goal_observation()
@@ -82,6 +84,7 @@ def run_episode(
     start_dist, start_path = float(info["distance"]), int(info.get("path_distance", -1))
     success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
     frames: list[np.ndarray] = []
+    steps_log: list[dict[str, Any]] = []
     subgoal_px = None
     for t in range(max_steps):
         action, pinfo = controller.act(observation_for(controller, obs))
@@ -95,6 +98,8 @@ def run_episode(
         plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
         fallbacks += int(bool(pinfo.get("fallback", False)))
         replans += int(bool(pinfo.get("replanned", False)))
+        if log_steps:
+            steps_log.append(_step_entry(t, action, pinfo, dists[-1]))
         if info["is_success"] and success_step is None:
             success_step = t + 1
             break  # success is reached; the budget is not spent further
@@ -118,7 +123,17 @@ def run_episode(
     }
     if record_video:
         record["frames"] = frames
+    if log_steps:
+        record["steps_log"] = steps_log
     return record
+
+
+def _step_entry(t: int, action: np.ndarray, pinfo: dict[str, Any], distance: float) -> dict[str, Any]:
+    """JSON-ready per-step planner log (numbers only; the subgoal latent is left out)."""
+    keep = ("cost", "iters", "plan_ms", "fallback", "replanned", "terms", "error")
+    entry = {k: pinfo[k] for k in keep if k in pinfo}
+    entry.update({k: v for k, v in pinfo.items() if k.endswith(("_cost", "_iters"))})
+    return {"t": t, "action": [float(a) for a in action], "distance_after": distance, **entry}
 
 
 def model_blob(checkpoint: str | Path, atlas_size: int = 0, seed: int = 0) -> dict[str, Any]:
@@ -136,7 +151,7 @@ def model_blob(checkpoint: str | Path, atlas_size: int = 0, seed: int = 0) -> di
     return blob
 
 
-def _model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
+def model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
     model = WorldModel(WorldModelSpec.from_dict(blob["meta"]["model"]))
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in blob["weights"].items()})
     return model.to(device).eval()
@@ -147,7 +162,7 @@ Item = tuple[int, int, str, str]  # (episode index, seed, controller name, condi
 
 def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: str):
     dev = resolve_device(device)
-    model = _model_from_blob(blob, dev) if blob is not None else None
+    model = model_from_blob(blob, dev) if blob is not None else None
     atlas = blob.get("atlas") if blob is not None else None
     return env_specs, {}, model, dev, atlas
 

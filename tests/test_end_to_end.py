@@ -91,3 +91,20 @@ def test_ray_collection_matches_in_process(tmp_path):
     for i in range(4):
         ea, eb = da.load_episode(i), db.load_episode(i)
         assert np.array_equal(ea.state, eb.state) and np.array_equal(ea.action, eb.action)
+
+
+def test_plan_writes_video_and_step_log(tmp_path, capsys):
+    from hmpc.cli import plan as plan_cli
+
+    overrides = ["env.image_size=32", "controller=oracle", "max_steps=4", "device=cpu",
+                 "all_controllers.oracle.optimizer.population=8", f"output_dir={tmp_path}"]
+    plan_cli.run(cfg("plan", overrides))
+    steps = (tmp_path / "steps.jsonl").read_text().splitlines()
+    episode = json.loads((tmp_path / "episode.json").read_text())
+    assert len(steps) == episode["steps"] >= 1
+    first = json.loads(steps[0])
+    assert {"t", "action", "plan_ms", "cost", "fallback", "distance_after"} <= set(first)
+    assert (tmp_path / "episode.mp4").stat().st_size > 0
+    assert "oracle:" in capsys.readouterr().out
+    err = run_expecting_error(plan_cli, "plan", ["controller=mcts", f"output_dir={tmp_path}"], capsys)
+    assert "mcts" in err and "hierarchical" in err
