@@ -17,13 +17,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Ray 2.60 turns a 127.0.0.1 node address into the machine's reachable IP, so its servers
+# listen on the network, unless ray_constants.ENABLE_RAY_CLUSTER is False (read from this
+# variable when ray is imported); then the node IP is loopback and every server binds 127.0.0.1.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a private local Ray instance (dashboard off) or connect to ``address``.
+    """Start a private local Ray instance (dashboard off, 127.0.0.1 only) or connect to ``address``.
 
     Connecting to an existing cluster is an explicit choice: pass ``address`` (``auto`` or
-    ``ray://host:10001``). Note: Ray 2.60 maps a 127.0.0.1 node address to the machine's
-    reachable IP and its gRPC servers listen on all interfaces; it enables token
-    authentication by default, which is what protects a local instance today.
+    ``ray://host:10001``) and protect that cluster with Ray's token authentication
+    (``RAY_AUTH_MODE=token``; see SECURITY.md). A local instance listens on loopback only
+    (set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` to opt out) and Ray's token authentication,
+    on by default for local instances since Ray 2.59, stays on.
     """
     import ray
 
@@ -34,7 +41,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         ray.init(address=address, **kwargs)
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private instance phones no one
+    _loopback_only()
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+
+
+def _loopback_only() -> None:
+    """Make the next local instance bind 127.0.0.1 (unless the user set LOOPBACK_ENV).
+
+    The variable reaches Ray's child processes; the module constant covers a driver that had
+    imported ray before the variable was set.
+    """
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+    from ray._private import ray_constants
+
+    if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ENV].lower() in ("1", "true")
 
 
 class _Worker:

@@ -12,6 +12,7 @@ from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig
 from hmpc.objective import LossWeights
 from hmpc.rollout import EnvSpec, PolicySpec
+from hmpc.security import check_config
 from hmpc.train import TrainConfig
 from hmpc.world_model import LevelSpec, WorldModelSpec
 
@@ -64,7 +65,34 @@ def controller_specs(cfg: DictConfig) -> list[ControllerSpec]:
     """One spec per entry of ``controllers`` (the config group selected as a list)."""
     if cfg is None or not len(cfg):
         raise ValueError("no controllers selected; use controllers=[hierarchical,flat_gd,random]")
-    return [typed(ControllerSpec, {"name": n, **plain(c)}, f"controllers/{n}.yaml") for n, c in cfg.items()]
+    specs = [typed(ControllerSpec, {"name": n, **plain(c)}, f"controllers/{n}.yaml") for n, c in cfg.items()]
+    for spec in specs:
+        check_controller_spec(spec)
+    return specs
+
+
+def check_controller_spec(spec: ControllerSpec) -> None:
+    """Build the spec's optimisers and cost weights once here, so an unknown optimiser name or
+    key fails before any episode runs (inside workers it would only fail every episode)."""
+    from hmpc.costs import CostWeights
+    from hmpc.optimizers import make_optimizer
+
+    where = f"controllers/{spec.name}.yaml"
+    if spec.kind == "random":
+        return
+    levels = [("optimizer", spec.optimizer)]
+    if spec.kind == "hierarchical":
+        levels.append(("high_optimizer", spec.high_optimizer))
+    for key, opt in levels:
+        opt = dict(opt)
+        name = opt.pop("name", None)
+        if name is None:
+            raise ValueError(f"{where}: {key} has no 'name'; use name: gd, cem, mppi or hybrid")
+        try:
+            make_optimizer(name, **opt)
+        except ValueError as e:
+            raise ValueError(f"{where}: {key}: {e}") from e
+    typed(CostWeights, spec.weights, f"{where}: weights")
 
 
 def eval_config(cfg: DictConfig, workers: int, device: str, address: str | None) -> EvalConfig:
@@ -81,8 +109,19 @@ def existing_dir(path: str | None, key: str, hint: str) -> Path:
     return p
 
 
+def refuse_unsafe_targets(cfg: DictConfig) -> None:
+    """Refuse a composed config holding a ``_target_`` outside the project's own packages.
+
+    hmpc builds everything from typed specs and never instantiates ``_target_`` entries; one in
+    a config is either a mistake or an attempt to run code, so it is refused up front unless
+    the user allowed it with ``HMPC_ALLOWED_TARGETS`` (see ``hmpc.security``).
+    """
+    check_config(cfg, source="config")
+
+
 def report_user_errors(fn):
-    """Print input errors (bad names, keys, paths, files) as one clear line and exit 2."""
+    """Refuse unsafe ``_target_`` entries in the config, then run ``fn``; print input errors
+    (bad names, keys, paths, files, refused targets) as one clear line and exit 2."""
     import functools
     import sys
 
@@ -91,6 +130,9 @@ def report_user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            for cfg in (*args, *kwargs.values()):
+                if isinstance(cfg, DictConfig):
+                    refuse_unsafe_targets(cfg)  # before anything runs
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, LayoutError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hmpc.cli.common import CONFIG_PATH, controller_specs, env_spec, existing_dir, report_user_errors
+from hmpc.cli.common import (
+    CONFIG_PATH,
+    controller_specs,
+    env_spec,
+    existing_dir,
+    report_user_errors,
+)
 
 
 @report_user_errors

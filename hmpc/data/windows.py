@@ -78,7 +78,7 @@ def build_frame_cache(dataset: LeRobotDataset, cache_dir: str | Path | None = No
     if not complete:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _decode_all(dataset, pix_path, low_path, shape, progress)
-    with np.load(low_path) as low:
+    with np.load(low_path, allow_pickle=False) as low:  # a cache file is data, never code
         arrays = {k: low[k] for k in low.files}
     pixels = np.memmap(pix_path, dtype=np.uint8, mode="r", shape=shape)
     return FrameArrays(pixels=pixels, path=pix_path, reused=complete, **arrays)
