@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from hmpc.security import check_safetensors_file
 from hmpc.world_model import WorldModel, WorldModelSpec
 
 WEIGHTS = "model.safetensors"
@@ -77,6 +78,7 @@ def load_checkpoint(
         raise ValueError(f"{folder / CONFIG} has no 'model' key; is it a hmpc checkpoint?")
     spec = WorldModelSpec.from_dict(meta["model"])
     model = WorldModel(spec)
+    check_safetensors_file(folder / WEIGHTS)  # a pickle in disguise fails here, never unpickled
     state = load_file(str(folder / WEIGHTS), device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -230,3 +230,28 @@ def test_sigkill_mid_collection_then_rerun(tmp_path: Path) -> None:
     _collect(root, total, flush_every=1)
     assert validate_dataset(root) == []
     _assert_same(root, _collect(tmp_path / "ref", total, flush_every=1))
+
+
+def test_stats_left_behind_by_a_kill_are_caught_up(tmp_path):
+    """A kill between the info.json and stats.json renames: the next write repairs the stats."""
+    import json
+
+    from hmpc.data import Episode, validate_dataset, write_episodes
+
+    rng = np.random.default_rng(0)
+
+    def eps(n):
+        return [Episode(rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8),
+                        rng.normal(size=(6, 4)).astype(np.float32),
+                        rng.uniform(-1, 1, (6, 2)).astype(np.float32)) for _ in range(n)]
+
+    root = tmp_path / "ds"
+    write_episodes(root, eps(2), fps=10)
+    stale = (root / "meta/stats.json").read_text()
+    write_episodes(root, eps(2), fps=10)
+    (root / "meta/stats.json").write_text(stale)  # as if killed before the stats rename
+    assert any("interrupted write" in p.message for p in validate_dataset(root))
+    write_episodes(root, eps(1), fps=10)
+    assert validate_dataset(root) == []
+    stats = json.loads((root / "meta/stats.json").read_text())
+    assert stats["observation.state"]["count"] == [30]

@@ -114,21 +114,41 @@ def write_episodes(
         _write_parquet(tmp / rel_eps, pa.table(rows))
         _write_parquet(tmp / "meta/tasks.parquet", pa.table(
             {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks}))
-        old_stats = read_json(root / "meta/stats.json") if old_info else {}
+        old_stats = _stats_caught_up(root, first_index, video_key) if old_info else {}
         stats = merge_stats(old_stats, episodes_stats(episodes, video_key))
         _write_json(tmp / "meta/stats.json", stats)
         info = build_info(old_info, dims, video_key, fps, robot_type, codec, pix_fmt, chunks_size,
                           total_episodes=first_ep + len(episodes),
                           total_frames=first_index + table.num_rows, total_tasks=len(tasks))
         _write_json(tmp / "meta/info.json", info)
-        # Commit: payload first, info.json last (it is what readers trust).
-        for rel in (rel_data, rel_video, rel_eps, "meta/tasks.parquet", "meta/stats.json",
-                    "meta/info.json"):
+        # Commit: payload first, then info.json (what readers trust), then stats.json: a kill
+        # between the two leaves stats one batch behind, which the next write catches up on.
+        for rel in (rel_data, rel_video, rel_eps, "meta/tasks.parquet", "meta/info.json",
+                    "meta/stats.json"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, root / rel)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _stats_caught_up(root: Path, total_frames: int, video_key: str) -> dict[str, Any]:
+    """stats.json covering exactly the ``total_frames`` committed frames.
+
+    A writer killed between its info.json and stats.json renames leaves stats behind by the
+    episodes of that commit: fold them in from the committed files. Stats that cover more frames
+    than info.json (written by an older, stats-first commit order) are rebuilt from scratch.
+    """
+    stats = read_json(root / "meta/stats.json") if (root / "meta/stats.json").is_file() else {}
+    count = int(((stats.get("observation.state") or {}).get("count") or [0])[0])
+    if count == total_frames:
+        return stats
+    ds = LeRobotDataset(root)
+    starts = np.concatenate([[0], np.cumsum(ds.episode_lengths)])
+    behind = count < total_frames and count in starts
+    first = int(np.searchsorted(starts, count)) if behind else 0
+    missing = [ds.load_episode(i) for i in range(first, ds.num_episodes)]
+    return merge_stats(stats if behind else {}, episodes_stats(missing, video_key))
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

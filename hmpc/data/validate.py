@@ -103,10 +103,15 @@ def _check_totals(root: Path, info: dict[str, Any], refs: Sequence[EpisodeRef]) 
     except DatasetError as err:
         return [*out, Problem("meta/stats.json", None, None, str(err))]
     count = (stats.get("observation.state") or {}).get("count")
-    if count and int(count[0]) != frames:
+    if count and int(count[0]) < frames:
         out.append(Problem("meta/stats.json", None, None, f"observation.state count={count[0]} "
-                           f"but the dataset has {frames} frames (a write was interrupted between "
-                           "stats.json and info.json); normalisation stats are off"))
+                           f"but the dataset has {frames} frames: stats.json is behind (left by an "
+                           "interrupted write); the next write to this dataset (rerun hmpc-collect) "
+                           "catches it up"))
+    elif count and int(count[0]) > frames:
+        out.append(Problem("meta/stats.json", None, None, f"observation.state count={count[0]} "
+                           f"but the dataset has {frames} frames; normalisation stats are off: "
+                           "the next write to this dataset rebuilds them"))
     return out
 
 
