@@ -33,6 +33,28 @@ def linear_probe_r2(
     return float((1 - ss_res / ss_tot).mean())
 
 
+def level_views(
+    model: WorldModel, batch: dict[str, torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per level l: (latents (B, n_l + 1, D_l), actions/codes (B, n_l, A_l), state (B, n_l + 1, d)).
+
+    Level 1 sees every frame with real actions; level l >= 2 every span(l)-th frame through its
+    projector, with the macro codes of the real-action chunks in between.
+    """
+    pixels, action, state = batch["pixels"], batch["action"], batch["state"]
+    b, length = pixels.shape[:2]
+    spec = model.spec
+    fused = state.flatten(0, 1) if spec.state_dim else None
+    s = model.encode(pixels.flatten(0, 1), fused).view(b, length, -1)
+    views = [(s, action, state)]
+    for level in range(2, spec.num_levels + 1):
+        span, k = spec.span(level), spec.levels[level - 2].k
+        s = model.abstract[level - 2].project(s[:, ::k])
+        chunks = action.reshape(b, (length - 1) // span, span * action.shape[-1])
+        views.append((s, model.encode_macro(chunks, level), state[:, ::span]))
+    return views
+
+
 @torch.no_grad()
 def window_diagnostics(
     model: WorldModel, batch: dict[str, torch.Tensor], probe_dims: int = 2
@@ -43,23 +65,9 @@ def window_diagnostics(
     the "nothing moves" baseline (s_T predicted as s_0): < 1 means the predictor learned dynamics.
     Probes are fit on the first half of the batch and scored on the second half.
     """
-    pixels, action, state = batch["pixels"], batch["action"], batch["state"]
-    b, length = pixels.shape[:2]
-    spec = model.spec
-    fused = state.flatten(0, 1) if spec.state_dim else None
-    s1 = model.encode(pixels.flatten(0, 1), fused).view(b, length, -1)
     out: dict[str, float] = {}
-    half = b // 2
-    s_prev = s1
-    for level in range(1, spec.num_levels + 1):
-        span = spec.span(level)
-        if level == 1:
-            s, a, y = s1, action, state
-        else:
-            k = spec.levels[level - 2].k
-            s = model.abstract[level - 2].project(s_prev[:, ::k])
-            chunks = action.reshape(b, (length - 1) // span, span * action.shape[-1])
-            a, y = model.encode_macro(chunks, level), state[:, ::span]
+    half = batch["pixels"].shape[0] // 2
+    for level, (s, a, y) in enumerate(level_views(model, batch), start=1):
         for name, v in collapse_metrics(s.flatten(0, 1)).items():
             out[f"l{level}/{name}"] = v
         if half >= 1:
@@ -70,5 +78,38 @@ def window_diagnostics(
         err = (pred - s[:, -1]).pow(2).mean()
         base = (s[:, 0] - s[:, -1]).pow(2).mean().clamp_min(1e-12)
         out[f"l{level}/pred_err_ratio"] = float(err / base)
-        s_prev = s
     return out
+
+
+@torch.no_grad()
+def representation_report(
+    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: int = 2
+) -> dict[str, dict]:
+    """End-of-training health report, per level, over held-out ``batches``.
+
+    Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "steps_per_window", "eff_rank",
+    "std_mean", "std_min", "std_per_dim": [D_l floats]}}. Probe R² and error ratio are averaged
+    over batches; std and effective rank are over all latents of all batches together.
+    """
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    latents: dict[int, list[torch.Tensor]] = {}
+    for batch in batches:
+        for k, v in window_diagnostics(model, batch, probe_dims).items():
+            sums[k] = sums.get(k, 0.0) + v / len(batches)
+        for level, (s, _, _) in enumerate(level_views(model, batch), start=1):
+            latents.setdefault(level, []).append(s.flatten(0, 1).float().cpu())
+    model.train(was_training)
+    report: dict[str, dict] = {}
+    for level, zs in latents.items():
+        z = torch.cat(zs)
+        entry = {
+            "probe_r2": sums.get(f"l{level}/probe_r2", float("nan")),
+            "pred_err_ratio": sums[f"l{level}/pred_err_ratio"],
+            "steps_per_window": int(batches[0]["action"].shape[1] // model.spec.span(level)),
+            **collapse_metrics(z),
+            "std_per_dim": [round(float(v), 5) for v in z.std(dim=0)],
+        }
+        report[f"level_{level}"] = entry
+    return report

@@ -54,12 +54,27 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     return off_diag.pow(2).sum() / d
 
 
-def inverse_dynamics_loss(pred_action: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def inverse_dynamics_loss(
+    pred_action: torch.Tensor, action: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Inverse-dynamics auxiliary loss: MSE between actions inferred from (s_t, s_t+1) and taken.
 
-    Without it, planning in a JEPA latent can collapse (PLDM ablation). Shapes: (..., A).
+    Without it, planning in a JEPA latent can collapse (PLDM ablation).
+
+    Args:
+        pred_action, action: (B, ..., A).
+        mask: optional (B,) bool; only rows where it is True count (windows with actions).
+    Returns:
+        scalar: mean squared error over the kept rows; 0 (still differentiable) when none is kept.
     """
-    return F.mse_loss(pred_action, action)
+    if pred_action.shape != action.shape:
+        raise ValueError(f"inverse_dynamics_loss: pred {tuple(pred_action.shape)} != "
+                         f"action {tuple(action.shape)}")
+    if mask is None:
+        return F.mse_loss(pred_action, action)
+    err = (pred_action - action).pow(2).flatten(1).mean(dim=1)  # (B,)
+    keep = mask.to(err.dtype)
+    return (err * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 def temporal_smoothness_loss(z: torch.Tensor) -> torch.Tensor:

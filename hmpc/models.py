@@ -107,3 +107,19 @@ class MacroActionEncoder(nn.Module):
 
     def forward(self, chunk: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(chunk))
+
+
+class LatentPosterior(nn.Module):
+    """q(z | s_t, s_t+1): the latent variable that explains what the action does not, (..., Z).
+
+    Deterministic and tanh-bounded to [-1, 1]^Z: with an L2 penalty toward 0 (the prior mean)
+    and a small Z, it can carry only the little information the action leaves open, and the
+    planner can search it in a box or leave it at 0.
+    """
+
+    def __init__(self, latent_dim: int, z_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = mlp(2 * latent_dim, hidden, z_dim, depth=1)
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(torch.cat([s, s_next], dim=-1)))

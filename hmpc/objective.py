@@ -3,6 +3,14 @@
 A batch is a window of L = 1 + n * span(top) frames. Level l sees every span(l)-th frame, so it
 has n_l = (L - 1) / span(l) transitions; its actions are real actions at level 1 and macro codes
 of the real-action chunks at levels >= 2.
+
+Targets: with ``target="online"`` the prediction targets are the online encoder's own latents
+(collapse is held off by VICReg and inverse dynamics); with ``target="ema"`` they come from an
+exponential-moving-average copy of the model under stop-grad (BYOL / I-JEPA style).
+
+Video-only windows (``batch["has_action"]`` False): level 1 uses the action inferred by the
+inverse model from (s_t, s_t+1), levels >= 2 the macro code inferred by their own inverse model,
+both detached; the inverse-dynamics terms are scored on action-labelled windows only.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import torch
 
 from hmpc import losses
 from hmpc.world_model import WorldModel
+
+TARGETS = ("online", "ema")
 
 
 @dataclass(frozen=True)
@@ -25,89 +35,159 @@ class LossWeights:
     inverse_dynamics: float = 1.0
     smoothness: float = 0.0
     macro_l2: float = 0.01
+    latent_l2: float = 0.1  # L2 prior on the level-1 latent variable z (latent_var_dim > 0)
     rollout_horizon: int = 3  # open-loop steps per level (multi-step, not teacher forcing only)
     detach_lower: bool = True  # abstract levels do not push gradients into the levels below
+    target: str = "online"  # "online" | "ema": where prediction targets come from
+    ema_decay: float = 0.996  # target <- decay * target + (1 - decay) * online, every step
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"model.loss.target={self.target!r}; use one of {list(TARGETS)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"model.loss.ema_decay={self.ema_decay} must be in [0, 1), e.g. 0.996")
+        if self.rollout_horizon < 1:
+            raise ValueError(f"model.loss.rollout_horizon={self.rollout_horizon} must be >= 1")
 
 
 def multistep_prediction(
-    model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, horizon: int
+    model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, horizon: int,
+    target: torch.Tensor | None = None, z: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Open-loop rollouts of ``horizon`` steps from every start in the window.
 
-    s: (B, n + 1, D) encoded latents, a: (B, n, A_l). Returns the mean prediction loss over
-    rollout depths 1..horizon: depth j predicts s[:, j:] from s[:, : n + 1 - j].
+    s: (B, n + 1, D) encoded latents (starts), a: (B, n, A_l), target: (B, n + 1, D) latents to
+    predict (default ``s``), z: (B, n, Z) level-1 latent variables or None. Returns the mean
+    prediction loss over rollout depths 1..horizon: depth j predicts target[:, j:] from
+    s[:, : n + 1 - j].
     """
+    target = s if target is None else target
     n = a.shape[1]
     horizon = max(1, min(horizon, n))
     cur = s[:, :-1]  # (B, n, D): start latents
     total = s.new_zeros(())
     for j in range(horizon):
         # cur[:, t] is the prediction of s[:, t + j + 1] from s[:, t] after j + 1 steps
-        cur = model.predict(cur[:, : n - j], a[:, j:n], level)
-        total = total + losses.prediction_loss(cur, s[:, j + 1 :])
+        zj = None if z is None else z[:, j:n]
+        cur = model.predict(cur[:, : n - j], a[:, j:n], level, zj)
+        total = total + losses.prediction_loss(cur, target[:, j + 1 :])
     return total / horizon
 
 
+def _encode_window(model: WorldModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Level-1 latents of every frame: pixels (B, L, 3, H, W) -> (B, L, D_1)."""
+    pixels = batch["pixels"]
+    b, length = pixels.shape[:2]
+    state = batch.get("state") if model.spec.state_dim else None
+    flat_state = state.flatten(0, 1) if state is not None else None
+    return model.encode(pixels.flatten(0, 1), flat_state).view(b, length, -1)
+
+
+def _action_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """(B,) bool of action-labelled windows, or None when every window has actions."""
+    has = batch.get("has_action")
+    if has is None or bool(has.all()):
+        return None
+    return has.bool()
+
+
+def _fill_unlabelled(
+    model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, has: torch.Tensor | None
+) -> torch.Tensor:
+    """Replace the actions (codes) of video-only windows by inverse-dynamics ones, detached."""
+    if has is None:
+        return a
+    inferred = model.infer_action(s[:, :-1], s[:, 1:], level).detach().clamp(-1.0, 1.0)
+    return torch.where(has[:, None, None], a, inferred)  # (B, n, A_l)
+
+
 def world_model_loss(
-    model: WorldModel, batch: dict[str, torch.Tensor], w: LossWeights
+    model: WorldModel, batch: dict[str, torch.Tensor], w: LossWeights,
+    target_model: WorldModel | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and per-term metrics for one batch.
 
-    batch: "pixels" uint8 (B, L, 3, H, W), "action" float (B, L - 1, A),
-    optional "state" (B, L, d) used only when the encoder fuses state.
+    batch: "pixels" uint8 (B, L, 3, H, W), "action" float (B, L - 1, A), optional "state"
+    (B, L, d) used only when the encoder fuses state, optional "has_action" bool (B,).
+    ``target_model``: the EMA copy used for targets when ``w.target == "ema"`` (required then).
     """
-    pixels, action = batch["pixels"], batch["action"]
-    b, length = pixels.shape[:2]
+    action = batch["action"]
+    b, length = batch["pixels"].shape[:2]
     spec = model.spec
     top_span = spec.span(spec.num_levels)
     if (length - 1) % top_span:
         raise ValueError(f"window of {length} frames: L - 1 must be a multiple of {top_span}")
-    state = batch.get("state") if spec.state_dim else None
-    flat_state = state.flatten(0, 1) if state is not None else None
-    s1 = model.encode(pixels.flatten(0, 1), flat_state).view(b, length, -1)  # (B, L, D_1)
+    if w.target == "ema" and target_model is None:
+        raise ValueError("model.loss.target='ema' needs the EMA target model; pass target_model")
+    use_ema = w.target == "ema"
+    has = _action_mask(batch)
+    s1 = _encode_window(model, batch)  # (B, L, D_1)
+    with torch.no_grad():
+        t1 = _encode_window(target_model, batch) if use_ema else None
 
     metrics: dict[str, float] = {}
     total = s1.new_zeros(())
-    s_prev = s1
+    s_prev, t_prev = s1, t1
     for level in range(1, spec.num_levels + 1):
         span = spec.span(level)
         if level == 1:
-            s, a = s1, action
+            s, t, a = s1, t1, action
         else:
             k = spec.levels[level - 2].k
             below = s_prev.detach() if w.detach_lower else s_prev
             s = model.abstract[level - 2].project(below[:, ::k])  # (B, n_l + 1, D_l)
+            with torch.no_grad():
+                t = target_model.abstract[level - 2].project(t_prev[:, ::k]) if use_ema else None
             chunks = action.reshape(b, (length - 1) // span, span * action.shape[-1])
             a = model.encode_macro(chunks, level)  # (B, n_l, M_l)
-        terms = _level_terms(model, s, a, level, w)
+        a = _fill_unlabelled(model, s, a, level, has)
+        terms = _level_terms(model, s, a, level, w, t, has)
         if level > 1 and w.macro_l2:
             terms["macro_l2"] = (w.macro_l2, a.pow(2).mean())
         for name, (weight, value) in terms.items():
             total = total + weight * value
             metrics[f"l{level}/{name}"] = float(value.detach())
-        s_prev = s
+        s_prev, t_prev = s, t
     metrics["loss"] = float(total.detach())
     return total, metrics
 
 
 def _level_terms(
-    model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, w: LossWeights
+    model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, w: LossWeights,
+    target: torch.Tensor | None = None, has: torch.Tensor | None = None,
 ) -> dict[str, tuple[float, torch.Tensor]]:
-    """(weight, value) of each enabled term for one level. s: (B, n+1, D), a: (B, n, A_l)."""
+    """(weight, value) of each enabled term for one level.
+
+    s: (B, n+1, D) online latents, a: (B, n, A_l), target: (B, n+1, D) EMA latents or None
+    (targets are then ``s``), has: (B,) bool action mask or None (all labelled).
+    """
     flat = s.flatten(0, 1)
-    terms: dict[str, tuple[float, torch.Tensor]] = {
-        "pred": (w.prediction, multistep_prediction(model, s, a, level, w.rollout_horizon))
-    }
+    tgt = s if target is None else target
+    terms: dict[str, tuple[float, torch.Tensor]] = {}
+    z = None
+    if level == 1 and model.posterior is not None:
+        z = model.infer_latent(s[:, :-1], tgt[:, 1:])  # (B, n, Z)
+        terms["z_l2"] = (w.latent_l2, z.pow(2).mean())
+    terms["pred"] = (w.prediction, multistep_prediction(model, s, a, level, w.rollout_horizon, tgt, z))
     if w.variance:
         terms["var"] = (w.variance, losses.variance_loss(flat))
     if w.covariance:
         terms["cov"] = (w.covariance, losses.covariance_loss(flat))
     if w.inverse_dynamics:
         # at level >= 2 the target is the macro code itself: it makes codes recoverable from
-        # consecutive abstract states, which is what video-only episodes will rely on
+        # consecutive abstract states, which is what video-only episodes rely on
         pred_a = model.infer_action(s[:, :-1], s[:, 1:], level)
-        target = a if level == 1 else a.detach()
-        terms["idm"] = (w.inverse_dynamics, losses.inverse_dynamics_loss(pred_a, target))
+        goal = a if level == 1 else a.detach()
+        terms["idm"] = (w.inverse_dynamics, losses.inverse_dynamics_loss(pred_a, goal, has))
     if w.smoothness:
         terms["smooth"] = (w.smoothness, losses.temporal_smoothness_loss(s))
     return terms
+
+
+@torch.no_grad()
+def update_ema(target: WorldModel, online: WorldModel, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * online, parameter by parameter (in place)."""
+    for pt, po in zip(target.parameters(), online.parameters(), strict=True):
+        pt.lerp_(po, 1.0 - decay)
+    for bt, bo in zip(target.buffers(), online.buffers(), strict=True):
+        bt.copy_(bo)

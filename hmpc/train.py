@@ -1,15 +1,16 @@
 """Trainer of the multi-level world model: windows from a LeRobot dataset -> safetensors checkpoint.
 
-Owns the optimiser, the schedule, validation on held-out episodes, metrics (CSV + progress bar)
-and checkpoints; the model owns no loss and the losses own no state.
+Owns the optimiser, the schedule, the EMA target, validation on held-out episodes, metrics
+(CSV, TensorBoard, progress bar), periodic checkpoints with exact resume, the NaN/inf guard and
+the end-of-run diagnostics; the model owns no loss and the losses own no state.
 """
 
 from __future__ import annotations
 
-import csv
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hmpc.checkpoint import save_checkpoint
+from hmpc.checkpoint import atomic_write_json
 from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_episodes
-from hmpc.diagnostics import window_diagnostics
-from hmpc.objective import LossWeights, world_model_loss
+from hmpc.data.video import DatasetError
+from hmpc.diagnostics import representation_report, window_diagnostics
+from hmpc.objective import LossWeights, update_ema, world_model_loss
+from hmpc.train_log import MetricsLog, plot_training_curves
+from hmpc.train_state import (
+    TrainState,
+    load_training_checkpoint,
+    restore_rng,
+    save_training_checkpoint,
+)
 from hmpc.world_model import WorldModel, WorldModelSpec, build_world_model
+
+VIDEO_ONLY = ("ignore", "use")
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,22 @@ class TrainConfig:
     val_every: int = 500
     val_batches: int = 4
     log_every: int = 50
-    max_bad_steps: int = 20  # consecutive non-finite losses before stopping
+    max_bad_steps: int = 20  # consecutive non-finite losses/gradients before stopping
     seed: int = 0
+    checkpoint_every: int = 500  # 0: only the final checkpoint
+    resume: bool | str = False  # true: <out_dir>/checkpoint; or a checkpoint folder
+    tensorboard: bool = True  # scalars under <out_dir>/tb
+    plots: bool = True  # training_curves.png at the end (about 1-2 s)
+    video_only: str = "ignore"  # "use": also train on windows without actions (see objective)
+
+    def __post_init__(self) -> None:
+        if self.video_only not in VIDEO_ONLY:
+            raise ValueError(f"trainer.video_only={self.video_only!r}; use one of {list(VIDEO_ONLY)}")
+        for key in ("steps", "batch_size", "val_every", "val_batches", "log_every", "max_bad_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key}={getattr(self, key)} must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0 (0: final only)")
 
 
 @dataclass
@@ -46,20 +71,40 @@ class TrainResult:
     metrics: dict[str, float]
     steps: int
     seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
+@dataclass
+class _Run:
+    """Everything that changes during training (what a checkpoint must restore)."""
+
+    model: WorldModel
+    target: WorldModel | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    rng: np.random.Generator
+    state: TrainState
+    bad: int = 0
+
+
 def _make_samplers(
     data_root: Path, window: int, cfg: TrainConfig, rng: np.random.Generator
 ) -> tuple[WindowSampler, WindowSampler, LeRobotDataset]:
+    """Train windows (video-only ones too when ``video_only=use``) and held-out windows with
+    actions (validation scores action-conditioned prediction; falls back to train episodes)."""
     dataset = LeRobotDataset(data_root)
     frames = build_frame_cache(dataset)
     train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.val_fraction, rng)
-    train = WindowSampler(frames, window, episodes=train_ids)
-    val = WindowSampler(frames, window, episodes=val_ids if len(val_ids) else train_ids)
+    use_video = cfg.video_only == "use"
+    train = WindowSampler(frames, window, episodes=train_ids, require_actions=not use_video)
+    try:
+        val = WindowSampler(frames, window, episodes=val_ids if len(val_ids) else train_ids)
+    except DatasetError:  # every held-out episode is video-only
+        val = WindowSampler(frames, window, episodes=train_ids)
     return train, val, dataset
 
 
@@ -77,23 +122,83 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
         )
 
 
+def _val_batches(sampler: WindowSampler, cfg: TrainConfig, device: torch.device) -> list[dict]:
+    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows every time
+    return [sampler.sample(max(cfg.batch_size, 8), rng, device) for _ in range(cfg.val_batches)]
+
+
 @torch.no_grad()
 def validate(
     model: WorldModel, sampler: WindowSampler, weights: LossWeights, cfg: TrainConfig,
-    device: torch.device,
+    device: torch.device, target: WorldModel | None = None,
 ) -> dict[str, float]:
     """Mean loss terms and diagnostics over ``cfg.val_batches`` held-out batches (fixed seed)."""
     model.eval()
-    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows every time
     sums: dict[str, float] = {}
-    for _ in range(cfg.val_batches):
-        batch = sampler.sample(max(cfg.batch_size, 8), rng, device)
-        _, m = world_model_loss(model, batch, weights)
+    for batch in _val_batches(sampler, cfg, device):
+        _, m = world_model_loss(model, batch, weights, target)
         m.update(window_diagnostics(model, batch))
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
     model.train()
     return {f"val/{k}": v for k, v in sums.items()}
+
+
+def _lr_factor(steps: int):
+    """Linear warm-up over 100 steps, then cosine decay to 0 at ``steps``."""
+    def factor(i: int) -> float:
+        return min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * i / steps))
+    return factor
+
+
+def _setup(
+    out_dir: Path, spec: WorldModelSpec, weights: LossWeights, cfg: TrainConfig,
+    device: torch.device, rng: np.random.Generator,
+) -> _Run:
+    """Fresh model/optimiser/schedule, or the state of ``cfg.resume`` loaded into them."""
+    model = build_world_model(spec, cfg.seed, device)
+    target = None
+    if weights.target == "ema":
+        target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.steps))
+    run = _Run(model, target, opt, sched, rng, TrainState())
+    if cfg.resume is False or cfg.resume in ("", "false", None):
+        return run
+    folder = out_dir / "checkpoint" if cfg.resume is True or cfg.resume == "true" else Path(cfg.resume)
+    run.state, _ = load_training_checkpoint(folder, model, opt, sched, target)
+    run.rng = restore_rng(run.state.rng)
+    run.bad = run.state.bad_steps
+    return run
+
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor], weights: LossWeights,
+                cfg: TrainConfig) -> dict[str, float] | None:
+    """One optimiser step; None (and no update) when the loss or gradient is not finite."""
+    loss, m = world_model_loss(run.model, batch, weights, run.target)
+    run.opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return None
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    if not torch.isfinite(norm):
+        run.opt.zero_grad(set_to_none=True)
+        return None
+    run.opt.step()
+    run.sched.step()
+    if run.target is not None:
+        update_ema(run.target, run.model, weights.ema_decay)
+    return m
+
+
+def _checkpoint(run: _Run, out_dir: Path, log: MetricsLog, meta: dict[str, Any], t0: float) -> Path:
+    run.state.rng = run.rng.bit_generator.state
+    run.state.history = log.rows
+    run.state.bad_steps = run.bad
+    state = copy.copy(run.state)
+    state.seconds = run.state.seconds + time.perf_counter() - t0
+    return save_training_checkpoint(out_dir / "checkpoint", run.model, meta, run.opt, run.sched,
+                                    state, run.target)
 
 
 def train_world_model(
@@ -106,56 +211,68 @@ def train_world_model(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train from scratch and save ``out_dir/checkpoint``; metrics go to ``out_dir/metrics.csv``."""
+    """Train (or resume, ``cfg.resume``) and save ``out_dir/checkpoint``.
+
+    Also writes ``metrics.csv``, ``tb/`` (TensorBoard), ``diagnostics.json`` and
+    ``training_curves.png`` under ``out_dir``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
     _check_compatible(dataset, spec)
-    model = build_world_model(spec, cfg.seed, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
-    )
+    run = _setup(out_dir, spec, weights, cfg, device, rng)
     meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root)}
-    log_path = out_dir / "metrics.csv"
-    rows: list[dict[str, float]] = []
-    bad, t0, last = 0, time.perf_counter(), {}
-    bar = tqdm(range(cfg.steps), desc="train", disable=not progress, dynamic_ncols=True)
+    log = MetricsLog(out_dir, cfg.tensorboard, run.state.history, run.state.step)
+    t0 = time.perf_counter()
+    try:
+        last = _loop(run, train_s, val_s, weights, cfg, device, log, out_dir, meta, t0, progress)
+        ckpt = _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)
+    finally:
+        log.close()
+    report = representation_report(run.model, _val_batches(val_s, cfg, device))
+    atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report})
+    if cfg.plots:
+        plot_training_curves(log.rows, out_dir / "training_curves.png", spec.num_levels)
+    seconds = run.state.seconds + time.perf_counter() - t0
+    return TrainResult(ckpt, last, run.state.step, seconds, report)
+
+
+def _loop(
+    run: _Run, train_s: WindowSampler, val_s: WindowSampler, weights: LossWeights,
+    cfg: TrainConfig, device: torch.device, log: MetricsLog, out_dir: Path,
+    meta: dict[str, Any], t0: float, progress: bool,
+) -> dict[str, float]:
+    """Steps ``run.state.step .. cfg.steps - 1``; returns the last logged row."""
+    last: dict[str, float] = dict(log.rows[-1]) if log.rows else {}
+    bar = tqdm(range(run.state.step, cfg.steps), desc="train", disable=not progress,
+               dynamic_ncols=True, initial=run.state.step, total=cfg.steps)
     for step in bar:
-        batch = train_s.sample(cfg.batch_size, rng, device)
-        loss, m = world_model_loss(model, batch, weights)
-        if not torch.isfinite(loss):
-            bad += 1
-            if bad >= cfg.max_bad_steps:
+        batch = train_s.sample(cfg.batch_size, run.rng, device)
+        m = _train_step(run, batch, weights, cfg)
+        run.state.step = done = step + 1
+        if m is None:
+            run.bad += 1
+            if run.bad >= cfg.max_bad_steps:
                 raise NonFiniteLossError(
-                    f"loss was non-finite for {bad} consecutive steps (last step {step}); lower "
-                    f"train.lr (now {cfg.lr}) or check the dataset with `hmpc-dataset validate`. "
-                    f"No checkpoint was written for the broken weights."
-                )
-            opt.zero_grad(set_to_none=True)
+                    f"loss or gradient was non-finite for {run.bad} consecutive steps (last step "
+                    f"{step}); those steps were skipped, and the last checkpoint in "
+                    f"{out_dir / 'checkpoint'} (if any) is intact. Lower trainer.lr (now {cfg.lr}) "
+                    "or check the dataset with `hmpc-dataset validate`, then resume with "
+                    "trainer.resume=true.")
             continue
-        bad = 0
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+        run.bad = 0
+        if done % cfg.log_every == 0 or step == 0 or done == cfg.steps:
             bar.set_postfix(loss=f"{m['loss']:.3f}", pred=f"{m['l1/pred']:.3f}")
-        if (step + 1) % cfg.val_every == 0 or step == cfg.steps - 1:
-            last = {"step": step + 1, "time_s": time.perf_counter() - t0, **m}
-            last.update(validate(model, val_s, weights, cfg, device))
-            rows.append(last)
-            _write_csv(log_path, rows)
-    ckpt = save_checkpoint(out_dir / "checkpoint", model, {**meta, "metrics": last})
-    return TrainResult(ckpt, last, cfg.steps, time.perf_counter() - t0)
-
-
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+            log.add(done, {"time_s": run.state.seconds + time.perf_counter() - t0, **m})
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            log.add(done, {"time_s": run.state.seconds + time.perf_counter() - t0, **m,
+                           **validate(run.model, val_s, weights, cfg, device, run.target)})
+            last = dict(log.rows[-1])
+            log.write_csv()
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            log.write_csv()
+            _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)
+    log.write_csv()
+    return last

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from hmpc.models import ConvEncoder, InverseDynamics, MacroActionEncoder, ResidualPredictor, mlp
+from hmpc.models import (
+    ConvEncoder,
+    InverseDynamics,
+    LatentPosterior,
+    MacroActionEncoder,
+    ResidualPredictor,
+    mlp,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class WorldModelSpec:
     widths: tuple[int, ...] = (16, 32, 64, 64)
     hidden: int = 128
     levels: tuple[LevelSpec, ...] = field(default_factory=lambda: (LevelSpec(),))
+    latent_var_dim: int = 0  # > 0 adds a latent variable z (what actions do not determine) to level 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,8 +96,11 @@ class WorldModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.encoder = ConvEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim)
-        self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim, spec.hidden)
+        z_dim = spec.latent_var_dim
+        self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
         self.inverse = InverseDynamics(spec.latent_dim, spec.action_dim, spec.hidden)
+        # posterior q(z | s_t, s_t+1), deterministic and tanh-bounded; absent when z_dim == 0
+        self.posterior = LatentPosterior(spec.latent_dim, z_dim, spec.hidden) if z_dim else None
         below = spec.latent_dim
         abstract = []
         for i, lv in enumerate(spec.levels):
@@ -127,15 +138,33 @@ class WorldModel(nn.Module):
         return self.abstract[level - 2].macro(chunk)
 
     # -- predict ------------------------------------------------------------------------------
-    def predict(self, s: torch.Tensor, a: torch.Tensor, level: int = 1) -> torch.Tensor:
-        """One step of ``level``: s (..., D_l), a (..., A_l) -> (..., D_l)."""
-        self._check_level(level)
-        if level == 1:
-            return self.predictor(s, a)
-        return self.abstract[level - 2].predictor(s, a)
+    def predict(
+        self, s: torch.Tensor, a: torch.Tensor, level: int = 1, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One step of ``level``: s (..., D_l), a (..., A_l), z (..., Z) or None -> (..., D_l).
 
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, level: int = 1) -> torch.Tensor:
-        """Open-loop rollout. s0: (B, D_l), actions: (B, H, A_l) -> predicted (B, H, D_l).
+        ``z`` is the level-1 latent variable (``spec.latent_var_dim`` > 0); None means zeros,
+        the prior mean, which is what a planner that ignores z uses. Levels >= 2 take no z.
+        """
+        self._check_level(level)
+        if level > 1:
+            if z is not None:
+                raise ValueError(f"level {level} takes no latent variable z; pass z=None")
+            return self.abstract[level - 2].predictor(s, a)
+        z_dim = self.spec.latent_var_dim
+        if z_dim:
+            z = a.new_zeros(*a.shape[:-1], z_dim) if z is None else z.expand(*a.shape[:-1], z_dim)
+            a = torch.cat([a, z], dim=-1)
+        elif z is not None:
+            raise ValueError("this model has latent_var_dim=0; pass z=None or retrain with "
+                             "model.latent_var_dim > 0")
+        return self.predictor(s, a)
+
+    def rollout(
+        self, s0: torch.Tensor, actions: torch.Tensor, level: int = 1, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Open-loop rollout. s0: (B, D_l), actions: (B, H, A_l), z: (B, H, Z) or None (zeros)
+        -> predicted (B, H, D_l).
 
         Entry h is the latent after applying actions[:, : h + 1].
         """
@@ -144,9 +173,19 @@ class WorldModel(nn.Module):
         out = []
         s = s0
         for t in range(actions.shape[1]):  # loop over time only; batched over candidates
-            s = self.predict(s, actions[:, t], level)
+            # z only when given: stand-in models with predict(s, a, level) can borrow this method
+            if z is None:
+                s = self.predict(s, actions[:, t], level)
+            else:
+                s = self.predict(s, actions[:, t], level, z[:, t])
             out.append(s)
         return torch.stack(out, dim=1)
+
+    def infer_latent(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        """Posterior level-1 latent variable from (s_t, s_t+1): (..., D_1) x2 -> (..., Z)."""
+        if self.posterior is None:
+            raise ValueError("this model has latent_var_dim=0: it has no latent variable")
+        return self.posterior(s, s_next)
 
     def infer_action(self, s: torch.Tensor, s_next: torch.Tensor, level: int = 1) -> torch.Tensor:
         """Inverse dynamics: the action (level 1) or macro code (level >= 2) from s to s_next."""

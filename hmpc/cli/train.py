@@ -1,8 +1,13 @@
-"""hmpc-train: fit the multi-level latent world model on a dataset; writes a checkpoint."""
+"""hmpc-train: fit the multi-level latent world model on a dataset; writes a checkpoint.
+
+    hmpc-train data=DIR model=small trainer.steps=3000 output_dir=runs/a
+    hmpc-train data=DIR model=small trainer.steps=3000 output_dir=runs/a trainer.resume=true
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -20,17 +25,31 @@ from hmpc.cli.common import (
 def run(cfg: DictConfig) -> None:
     from hmpc.data import LeRobotDataset
     from hmpc.runtime import resolve_device
-    from hmpc.train import train_world_model
+    from hmpc.train import NonFiniteLossError, train_world_model
+    from hmpc.train_state import NonFiniteWeightsError
 
     root = existing_dir(cfg.data, "data", "collect one with `hmpc-collect output_dir=<dir>`")
     ds = LeRobotDataset(root)
+    if ds.action_dim is None:
+        raise ValueError(
+            f"data={root}: no episode has actions; hmpc-train needs some action-labelled episodes "
+            "(video-only ones join them with trainer.video_only=use)")
     spec, weights = model_spec(cfg.model, ds.image_shape[0], ds.action_dim)
-    result = train_world_model(
-        root, cfg.output_dir, spec, weights, train_config(cfg.trainer), resolve_device(cfg.device),
-        meta={"dataset": {"root": str(root), "robot_type": ds.info.get("robot_type", "")}},
-    )
-    keys = [k for k in result.metrics if k.startswith("val/") and ("probe" in k or "ratio" in k or "rank" in k)]
-    print(json.dumps({k: round(result.metrics[k], 3) for k in keys}, indent=1))
+    try:
+        result = train_world_model(
+            root, cfg.output_dir, spec, weights, train_config(cfg.trainer), resolve_device(cfg.device),
+            meta={"dataset": {"root": str(root), "robot_type": ds.info.get("robot_type", "")}},
+        )
+    except (NonFiniteLossError, NonFiniteWeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    summary = {
+        level: {k: round(v, 3) for k, v in d.items() if k in ("probe_r2", "pred_err_ratio", "eff_rank", "std_min")}
+        for level, d in result.diagnostics.items()
+    }
+    print(json.dumps(summary, indent=1))
+    curves = f", curves: {cfg.output_dir}/training_curves.png" if cfg.trainer.plots else ""
+    print(f"diagnostics: {cfg.output_dir}/diagnostics.json{curves}")
     print(f"checkpoint: {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
 
 

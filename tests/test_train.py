@@ -1,0 +1,236 @@
+"""Trainer: bit-identical runs, exact resume, NaN/inf guard, metrics, diagnostics, video-only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hmpc.train as train_mod
+from hmpc.data import Episode, write_episodes
+from hmpc.objective import LossWeights, world_model_loss
+from hmpc.train import NonFiniteLossError, TrainConfig, train_world_model
+from hmpc.train_state import NonFiniteWeightsError, find_resumable
+from hmpc.world_model import LevelSpec, WorldModelSpec
+
+SIZE = 16
+SPEC = WorldModelSpec(
+    image_size=SIZE, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
+    levels=(LevelSpec(latent_dim=6, k=2, macro_dim=2, hidden=16),),
+)
+CFG = TrainConfig(
+    steps=20, batch_size=4, top_steps=2, val_every=10, val_batches=1, log_every=1,
+    checkpoint_every=10, tensorboard=False, plots=False, seed=3,
+)
+CPU = torch.device("cpu")
+DEFAULT_WEIGHTS = LossWeights()
+
+
+def episode(seed: int, t: int = 16, with_action: bool = True) -> Episode:
+    """A bright square driven by the actions: the state is its position."""
+    rng = np.random.default_rng(seed)
+    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
+    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, SIZE - 4)
+    pixels = np.full((t, SIZE, SIZE, 3), 40, np.uint8)
+    for i, (x, y) in enumerate(pos.astype(int)):
+        pixels[i, y : y + 4, x : x + 4] = 220
+    return Episode(pixels, pos.astype(np.float32), action if with_action else None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds") / "ds"
+    write_episodes(root, [episode(i) for i in range(6)], fps=10)
+    return root
+
+
+def train(data: Path, out: Path, cfg: TrainConfig = CFG, weights: LossWeights = DEFAULT_WEIGHTS,
+          spec: WorldModelSpec = SPEC):
+    return train_world_model(data, out, spec, weights, cfg, CPU, progress=False)
+
+
+def losses_by_step(rows):
+    return {r["step"]: {k: v for k, v in r.items() if k != "time_s"} for r in rows}
+
+
+def history(out: Path) -> list[dict]:
+    return json.loads((out / "checkpoint" / "train_state.json").read_text())["history"]
+
+
+def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
+    full = train(data, tmp_path / "full")
+    again = train(data, tmp_path / "again")
+    assert losses_by_step(history(tmp_path / "full")) == losses_by_step(history(tmp_path / "again"))
+    assert full.metrics["loss"] == again.metrics["loss"]
+
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def crash_at_step_13(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14 + 1:  # 13 train steps + 1 validation batch at step 10, then crash
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "resumed")
+    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
+    assert json.loads((tmp_path / "resumed/checkpoint/train_state.json").read_text())["step"] == 10
+    resumed = train(data, tmp_path / "resumed", replace(CFG, resume=True))
+    assert resumed.steps == 20
+    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+    a = load_file(str(tmp_path / "full/checkpoint/model.safetensors"))
+    b = load_file(str(tmp_path / "resumed/checkpoint/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    oa = load_file(str(tmp_path / "full/checkpoint/optimizer.safetensors"))
+    ob = load_file(str(tmp_path / "resumed/checkpoint/optimizer.safetensors"))
+    assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+    # no temporary or half-swapped folders are left behind
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir() if p.name.startswith(".")) == []
+
+
+def test_outputs_diagnostics_plot_and_tensorboard(data, tmp_path):
+    result = train(data, tmp_path, replace(CFG, steps=4, checkpoint_every=0, tensorboard=True, plots=True))
+    diag = json.loads((tmp_path / "diagnostics.json").read_text())
+    for level, dim in (("level_1", 8), ("level_2", 6)):
+        d = diag["levels"][level]
+        assert {"probe_r2", "pred_err_ratio", "eff_rank", "std_mean", "std_min"} <= set(d)
+        assert len(d["std_per_dim"]) == dim
+    assert result.diagnostics == diag["levels"]
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "step" and "l1/pred" in header and "val/l1/probe_r2" in header
+
+
+def test_resume_errors_name_the_fix(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="trainer.resume"):
+        train(data, tmp_path / "none", replace(CFG, resume=True))
+    train(data, tmp_path / "a", replace(CFG, steps=2, checkpoint_every=0))
+    other = replace(SPEC, latent_dim=10)
+    with pytest.raises(ValueError, match="latent_dim"):
+        train(data, tmp_path / "a", replace(CFG, steps=4, resume=True), spec=other)
+    with pytest.raises(ValueError, match="video_only"):
+        replace(CFG, video_only="maybe")
+
+
+def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(data, tmp_path, monkeypatch):
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def sometimes_nan(model, batch, w, target=None):
+        loss, m = real_loss(model, batch, w, target)
+        calls["n"] += 1
+        if calls["n"] in (3, 4) or calls["n"] > 13:  # two bad steps, then broken for good
+            return loss * float("nan"), m
+        return loss, m
+
+    monkeypatch.setattr(train_mod, "world_model_loss", sometimes_nan)
+    with pytest.raises(NonFiniteLossError, match="non-finite for 3 consecutive steps"):
+        train(data, tmp_path, replace(CFG, max_bad_steps=3))
+    rows = history(tmp_path)
+    assert 3 not in {r["step"] for r in rows} and 4 not in {r["step"] for r in rows}
+    assert 5 in {r["step"] for r in rows}  # training went on after the two skipped steps
+    ckpt = tmp_path / "checkpoint"
+    assert json.loads((ckpt / "train_state.json").read_text())["step"] == 10
+    assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / "model.safetensors")).values())
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(data, tmp_path):
+    from hmpc.train_state import TrainState, save_training_checkpoint
+    from hmpc.world_model import build_world_model
+
+    m = build_world_model(SPEC, 0)
+    opt = torch.optim.AdamW(m.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+    folder = tmp_path / "checkpoint"
+    save_training_checkpoint(folder, m, {}, opt, sched, TrainState(step=1))
+    with torch.no_grad():
+        m.predictor.net[0].weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteWeightsError, match="predictor.net.0.weight"):
+        save_training_checkpoint(folder, m, {}, opt, sched, TrainState(step=2))
+    assert find_resumable(folder) == folder
+    assert json.loads((folder / "train_state.json").read_text())["step"] == 1
+
+
+def test_ema_target_and_latent_variable_train_and_resume(data, tmp_path):
+    spec = replace(SPEC, latent_var_dim=2)
+    weights = LossWeights(target="ema", ema_decay=0.9, variance=0.5)
+    cfg = replace(CFG, steps=6, checkpoint_every=3, val_every=3)
+    result = train(data, tmp_path, cfg, weights, spec)
+    assert "l1/z_l2" in result.metrics
+    ck = tmp_path / "checkpoint"
+    online, target = load_file(str(ck / "model.safetensors")), load_file(str(ck / "target.safetensors"))
+    assert online.keys() == target.keys() and any(not torch.equal(online[k], target[k]) for k in online)
+    from hmpc.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(ck)
+    s = torch.zeros(3, 8)
+    a = torch.zeros(3, 4, 2)
+    assert torch.equal(model.rollout(s, a), model.rollout(s, a, z=torch.zeros(3, 4, 2)))
+    with pytest.raises(ValueError, match="takes no latent variable"):
+        model.predict(torch.zeros(1, 6), torch.zeros(1, 2), level=2, z=torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="needs the EMA target model"):
+        world_model_loss(model, {"pixels": torch.zeros(1, 5, 3, SIZE, SIZE, dtype=torch.uint8),
+                                 "action": torch.zeros(1, 4, 2)}, weights)
+
+
+def test_video_only_episodes_are_used_or_ignored(tmp_path):
+    root = tmp_path / "mixed"
+    eps = [episode(i, with_action=i < 2) for i in range(6)]  # 2 labelled, 4 video-only
+    write_episodes(root, eps, fps=10)
+    cfg = replace(CFG, steps=3, checkpoint_every=0, val_fraction=0.0)
+    ignore = train(root, tmp_path / "ignore", cfg)
+    use = train(root, tmp_path / "use", replace(cfg, video_only="use"))
+    assert np.isfinite(ignore.metrics["loss"]) and np.isfinite(use.metrics["loss"])
+    assert ignore.metrics["loss"] != use.metrics["loss"]
+
+
+def test_video_only_windows_get_inferred_actions_and_no_idm_loss():
+    from hmpc.world_model import build_world_model
+
+    m = build_world_model(SPEC, 0)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "pixels": torch.randint(0, 256, (4, 5, 3, SIZE, SIZE), generator=g, dtype=torch.uint8),
+        "action": torch.rand(4, 4, 2, generator=g) * 2 - 1,
+        "has_action": torch.tensor([True, True, False, False]),
+    }
+    _, with_mask = world_model_loss(m, batch, LossWeights())
+    garbage = dict(batch, action=batch["action"].clone())
+    garbage["action"][2:] = 100.0  # what a video-only window holds must not matter
+    _, masked = world_model_loss(m, garbage, LossWeights())
+    assert masked == with_mask
+    _, labelled = world_model_loss(m, {k: v[:2] for k, v in batch.items()}, LossWeights())
+    assert masked["l1/idm"] == pytest.approx(labelled["l1/idm"], rel=1e-5)
+
+
+def test_three_level_preset_trains_from_config(data, tmp_path, capsys):
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import train as train_cli
+
+    overrides = [
+        "model=small3", "model.widths=[4,8]", "model.hidden=16", f"data={data}",
+        f"output_dir={tmp_path}", "device=cpu", "trainer.steps=2", "trainer.batch_size=2",
+        "trainer.top_steps=1", "trainer.val_every=2", "trainer.val_batches=1",
+        "trainer.tensorboard=false", "trainer.plots=false", "trainer.val_fraction=0.2",
+    ]
+    with initialize_config_module("configs", version_base="1.3"):
+        train_cli.run(compose("train", overrides=overrides))
+    diag = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert set(diag["levels"]) == {"level_1", "level_2", "level_3"}
+    assert "checkpoint:" in capsys.readouterr().out
