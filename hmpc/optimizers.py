@@ -165,10 +165,16 @@ class CEM:
     def optimize(
         self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        t0 = time.perf_counter()
-        x, cost = self.search(cost_fn, init, low, high, keep=1)
-        info = {"cost": float(cost[0]), "iters": self.iters, "time_s": time.perf_counter() - t0}
-        return x[0], info
+        return _best_of_search(self, cost_fn, init, low, high)
+
+
+def _best_of_search(
+    opt: CEM | MPPI, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``optimize`` of the sampling optimisers: the single best sequence their search scored."""
+    t0 = time.perf_counter()
+    x, cost = opt.search(cost_fn, init, low, high, keep=1)
+    return x[0], {"cost": float(cost[0]), "iters": opt.iters, "time_s": time.perf_counter() - t0}
 
 
 @dataclass
@@ -228,10 +234,7 @@ class MPPI:
     def optimize(
         self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        t0 = time.perf_counter()
-        x, cost = self.search(cost_fn, init, low, high, keep=1)
-        info = {"cost": float(cost[0]), "iters": self.iters, "time_s": time.perf_counter() - t0}
-        return x[0], info
+        return _best_of_search(self, cost_fn, init, low, high)
 
 
 @dataclass

@@ -12,6 +12,16 @@ from matplotlib.figure import Figure
 from hmpc.report import wilson_interval
 
 
+def _save_success_axes(fig: Figure, ax, path: Path) -> Path:
+    """Shared finish of the success plots: y axis in %, legend, tight layout, PNG."""
+    ax.set_ylabel("success % (95 % CI)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def plot_success_by_difficulty(
     records: Sequence[dict[str, Any]], controllers: Sequence[str], path: Path
 ) -> Path:
@@ -34,12 +44,7 @@ def plot_success_by_difficulty(
         ax.bar(x, rates, width, yerr=[lo, hi], capsize=2, label=name)
     ax.set_xticks(np.arange(len(dists)), [str(d) for d in dists])
     ax.set_xlabel("start-goal path distance (maze cells)")
-    ax.set_ylabel("success % (95 % CI)")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return _save_success_axes(fig, ax, path)
 
 
 def plot_success_vs_time(aggregated: dict[str, dict], path: Path) -> Path:
@@ -52,9 +57,4 @@ def plot_success_vs_time(aggregated: dict[str, dict], path: Path) -> Path:
         err = [[max(y - lo, 0.0)], [max(hi - y, 0.0)]]
         ax.errorbar([a["plan_ms_mean"]], [y], yerr=err, fmt="o", capsize=3, label=name)
     ax.set_xlabel("planning ms per control step (mean)")
-    ax.set_ylabel("success % (95 % CI)")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return _save_success_axes(fig, ax, path)
