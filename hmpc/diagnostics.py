@@ -42,16 +42,13 @@ def level_views(
     projector, with the macro codes of the real-action chunks in between.
     """
     pixels, action, state = batch["pixels"], batch["action"], batch["state"]
-    b, length = pixels.shape[:2]
     spec = model.spec
-    fused = state.flatten(0, 1) if spec.state_dim else None
-    s = model.encode(pixels.flatten(0, 1), fused).view(b, length, -1)
+    s = model.encode_window(pixels, state)
     views = [(s, action, state)]
     for level in range(2, spec.num_levels + 1):
-        span, k = spec.span(level), spec.levels[level - 2].k
+        k = spec.levels[level - 2].k
         s = model.abstract[level - 2].project(s[:, ::k])
-        chunks = action.reshape(b, (length - 1) // span, span * action.shape[-1])
-        views.append((s, model.encode_macro(chunks, level), state[:, ::span]))
+        views.append((s, model.macro_codes(action, level), state[:, :: spec.span(level)]))
     return views
 
 

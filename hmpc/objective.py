@@ -74,15 +74,6 @@ def multistep_prediction(
     return total / horizon
 
 
-def _encode_window(model: WorldModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Level-1 latents of every frame: pixels (B, L, 3, H, W) -> (B, L, D_1)."""
-    pixels = batch["pixels"]
-    b, length = pixels.shape[:2]
-    state = batch.get("state") if model.spec.state_dim else None
-    flat_state = state.flatten(0, 1) if state is not None else None
-    return model.encode(pixels.flatten(0, 1), flat_state).view(b, length, -1)
-
-
 def _action_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """(B,) bool of action-labelled windows, or None when every window has actions."""
     has = batch.get("has_action")
@@ -112,7 +103,7 @@ def world_model_loss(
     ``target_model``: the EMA copy used for targets when ``w.target == "ema"`` (required then).
     """
     action = batch["action"]
-    b, length = batch["pixels"].shape[:2]
+    length = batch["pixels"].shape[1]
     spec = model.spec
     top_span = spec.span(spec.num_levels)
     if (length - 1) % top_span:
@@ -121,15 +112,14 @@ def world_model_loss(
         raise ValueError("model.loss.target='ema' needs the EMA target model; pass target_model")
     use_ema = w.target == "ema"
     has = _action_mask(batch)
-    s1 = _encode_window(model, batch)  # (B, L, D_1)
+    s1 = model.encode_window(batch["pixels"], batch.get("state"))  # (B, L, D_1)
     with torch.no_grad():
-        t1 = _encode_window(target_model, batch) if use_ema else None
+        t1 = target_model.encode_window(batch["pixels"], batch.get("state")) if use_ema else None
 
     metrics: dict[str, float] = {}
     total = s1.new_zeros(())
     s_prev, t_prev = s1, t1
     for level in range(1, spec.num_levels + 1):
-        span = spec.span(level)
         if level == 1:
             s, t, a = s1, t1, action
         else:
@@ -138,8 +128,7 @@ def world_model_loss(
             s = model.abstract[level - 2].project(below[:, ::k])  # (B, n_l + 1, D_l)
             with torch.no_grad():
                 t = target_model.abstract[level - 2].project(t_prev[:, ::k]) if use_ema else None
-            chunks = action.reshape(b, (length - 1) // span, span * action.shape[-1])
-            a = model.encode_macro(chunks, level)  # (B, n_l, M_l)
+            a = model.macro_codes(action, level)  # (B, n_l, M_l)
         a = _fill_unlabelled(model, s, a, level, has)
         terms = _level_terms(model, s, a, level, w, t, has)
         if level > 1 and w.macro_l2:

@@ -118,6 +118,15 @@ class WorldModel(nn.Module):
         """Level-1 latent of images. pixels: uint8 (B, 3, H, W) -> (B, D_1)."""
         return self.encoder(pixels, state)
 
+    def encode_window(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Level-1 latents of every frame of a window: pixels uint8 (B, L, 3, H, W) -> (B, L, D_1).
+
+        ``state`` (B, L, d) is used only when the encoder fuses proprioception.
+        """
+        b, length = pixels.shape[:2]
+        fused = state.flatten(0, 1) if state is not None and self.spec.state_dim else None
+        return self.encode(pixels.flatten(0, 1), fused).view(b, length, -1)
+
     def project(self, s1: torch.Tensor, level: int) -> torch.Tensor:
         """Map level-1 latents (..., D_1) up to ``level``'s space (..., D_level)."""
         self._check_level(level)
@@ -136,6 +145,14 @@ class WorldModel(nn.Module):
         """Macro code of a real-action chunk (..., span(level) * A) -> (..., M_level)."""
         self._check_level(level, abstract=True)
         return self.abstract[level - 2].macro(chunk)
+
+    def macro_codes(self, action: torch.Tensor, level: int) -> torch.Tensor:
+        """Macro codes of consecutive real-action chunks: (B, T, A) -> (B, T / span, M_level)."""
+        b, t, a = action.shape
+        span = self.spec.span(level)
+        if t % span:
+            raise ValueError(f"{t} actions do not split into level-{level} chunks of {span}")
+        return self.encode_macro(action.reshape(b, t // span, span * a), level)
 
     # -- predict ------------------------------------------------------------------------------
     def predict(
