@@ -54,7 +54,7 @@ def episode_seed(base_seed: int, index: int) -> int:
 # -- collection -----------------------------------------------------------------------------------
 def _collect_setup(env_spec: EnvSpec, policy_spec: PolicySpec):
     env = env_spec.make()
-    policy = make_policy(policy_spec.name, env.action_space.shape[0], **policy_spec.kwargs)
+    policy = make_policy(policy_spec.name, env, **policy_spec.kwargs)
     return env, policy
 
 

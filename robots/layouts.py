@@ -63,6 +63,21 @@ NAMED_LAYOUTS: dict[str, tuple[str, ...]] = {
         "#..#...#...#",
         "############",
     ),
+    # OGBench pointmaze-giant (12x16).
+    "giant": (
+        "################",
+        "#.......#......#",
+        "#.###.#.#.##.#.#",
+        "#.###.#....#.#.#",
+        "#...#.##.###.#.#",
+        "#.#...#........#",
+        "#...#...#.###.##",
+        "#.#.###.#...#.##",
+        "#.......#.#....#",
+        "##.##.#...####.#",
+        "##.#..#.#......#",
+        "################",
+    ),
 }
 
 
@@ -206,3 +221,78 @@ def wall_runs(walls: np.ndarray) -> list[tuple[int, int, int]]:
         edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
         runs += [(r, int(c0), int(c1)) for c0, c1 in zip(edges[::2], edges[1::2], strict=True)]
     return runs
+
+
+def random_maze(rows: int, cols: int, seed: int, loop_fraction: float = 0.15) -> np.ndarray:
+    """A seeded random maze: a depth-first-search (recursive backtracker) spanning tree on the
+    odd cells, with ``loop_fraction`` of the remaining inner walls between two free cells knocked
+    out so there is more than one route (pure trees make every start/goal pair a single corridor).
+
+    Args:
+        rows, cols: odd sizes >= 5, wall border included (the free interior is rows-2 x cols-2).
+        seed: the layout's identity; the same seed always gives the same maze.
+
+    Returns:
+        bool (rows, cols), True = wall, every free cell reachable from every other.
+    """
+    if rows < 5 or cols < 5 or rows % 2 == 0 or cols % 2 == 0:
+        raise LayoutError(f"random maze size {rows}x{cols} must be odd and >= 5 in both dimensions")
+    if not 0.0 <= loop_fraction <= 1.0:
+        raise LayoutError(f"loop_fraction={loop_fraction} must be in [0, 1]")
+    rng = np.random.default_rng(int(seed))
+    walls = np.ones((rows, cols), dtype=bool)
+    start = (1 + 2 * int(rng.integers((rows - 1) // 2)), 1 + 2 * int(rng.integers((cols - 1) // 2)))
+    walls[start] = False
+    stack = [start]
+    while stack:
+        r, c = stack[-1]
+        options = [
+            (r + dr, c + dc)
+            for dr, dc in ((2, 0), (-2, 0), (0, 2), (0, -2))
+            if 0 < r + dr < rows - 1 and 0 < c + dc < cols - 1 and walls[r + dr, c + dc]
+        ]
+        if not options:
+            stack.pop()
+            continue
+        nr, nc = options[int(rng.integers(len(options)))]
+        walls[(r + nr) // 2, (c + nc) // 2] = False
+        walls[nr, nc] = False
+        stack.append((nr, nc))
+    # Inner walls separating two free cells in a straight line: candidates for loops.
+    inner = [
+        (r, c)
+        for r in range(1, rows - 1)
+        for c in range(1, cols - 1)
+        if walls[r, c]
+        and ((not walls[r - 1, c] and not walls[r + 1, c] and walls[r, c - 1] and walls[r, c + 1])
+             or (not walls[r, c - 1] and not walls[r, c + 1] and walls[r - 1, c] and walls[r + 1, c]))
+    ]  # fmt: skip
+    for k in rng.permutation(len(inner))[: int(round(loop_fraction * len(inner)))]:
+        walls[inner[k]] = False
+    return walls
+
+
+def two_rooms(rows: int, cols: int, door_row: int, door_width: int = 1) -> np.ndarray:
+    """Two rooms side by side, split by a vertical wall at the middle column with a door.
+
+    Args:
+        rows, cols: size with the wall border included; cols odd so the split is centred.
+        door_row: first interior row (1 .. rows - 1 - door_width) of the door.
+        door_width: door height in cells.
+
+    Returns:
+        bool (rows, cols), True = wall.
+    """
+    if rows < 4 or cols < 5 or cols % 2 == 0:
+        raise LayoutError(f"two-rooms size {rows}x{cols} needs rows >= 4 and odd cols >= 5")
+    if not 1 <= door_width <= rows - 2 or not 1 <= door_row <= rows - 1 - door_width:
+        raise LayoutError(
+            f"door_row={door_row}, door_width={door_width} do not fit the {rows - 2} interior "
+            f"rows; need 1 <= door_row <= {rows - 1 - door_width}"
+        )
+    walls = np.zeros((rows, cols), dtype=bool)
+    walls[[0, -1], :] = True
+    walls[:, [0, -1]] = True
+    walls[:, cols // 2] = True
+    walls[door_row : door_row + door_width, cols // 2] = False
+    return walls

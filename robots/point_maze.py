@@ -9,20 +9,31 @@ with zero gravity, so its only contacts are with vertical wall faces.
 Pixel colours (flat ambient lighting, no shadows, so frames are deterministic):
 floor ``FLOOR_RGB`` (white), walls ``WALL_RGB`` (dark grey), ball ``BALL_RGB`` (red). The image is the whole grid
 stretched to a square, nothing else in view; the goal is never drawn (it is given as an image).
+
+Layouts: a named one, any ASCII rows, or ``"random"``: a new seeded maze
+(:func:`robots.layouts.random_maze`) every episode, its id drawn from ``layout_seeds`` (so a
+model trained on ids [0, 1000) can be evaluated on unseen ids [1000, 1100)). Start/goal pairs
+are sampled by maze path distance (cells) between ``min_goal_distance`` and
+``max_goal_distance``, or in a bucket given per episode (``options={"path_distance": (lo, hi)}``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium
 import numpy as np
 import pybullet
-from gymnasium import spaces
-from pybullet_utils.bullet_client import BulletClient
 
-from robots.layouts import all_pairs_cell_distances, parse_layout, wall_runs
+from robots.base import TIME_STEP, BulletGoalEnv, Camera
+from robots.layouts import (
+    LayoutError,
+    all_pairs_cell_distances,
+    parse_layout,
+    random_maze,
+    wall_runs,
+)
 
 FLOOR_RGB = (255, 255, 255)  # TinyRenderer's clear colour: the floor is empty space
 WALL_RGB = (63, 63, 63)
@@ -31,10 +42,10 @@ BALL_RGB = (255, 0, 0)
 _BALL_Z = 0.5  # the ball's centre height: mid-height of the walls, so contacts are horizontal
 _CAMERA_HEIGHT = 100.0  # far away + narrow field of view ~ orthographic (TinyRenderer has no ortho)
 _MAX_COMPOUND = 16  # PyBullet's MAX_COMPOUND_COLLISION_SHAPES
-_TIME_STEP = 1.0 / 240.0  # PyBullet's default; only the ratio speed*dt matters for motion
+_FIXED_LAYOUT = -1  # layout id of a layout given by name or rows
 
 
-class PointMazeEnv(gymnasium.Env):
+class PointMazeEnv(BulletGoalEnv):
     """A ball driven by planar velocity commands through a walled maze.
 
     Observation: ``{"pixels": uint8 (H, W, 3), "state": float32 (4,) = [x, y, vx, vy]}``,
@@ -45,10 +56,17 @@ class PointMazeEnv(gymnasium.Env):
 
     Reward is ``-distance`` to the goal; ``terminated`` is always False (the harness scores
     ``info["is_success"]`` at any step); ``truncated`` once ``max_episode_steps`` are taken.
+
+    Args:
+        layout: a named layout, ASCII rows, or "random" (a new maze per episode).
+        random_size: (rows, cols) of random mazes, odd, wall border included.
+        layout_seeds: [low, high) range the per-episode random layout id is drawn from.
+        min_goal_distance, max_goal_distance: path-distance range (cells) of sampled pairs.
+        camera: overrides of the default top-down :class:`robots.base.Camera`.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     BALL_RADIUS = 0.25  # cells; small enough to pass a 1-cell corridor with slack
+    RESET_OPTIONS = ("start", "goal", "path_distance", "layout_id")
 
     def __init__(
         self,
@@ -60,89 +78,116 @@ class PointMazeEnv(gymnasium.Env):
         max_speed: float = 0.25,
         success_radius: float = 0.35,
         min_goal_distance: int = 1,
+        max_goal_distance: int | None = None,
+        random_size: Sequence[int] = (9, 9),
+        layout_seeds: Sequence[int] = (0, 2**31 - 1),
+        camera: dict[str, Any] | None = None,
         render_mode: str = "rgb_array",
     ) -> None:
-        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.walls = parse_layout(layout)  # bool (rows, cols)
-        self.n_rows, self.n_cols = self.walls.shape
-        self.image_size = int(image_size)
-        self.max_episode_steps = int(max_episode_steps)
-        self.action_repeat = int(action_repeat)
-        self.physics_substeps = int(physics_substeps)
+        init_kwargs = dict(locals())
         self.max_speed = float(max_speed)
         self.success_radius = float(success_radius)
         self.min_goal_distance = int(min_goal_distance)
-        self.render_mode = render_mode
+        self.max_goal_distance = None if max_goal_distance is None else int(max_goal_distance)
+        self.layout_seeds = (int(layout_seeds[0]), int(layout_seeds[1]))
+        self._random_size = (int(random_size[0]), int(random_size[1]))
         self._check_args()
-
-        # All-pairs BFS once: sampling start/goal by distance is then a table lookup.
-        self._cells, self._cell_dist = all_pairs_cell_distances(self.walls)
-        # (row, col) -> index into _cells, -1 for walls.
-        self._cell_index = np.full(self.walls.shape, -1, dtype=np.int64)
-        self._cell_index[self._cells[:, 0], self._cells[:, 1]] = np.arange(len(self._cells))
-        if self._cell_dist.max() < self.min_goal_distance:
-            raise ValueError(
-                f"min_goal_distance={min_goal_distance} but the longest path in this layout is "
-                f"{int(self._cell_dist.max())} cells; lower min_goal_distance or use a larger maze"
-            )
-
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = spaces.Dict(
-            {
-                "pixels": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
-            }
+        self._fixed_walls = None if self._is_family(layout) else parse_layout(layout)
+        walls = self._walls_for(self.layout_seeds[0])  # fails early on bad sizes
+        self.n_rows, self.n_cols = walls.shape
+        self._init_base(
+            init_kwargs,
+            action_dim=2,
+            state_dim=4,
+            image_size=image_size,
+            max_episode_steps=max_episode_steps,
+            action_repeat=action_repeat,
+            physics_substeps=physics_substeps,
+            camera=Camera.from_config(self._default_camera(), camera),
+            render_mode=render_mode,
         )
-
-        self._client = BulletClient(connection_mode=pybullet.DIRECT)
-        self._build_scene()
-        self._view, self._proj = self._camera_matrices()
-
+        c = self._client
+        c.setGravity(0, 0, 0)
+        # A body without a visual shape is drawn from its collision shapes (slow, sides too),
+        # so extra wall bodies carry this invisible speck far outside the camera's view.
+        self._speck = c.createVisualShape(
+            pybullet.GEOM_SPHERE, radius=1e-3, rgbaColor=[1, 1, 1, 1],
+            visualFramePosition=[-self.n_cols - 10.0, -self.n_rows - 10.0, -10.0],
+        )  # fmt: skip
+        self._wall_bodies: list[int] = []
+        self.layout_id = None
+        self._set_layout(self.layout_seeds[0] if self._fixed_walls is None else _FIXED_LAYOUT)
+        ball_col = c.createCollisionShape(pybullet.GEOM_SPHERE, radius=self.BALL_RADIUS)
+        ball_vis = c.createVisualShape(pybullet.GEOM_SPHERE, radius=self.BALL_RADIUS,
+                                       rgbaColor=[v / 255.0 for v in BALL_RGB] + [1.0])  # fmt: skip
+        self._ball = c.createMultiBody(1.0, ball_col, ball_vis, [0.5, 0.5, _BALL_Z])
+        self._xy = np.array([0.5, 0.5])  # the ball's (x, y), kept in sync by every move
+        c.changeDynamics(self._ball, -1, lateralFriction=0.0, restitution=0.0,
+                         linearDamping=0.0, angularDamping=0.0)  # fmt: skip
         self._goal = np.array([0.5, 0.5])  # overwritten by reset
         self._vel = np.zeros(2)  # cells per env step
-        self._steps = 0
-        self._goal_pixels: np.ndarray | None = None
+
+    @staticmethod
+    def _is_family(layout: Any) -> bool:
+        return isinstance(layout, str) and layout.strip() == "random"
 
     def _check_args(self) -> None:
         """Reject arguments that would silently produce a broken env."""
-        for name in ("image_size", "max_episode_steps", "action_repeat", "physics_substeps",
-                     "max_speed", "success_radius"):  # fmt: skip
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
+        if not (self.max_speed > 0 and self.success_radius > 0):
+            raise ValueError(f"max_speed={self.max_speed} and success_radius="
+                             f"{self.success_radius} must be > 0")  # fmt: skip
         if self.max_speed > 0.45:
             # Beyond ~half a cell per tick the ball could skip past thin contacts.
             raise ValueError(f"max_speed={self.max_speed} cells/tick is too fast; use <= 0.45")
         if self.min_goal_distance < 0:
             raise ValueError(f"min_goal_distance={self.min_goal_distance} must be >= 0")
-        if self.render_mode != "rgb_array":
-            raise ValueError(f"render_mode={self.render_mode!r} is not supported; use 'rgb_array'")
+        if self.max_goal_distance is not None and self.max_goal_distance < self.min_goal_distance:
+            raise ValueError(f"max_goal_distance={self.max_goal_distance} is below "
+                             f"min_goal_distance={self.min_goal_distance}")  # fmt: skip
+        if not self.layout_seeds[0] < self.layout_seeds[1]:
+            raise ValueError(f"layout_seeds={list(self.layout_seeds)} must be [low, high), low < high")
 
-    # ------------------------------------------------------------------ scene
-    def _build_scene(self) -> None:
-        """Create collision walls, one visual mesh of wall tops, and the ball.
+    # ------------------------------------------------------------------ layout
+    def _walls_for(self, layout_id: int) -> np.ndarray:
+        """The wall mask of layout ``layout_id`` (the fixed layout, or a member of the family)."""
+        if self._fixed_walls is not None:
+            return self._fixed_walls
+        return random_maze(*self._random_size, seed=layout_id)
 
-        Rendering cost in TinyRenderer grows with covered pixels per triangle, so the scene
-        has no floor body (the renderer's white clear colour is the floor) and walls are drawn
-        as one mesh of their top faces only (a top-down camera never sees the sides).
+    def _draw_layout_id(self) -> int:
+        """The layout of a new episode: fixed, or drawn from ``layout_seeds``."""
+        if self._fixed_walls is not None:
+            return _FIXED_LAYOUT
+        return int(self.np_random.integers(*self.layout_seeds))
+
+    def _set_layout(self, layout_id: int) -> None:
+        """Build the walls of ``layout_id`` (no-op if already built) and its distance tables."""
+        if layout_id == self.layout_id:
+            return
+        walls = self._walls_for(layout_id)
+        if walls.shape != (self.n_rows, self.n_cols):
+            raise LayoutError(f"layout {layout_id} is {walls.shape}, not {(self.n_rows, self.n_cols)}")
+        for body in self._wall_bodies:
+            self._client.removeBody(body)
+        self.walls, self.layout_id = walls, layout_id
+        self._wall_bodies = self._build_walls()
+        # All-pairs BFS once per layout: sampling start/goal by distance is then a lookup.
+        self._cells, self._cell_dist = all_pairs_cell_distances(self.walls)
+        self._cell_index = np.full(self.walls.shape, -1, dtype=np.int64)  # (row, col) -> index
+        self._cell_index[self._cells[:, 0], self._cells[:, 1]] = np.arange(len(self._cells))
+        if self._cell_dist.max() < self.min_goal_distance:
+            raise ValueError(
+                f"min_goal_distance={self.min_goal_distance} but the longest path in this layout "
+                f"is {int(self._cell_dist.max())} cells; lower min_goal_distance or use a larger maze"
+            )
+
+    def _build_walls(self) -> list[int]:
+        """Static compound collision boxes per wall run plus the border, and the top-face mesh.
+
+        Rendering cost in TinyRenderer grows with covered pixels per triangle, so the scene has
+        no floor body (the white clear colour is the floor) and walls are drawn as one mesh of
+        their top faces only (a top-down camera never sees the sides).
         """
-        c = self._client
-        c.setGravity(0, 0, 0)
-        c.setTimeStep(_TIME_STEP)
-        # Deterministic pair order keeps contact solving identical across set_state replays.
-        c.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
-        self._build_walls()
-        ball_col = c.createCollisionShape(pybullet.GEOM_SPHERE, radius=self.BALL_RADIUS)
-        ball_vis = c.createVisualShape(
-            pybullet.GEOM_SPHERE,
-            radius=self.BALL_RADIUS,
-            rgbaColor=[v / 255.0 for v in BALL_RGB] + [1.0],
-        )
-        self._ball = c.createMultiBody(1.0, ball_col, ball_vis, [0.5, 0.5, _BALL_Z])
-        c.changeDynamics(self._ball, -1, lateralFriction=0.0, restitution=0.0,
-                         linearDamping=0.0, angularDamping=0.0)  # fmt: skip
-
-    def _build_walls(self) -> None:
-        """Static compound collision boxes per wall run plus the border, and the top-face mesh."""
         c = self._client
         h, w = self.n_rows, self.n_cols
         centers: list[list[float]] = []
@@ -158,80 +203,43 @@ class PointMazeEnv(gymnasium.Env):
             vertices += [[c0, y0, 1.0], [c1, y0, 1.0], [c1, y0 + 1, 1.0], [c0, y0 + 1, 1.0]]
             indices += [n, n + 1, n + 2, n, n + 2, n + 3]  # counter-clockwise seen from +z
         # Border walls just outside the grid: layouts need not be closed; they are out of view.
-        centers += [
-            [w / 2, -0.5, 0.5],
-            [w / 2, h + 0.5, 0.5],
-            [-0.5, h / 2, 0.5],
-            [w + 0.5, h / 2, 0.5],
-        ]
-        halves += [
-            [w / 2 + 1, 0.5, 0.5],
-            [w / 2 + 1, 0.5, 0.5],
-            [0.5, h / 2 + 1, 0.5],
-            [0.5, h / 2 + 1, 0.5],
-        ]
-        # Static bodies of compound collision boxes (PyBullet caps a compound at 16 children,
-        # hence chunks). A body without a visual shape would be rendered from its collision
-        # shapes (slow, and the sides too), so the first body carries the top-face mesh and
-        # the others an invisible speck far outside the camera's view.
-        speck = c.createVisualShape(
-            pybullet.GEOM_SPHERE,
-            radius=1e-3,
-            rgbaColor=[1, 1, 1, 1],
-            visualFramePosition=[-w - 10.0, -h - 10.0, -10.0],
-        )
-        first_vis = speck
+        centers += [[w / 2, -0.5, 0.5], [w / 2, h + 0.5, 0.5], [-0.5, h / 2, 0.5], [w + 0.5, h / 2, 0.5]]
+        halves += [[w / 2 + 1, 0.5, 0.5]] * 2 + [[0.5, h / 2 + 1, 0.5]] * 2
+        first_vis = self._speck
         if vertices:
-            first_vis = c.createVisualShape(
-                pybullet.GEOM_MESH,
-                vertices=vertices,
-                indices=indices,
-                rgbaColor=[v / 255.0 for v in WALL_RGB] + [1.0],
-            )
+            first_vis = c.createVisualShape(pybullet.GEOM_MESH, vertices=vertices, indices=indices,
+                                            rgbaColor=[v / 255.0 for v in WALL_RGB] + [1.0])  # fmt: skip
+        bodies = []
+        # PyBullet caps a compound at 16 children, hence chunks.
         for k in range(0, len(centers), _MAX_COMPOUND):
             shape = c.createCollisionShapeArray(
                 shapeTypes=[pybullet.GEOM_BOX] * len(centers[k : k + _MAX_COMPOUND]),
                 halfExtents=halves[k : k + _MAX_COMPOUND],
                 collisionFramePositions=centers[k : k + _MAX_COMPOUND],
             )
-            body = c.createMultiBody(0, shape, first_vis if k == 0 else speck, [0, 0, 0])
-            c.changeDynamics(body, -1, lateralFriction=0.0, restitution=0.0)
+            bodies.append(c.createMultiBody(0, shape, first_vis if k == 0 else self._speck, [0, 0, 0]))
+            c.changeDynamics(bodies[-1], -1, lateralFriction=0.0, restitution=0.0)
+        return bodies
 
-    def _camera_matrices(self) -> tuple[list[float], list[float]]:
+    def _default_camera(self) -> Camera:
         """Top-down camera whose view is exactly the grid, stretched to a square image."""
         cx, cy = self.n_cols / 2, self.n_rows / 2
-        view = self._client.computeViewMatrix([cx, cy, _CAMERA_HEIGHT], [cx, cy, 0], [0, 1, 0])
-        fov_deg = float(np.degrees(2 * np.arctan(self.n_rows / 2 / _CAMERA_HEIGHT)))
-        proj = self._client.computeProjectionMatrixFOV(
-            fov_deg, self.n_cols / self.n_rows, _CAMERA_HEIGHT - 2.0, _CAMERA_HEIGHT + 1.0
-        )
-        return view, proj
-
-    def render(self) -> np.ndarray:
-        """The current top-down frame, uint8 (image_size, image_size, 3)."""
-        s = self.image_size
-        _, _, rgba, _, _ = self._client.getCameraImage(
-            s,
-            s,
-            self._view,
-            self._proj,
-            renderer=pybullet.ER_TINY_RENDERER,
-            shadow=0,
-            lightAmbientCoeff=1.0,
-            lightDiffuseCoeff=0.0,
-            lightSpecularCoeff=0.0,
-        )
-        return np.asarray(rgba, dtype=np.uint8).reshape(s, s, 4)[..., :3].copy()
+        return Camera(
+            eye=(cx, cy, _CAMERA_HEIGHT), target=(cx, cy, 0.0), up=(0.0, 1.0, 0.0),
+            fov_deg=float(np.degrees(2 * np.arctan(self.n_rows / 2 / _CAMERA_HEIGHT))),
+            near=_CAMERA_HEIGHT - 2.0, far=_CAMERA_HEIGHT + 1.0, aspect=self.n_cols / self.n_rows,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def _ball_xy(self) -> np.ndarray:
-        pos, _ = self._client.getBasePositionAndOrientation(self._ball)
-        return np.array(pos[:2], dtype=np.float64)
+        """float64 (2,): the ball's position, as last placed or pinned (no simulator query)."""
+        return self._xy.copy()
 
     def _place_ball(self, xy: Sequence[float]) -> None:
         """Teleport the ball (reset/set_state only) and zero its physics velocity."""
+        self._xy = np.array([float(xy[0]), float(xy[1])])
         self._client.resetBasePositionAndOrientation(
-            self._ball, [float(xy[0]), float(xy[1]), _BALL_Z], [0, 0, 0, 1]
+            self._ball, [self._xy[0], self._xy[1], _BALL_Z], [0, 0, 0, 1]
         )
         self._client.resetBaseVelocity(self._ball, [0, 0, 0], [0, 0, 0])
 
@@ -253,146 +261,104 @@ class PointMazeEnv(gymnasium.Env):
         return arr
 
     def get_state(self) -> np.ndarray:
-        """float64 (7,) = [x, y, vx, vy, goal_x, goal_y, step_count]; see :meth:`set_state`."""
-        return np.array([*self._ball_xy(), *self._vel, *self._goal, self._steps], np.float64)
+        """float64 (8,) = [x, y, vx, vy, goal_x, goal_y, step_count, layout_id]."""
+        return np.array([*self._ball_xy(), *self._vel, *self._goal, self._steps, self.layout_id],
+                        np.float64)  # fmt: skip
 
     def set_state(self, state: np.ndarray) -> None:
         """Restore a state from :meth:`get_state` exactly (for simulator-oracle planning)."""
         state = np.asarray(state, dtype=np.float64)
-        if state.shape != (7,):
-            raise ValueError(f"state has shape {state.shape}; expected (7,) from get_state()")
+        if state.shape != (8,):
+            raise ValueError(f"state has shape {state.shape}; expected (8,) from get_state()")
+        self._set_layout(int(state[7]))
         self._place_ball(state[:2])
         self._vel = state[2:4].copy()
         if not np.array_equal(state[4:6], self._goal) or self._goal_pixels is None:
             self._goal = state[4:6].copy()
-            self._goal_pixels = self._render_at(self._goal)
+            self._set_goal_pixels(self._render_goal())
         self._steps = int(state[6])
 
     # ------------------------------------------------------------------ episode
-    def _sample_start_goal(self) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform start cell among those with a goal >= min_goal_distance away, then goal cell."""
+    def _pair_mask(self, lo: int, hi: int | None) -> np.ndarray:
+        """bool (N, N): which (start cell, goal cell) pairs may be sampled."""
+        ok = self._cell_dist >= max(lo, 0)  # -1 (unreachable) never ok
+        return ok if hi is None else ok & (self._cell_dist <= hi)
+
+    def _sample_episode(self, options: dict[str, Any]) -> None:
+        unknown = set(options) - set(self.RESET_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; accepted: {self.RESET_OPTIONS}")
+        layout_id = options.get("layout_id", self._draw_layout_id())
+        if self._fixed_walls is not None and layout_id != _FIXED_LAYOUT:
+            raise ValueError(f"options['layout_id']={layout_id} needs a layout family; this env "
+                             f"has a fixed layout")  # fmt: skip
+        self._set_layout(int(layout_id))
+        lo, hi = self.min_goal_distance, self.max_goal_distance
+        if "path_distance" in options:
+            bucket = np.atleast_1d(np.asarray(options["path_distance"], dtype=np.int64))
+            lo, hi = int(bucket[0]), int(bucket[-1])
+        ok = self._pair_mask(lo, hi)
+        if not ok.any():
+            raise ValueError(f"no start/goal pair has a path distance in [{lo}, {hi}] cells in "
+                             f"this layout (longest: {int(self._cell_dist.max())})")  # fmt: skip
         rng = self.np_random
-        ok = self._cell_dist >= max(self.min_goal_distance, 0)  # -1 (unreachable) never ok
-        starts = np.flatnonzero(ok.any(axis=1))
-        i = int(rng.choice(starts))
+        i = int(rng.choice(np.flatnonzero(ok.any(axis=1))))
         j = int(rng.choice(np.flatnonzero(ok[i])))
         # Jitter inside the cell, keeping the ball (plus a margin) off the cell's walls.
         slack = 0.5 - self.BALL_RADIUS - 0.05
-        points = []
-        for k in (i, j):
-            r, c = self._cells[k]
-            centre = np.array([c + 0.5, self.n_rows - r - 0.5])
-            points.append(centre + rng.uniform(-slack, slack, size=2))
-        return points[0], points[1]
-
-    def _render_at(self, xy: np.ndarray) -> np.ndarray:
-        """Render with the ball temporarily at xy, then put it back."""
-        pos, orn = self._client.getBasePositionAndOrientation(self._ball)
-        lin, ang = self._client.getBaseVelocity(self._ball)
-        self._client.resetBasePositionAndOrientation(self._ball, [xy[0], xy[1], _BALL_Z], orn)
-        img = self.render()
-        self._client.resetBasePositionAndOrientation(self._ball, pos, orn)
-        self._client.resetBaseVelocity(self._ball, lin, ang)
-        return img
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode. ``options`` may hold "start" and/or "goal" as (x, y) in cells."""
-        super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"start", "goal"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; accepted: 'start', 'goal'")
-        start, goal = self._sample_start_goal()
+        start, goal = (
+            np.array([c + 0.5, self.n_rows - r - 0.5]) + rng.uniform(-slack, slack, size=2)
+            for r, c in self._cells[[i, j]]
+        )
         if "start" in options:
             start = self._validate_point(options["start"], "start")
         if "goal" in options:
             goal = self._validate_point(options["goal"], "goal")
         self._place_ball(start)
-        self._vel, self._steps, self._goal = np.zeros(2), 0, goal
-        self._goal_pixels = self._render_at(goal)
-        return self._obs(), self._info()
+        self._vel, self._goal = np.zeros(2), goal
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Drive the ball with velocity ``action`` (2,) for one env step."""
-        clipped = self._advance(action)
-        info = self._info()
-        info["action_clipped"] = clipped
-        truncated = self._steps >= self.max_episode_steps
-        return self._obs(), -info["distance"], False, truncated, info
+    def _render_goal(self) -> np.ndarray:
+        """Render with the ball temporarily at the goal, then put it back."""
+        pos, orn = self._client.getBasePositionAndOrientation(self._ball)
+        lin, ang = self._client.getBaseVelocity(self._ball)
+        self._client.resetBasePositionAndOrientation(self._ball, [*self._goal[:2], _BALL_Z], orn)
+        img = self.render()
+        self._client.resetBasePositionAndOrientation(self._ball, pos, orn)
+        self._client.resetBaseVelocity(self._ball, lin, ang)
+        return img
 
-    def simulate(self, action: np.ndarray) -> tuple[float, int]:
-        """:meth:`step` without rendering, for planning in a :meth:`clone`: the same physics and
-        step count; returns info's (distance, path_distance) after the step."""
-        self._advance(action)
-        return self._distances()
-
-    def clone(self) -> PointMazeEnv:
-        """A new env (own PyBullet client) with this one's arguments; sync with set_state."""
-        return PointMazeEnv(**self._init_kwargs)
-
-    def _advance(self, action: np.ndarray) -> bool:
-        """Apply velocity command ``action`` (2,) for one env step; True if it was clipped."""
-        raw = np.asarray(action, dtype=np.float64).reshape(-1)
-        if raw.shape != (2,):
-            raise ValueError(f"action has shape {np.shape(action)}; expected (2,)")
-        # Non-finite entries become 0 (stop) rather than poisoning the physics state.
-        act = np.where(np.isfinite(raw), raw, 0.0)
-        clipped = not np.array_equal(np.clip(act, -1.0, 1.0), raw)
-        act = np.clip(act, -1.0, 1.0)
+    def _advance_physics(self, action: np.ndarray) -> None:
+        """Drive the ball with velocity ``action`` (2,) in [-1, 1] for one env step."""
         # Velocity that covers max_speed cells per tick at |a| = 1.
-        vel = act * self.max_speed / (self.physics_substeps * _TIME_STEP)
-        before = self._ball_xy()
+        vel = action * self.max_speed / (self.physics_substeps * TIME_STEP)
+        before = self._xy
         c = self._client
         for _ in range(self.action_repeat):
             c.resetBaseVelocity(self._ball, [vel[0], vel[1], 0.0], [0, 0, 0])
             for _ in range(self.physics_substeps):
                 c.stepSimulation()
             # Pin the ball to the plane: numerical contact noise must not lift or spin it.
-            xy = self._ball_xy()
-            c.resetBasePositionAndOrientation(self._ball, [xy[0], xy[1], _BALL_Z], [0, 0, 0, 1])
-        self._vel = self._ball_xy() - before
-        self._steps += 1
-        return bool(clipped)
+            pos, _ = c.getBasePositionAndOrientation(self._ball)
+            c.resetBasePositionAndOrientation(self._ball, [pos[0], pos[1], _BALL_Z], [0, 0, 0, 1])
+            self._xy = np.array(pos[:2], dtype=np.float64)
+        self._vel = self._xy - before
 
-    def _obs(self) -> dict[str, np.ndarray]:
-        state = np.array([*self._ball_xy(), *self._vel], dtype=np.float32)
-        return {"pixels": self.render(), "state": state}
+    def _state_vector(self) -> np.ndarray:
+        return np.array([*self._xy, *self._vel], dtype=np.float32)
 
-    def _distances(self) -> tuple[float, int]:
-        """(Euclidean goal distance in cells, BFS path distance in cells or -1)."""
-        xy = self._ball_xy()
-        r0, c0 = self._cell_of(xy)
+    def _goal_state_vector(self) -> np.ndarray:
+        return np.array([*self._goal, 0.0, 0.0], dtype=np.float32)
+
+    def _goal_distance(self) -> float:
+        return math.hypot(self._xy[0] - self._goal[0], self._xy[1] - self._goal[1])
+
+    def _is_success(self) -> bool:
+        return self._goal_distance() < self.success_radius
+
+    def _path_distance(self) -> int:
+        """BFS path distance in cells to the goal's cell, -1 if unreachable or off the grid."""
+        r0, c0 = self._cell_of(self._xy)
         r1, c1 = self._cell_of(self._goal)
-        path = -1  # unreachable, or the ball centre is (numerically) outside the free cells
         if 0 <= r0 < self.n_rows and 0 <= c0 < self.n_cols and self._cell_index[r0, c0] >= 0:
-            path = int(self._cell_dist[self._cell_index[r0, c0], self._cell_index[r1, c1]])
-        return float(np.linalg.norm(xy - self._goal)), path
-
-    def _info(self) -> dict[str, Any]:
-        distance, path = self._distances()
-        return {
-            "goal_pixels": self._goal_pixels.copy(),
-            "goal_state": np.array([*self._goal, 0.0, 0.0], dtype=np.float32),
-            "is_success": distance < self.success_radius,
-            "distance": distance,
-            "path_distance": path,
-        }
-
-    def goal_observation(self) -> dict[str, np.ndarray]:
-        """The goal as an observation: ``{"pixels": (H, W, 3) uint8, "state": (4,) float32}``."""
-        if self._goal_pixels is None:
-            raise RuntimeError("goal_observation() called before reset(); call env.reset() first")
-        return {
-            "pixels": self._goal_pixels.copy(),
-            "state": np.array([*self._goal, 0.0, 0.0], dtype=np.float32),
-        }
-
-    def close(self) -> None:
-        """Disconnect this env's own PyBullet client (idempotent)."""
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.disconnect()
-            self._client = None
-        super().close()
+            return int(self._cell_dist[self._cell_index[r0, c0], self._cell_index[r1, c1]])
+        return -1

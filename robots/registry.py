@@ -7,23 +7,27 @@ called explicitly (importing this module registers nothing).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 
-from robots.point_maze import PointMazeEnv
-
-# Keys are the snake_case names used in configs (``env=<name>``).
-ENV_REGISTRY: dict[str, Callable[..., gymnasium.Env]] = {
-    "point_maze": PointMazeEnv,
+# Config name (``env=<name>``) -> (gymnasium id or None, entry point "module:attr"). Entry points
+# are imported on use, so one task's heavy assets never load for another.
+ENV_REGISTRY: dict[str, tuple[str | None, str]] = {
+    "point_maze": ("hmpc/PointMaze-v0", "robots.point_maze:PointMazeEnv"),
+    "two_rooms": ("hmpc/TwoRooms-v0", "robots.two_rooms:TwoRoomsEnv"),
+    # Any installed gymnasium env with rgb_array rendering and Box actions (robots/adapter.py).
+    "gymnasium": (None, "robots.adapter:GymnasiumAdapter"),
 }
 
-# gymnasium id -> entry point "module:attr", for gymnasium.make.
-_GYMNASIUM_IDS: dict[str, str] = {
-    "hmpc/PointMaze-v0": "robots.point_maze:PointMazeEnv",
-}
+
+def env_class(name: str) -> Callable[..., gymnasium.Env]:
+    """The constructor registered as ``name`` (imports its module)."""
+    module, attr = ENV_REGISTRY[name][1].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _accepted_kwargs(factory: Callable[..., Any]) -> list[str] | None:
@@ -50,7 +54,7 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
             f"unknown env {name!r}; known envs: {', '.join(sorted(ENV_REGISTRY))}; "
             f"pick one with env=<name>"
         )
-    factory = ENV_REGISTRY[name]
+    factory = env_class(name)
     accepted = _accepted_kwargs(factory)
     if accepted is not None:
         bad = sorted(set(kwargs) - set(accepted))
@@ -68,7 +72,7 @@ def register_gymnasium_envs() -> None:
 
     Idempotent: ids already registered are left alone.
     """
-    for env_id, entry_point in _GYMNASIUM_IDS.items():
-        if env_id not in gymnasium.registry:
+    for env_id, entry_point in ENV_REGISTRY.values():
+        if env_id is not None and env_id not in gymnasium.registry:
             # No max_episode_steps: the env truncates itself, so no TimeLimit wrapper is added.
             gymnasium.register(id=env_id, entry_point=entry_point)

@@ -1,12 +1,8 @@
-"""Behaviours: exploration / data-collection policies (scripted skills and cost terms later)."""
+"""Behaviours that act in the robots' envs: exploration policies for reward-free data, maze
+waypoint followers and scripted experts (data sources and baselines), all ``act(obs) -> action``."""
 
-from skills.exploration import (
-    POLICY_REGISTRY,
-    CorrelatedNoisePolicy,
-    Policy,
-    UniformPolicy,
-    make_policy,
-)
+from skills.exploration import CorrelatedNoisePolicy, Policy, UniformPolicy
+from skills.registry import POLICY_REGISTRY, make_policy, needs_env
 
 __all__ = [
     "POLICY_REGISTRY",
@@ -14,4 +10,5 @@ __all__ = [
     "Policy",
     "UniformPolicy",
     "make_policy",
+    "needs_env",
 ]

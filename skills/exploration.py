@@ -7,8 +7,7 @@ Every behaviour implements :class:`Policy`: ``reset(seed)`` at the start of an e
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -116,26 +115,3 @@ class CorrelatedNoisePolicy:
         # Clipping the state (not only the output) keeps x from lingering far outside the box.
         self._x = np.clip(x, self.low, self.high)
         return self._x.astype(np.float32)
-
-
-POLICY_REGISTRY: dict[str, Callable[..., Policy]] = {
-    "uniform": UniformPolicy,
-    "correlated": CorrelatedNoisePolicy,
-}
-
-
-def make_policy(name: str, action_dim: int, **kwargs: Any) -> Policy:
-    """Build the policy registered as ``name`` for actions of size ``action_dim``.
-
-    Raises:
-        ValueError: unknown ``name`` (lists the known ones) or bad keyword arguments.
-    """
-    if name not in POLICY_REGISTRY:
-        raise ValueError(
-            f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICY_REGISTRY))}"
-        )
-    try:
-        return POLICY_REGISTRY[name](action_dim, **kwargs)
-    except TypeError as err:
-        # Re-raised with context: usually a misspelt config key.
-        raise ValueError(f"bad arguments {sorted(kwargs)} for policy {name!r}: {err}") from err

@@ -192,7 +192,7 @@ def test_get_set_state_replay_is_bitwise():
         for _ in range(20):
             e.step(rng.uniform(-1, 1, 2))
         saved = e.get_state()
-        assert saved.dtype == np.float64 and saved.shape == (7,)
+        assert saved.dtype == np.float64 and saved.shape == (8,)
         actions = rng.uniform(-1.2, 1.2, (10, 2))
         first = [e.step(a) for a in actions]
         e.set_state(saved)

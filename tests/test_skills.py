@@ -13,6 +13,12 @@ from skills import (
     make_policy,
 )
 
+NOISE = ["correlated", "uniform"]  # the env-free policies
+
+
+def test_registry_lists_noise_policies_and_experts():
+    assert set(NOISE) < set(POLICY_REGISTRY) and "waypoints" in POLICY_REGISTRY
+
 
 def _actions(policy: Policy, seed: int, n: int) -> np.ndarray:
     policy.reset(seed)
@@ -25,7 +31,7 @@ def _lag1_autocorr(x: np.ndarray) -> float:
     return float(np.mean((x[1:] * x[:-1]).sum(0) / (x * x).sum(0)))
 
 
-@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+@pytest.mark.parametrize("name", NOISE)
 def test_shapes_bounds_and_protocol(name):
     policy = make_policy(name, 3, low=-0.5, high=[0.5, 1.0, 2.0])
     assert isinstance(policy, Policy)
@@ -34,7 +40,7 @@ def test_shapes_bounds_and_protocol(name):
     assert np.all(acts >= -0.5) and np.all(acts <= np.array([0.5, 1.0, 2.0], np.float32))
 
 
-@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+@pytest.mark.parametrize("name", NOISE)
 def test_seeded_determinism(name):
     policy = make_policy(name, 2)
     np.testing.assert_array_equal(_actions(policy, 5, 50), _actions(policy, 5, 50))
@@ -64,3 +70,38 @@ def test_errors():
         UniformPolicy(0)
     with pytest.raises(ValueError, match="low < high"):
         UniformPolicy(2, low=1.0, high=-1.0)
+    with pytest.raises(ValueError, match="pass the env"):
+        make_policy("waypoints", 2)
+
+
+def test_waypoint_policy_explores_a_large_maze_farther_than_noise():
+    """Waypoint following covers many more cells of the large maze than OU noise, and with
+    to_goal it is an expert that reaches the goal."""
+    from robots import PointMazeEnv
+
+    env = PointMazeEnv(layout="large", image_size=8, max_episode_steps=400)
+    try:
+        visited = {}
+        for name, kwargs in (("waypoints", {}), ("correlated", {})):
+            policy = make_policy(name, env, **kwargs)
+            obs, _ = env.reset(seed=0)
+            policy.reset(0)
+            cells = set()
+            for _ in range(300):
+                obs, *_ = env.step(policy.act(obs))
+                cells.add(env._cell_of(obs["state"][:2]))
+            visited[name] = len(cells)
+        assert visited["waypoints"] > 1.5 * visited["correlated"], visited
+        expert = make_policy("waypoints", env, noise=0.0, to_goal=True)
+        wins = 0
+        for seed in range(5):
+            obs, info = env.reset(seed=seed)
+            expert.reset(seed)
+            for _ in range(400):
+                obs, _, _, trunc, info = env.step(expert.act(obs))
+                if info["is_success"] or trunc:
+                    break
+            wins += info["is_success"]
+        assert wins == 5
+    finally:
+        env.close()
