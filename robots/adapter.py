@@ -132,7 +132,9 @@ class GymnasiumAdapter(gymnasium.Env):
     def _info(self, info: dict[str, Any], reward: float | None) -> dict[str, Any]:
         obs = self._last_obs
         if self._goal_env:
-            distance = float(np.linalg.norm(_flat(obs["achieved_goal"]) - _flat(obs["desired_goal"])))
+            distance = float(
+                np.linalg.norm(_flat(obs["achieved_goal"]) - _flat(obs["desired_goal"]))
+            )
             goal_state = _flat(obs["desired_goal"])
         else:
             distance = float("nan") if reward is None else -float(reward)
@@ -172,7 +174,9 @@ class GymnasiumAdapter(gymnasium.Env):
         raw = raw.reshape(shape)
         act = np.clip(np.where(np.isfinite(raw), raw, 0.0), -1.0, 1.0)
         scaled = self._low + (act + 1.0) * 0.5 * (self._high - self._low)
-        obs, reward, terminated, truncated, info = self.env.step(scaled.astype(self.env.action_space.dtype))
+        obs, reward, terminated, truncated, info = self.env.step(
+            scaled.astype(self.env.action_space.dtype)
+        )
         out = self._obs(obs)
         info_out = self._info(info, reward)
         info_out["action_clipped"] = not np.array_equal(act, raw)

@@ -145,7 +145,9 @@ class PointMazeEnv(BulletGoalEnv):
             raise ValueError(f"max_goal_distance={self.max_goal_distance} is below "
                              f"min_goal_distance={self.min_goal_distance}")  # fmt: skip
         if not self.layout_seeds[0] < self.layout_seeds[1]:
-            raise ValueError(f"layout_seeds={list(self.layout_seeds)} must be [low, high), low < high")
+            raise ValueError(
+                f"layout_seeds={list(self.layout_seeds)} must be [low, high), low < high"
+            )
 
     # ------------------------------------------------------------------ layout
     def _walls_for(self, layout_id: int) -> np.ndarray:
@@ -166,7 +168,9 @@ class PointMazeEnv(BulletGoalEnv):
             return
         walls = self._walls_for(layout_id)
         if walls.shape != (self.n_rows, self.n_cols):
-            raise LayoutError(f"layout {layout_id} is {walls.shape}, not {(self.n_rows, self.n_cols)}")
+            raise LayoutError(
+                f"layout {layout_id} is {walls.shape}, not {(self.n_rows, self.n_cols)}"
+            )
         for body in self._wall_bodies:
             self._client.removeBody(body)
         self.walls, self.layout_id = walls, layout_id
@@ -203,7 +207,12 @@ class PointMazeEnv(BulletGoalEnv):
             vertices += [[c0, y0, 1.0], [c1, y0, 1.0], [c1, y0 + 1, 1.0], [c0, y0 + 1, 1.0]]
             indices += [n, n + 1, n + 2, n, n + 2, n + 3]  # counter-clockwise seen from +z
         # Border walls just outside the grid: layouts need not be closed; they are out of view.
-        centers += [[w / 2, -0.5, 0.5], [w / 2, h + 0.5, 0.5], [-0.5, h / 2, 0.5], [w + 0.5, h / 2, 0.5]]
+        centers += [
+            [w / 2, -0.5, 0.5],
+            [w / 2, h + 0.5, 0.5],
+            [-0.5, h / 2, 0.5],
+            [w + 0.5, h / 2, 0.5],
+        ]
         halves += [[w / 2 + 1, 0.5, 0.5]] * 2 + [[0.5, h / 2 + 1, 0.5]] * 2
         first_vis = self._speck
         if vertices:
@@ -217,7 +226,9 @@ class PointMazeEnv(BulletGoalEnv):
                 halfExtents=halves[k : k + _MAX_COMPOUND],
                 collisionFramePositions=centers[k : k + _MAX_COMPOUND],
             )
-            bodies.append(c.createMultiBody(0, shape, first_vis if k == 0 else self._speck, [0, 0, 0]))
+            bodies.append(
+                c.createMultiBody(0, shape, first_vis if k == 0 else self._speck, [0, 0, 0])
+            )
             c.changeDynamics(bodies[-1], -1, lateralFriction=0.0, restitution=0.0)
         return bodies
 
@@ -287,7 +298,9 @@ class PointMazeEnv(BulletGoalEnv):
     def _sample_episode(self, options: dict[str, Any]) -> None:
         unknown = set(options) - set(self.RESET_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; accepted: {self.RESET_OPTIONS}")
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; accepted: {self.RESET_OPTIONS}"
+            )
         layout_id = options.get("layout_id", self._draw_layout_id())
         if self._fixed_walls is not None and layout_id != _FIXED_LAYOUT:
             raise ValueError(f"options['layout_id']={layout_id} needs a layout family; this env "

@@ -19,6 +19,9 @@ import gymnasium
 ENV_REGISTRY: dict[str, tuple[str | None, str]] = {
     "point_maze": ("hmpc/PointMaze-v0", "robots.point_maze:PointMazeEnv"),
     "two_rooms": ("hmpc/TwoRooms-v0", "robots.two_rooms:TwoRoomsEnv"),
+    "panda_reach": ("hmpc/PandaReach-v0", "robots.panda:PandaReachEnv"),
+    "panda_push": ("hmpc/PandaPush-v0", "robots.panda:PandaPushEnv"),
+    "panda_pick_place": ("hmpc/PandaPickPlace-v0", "robots.panda:PandaPickPlaceEnv"),
     # Any installed gymnasium env with rgb_array rendering and Box actions (robots/adapter.py).
     "gymnasium": (None, "robots.adapter:GymnasiumAdapter"),
 }

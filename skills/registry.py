@@ -17,6 +17,9 @@ POLICY_REGISTRY: dict[str, str] = {
     "uniform": "skills.exploration:UniformPolicy",
     "correlated": "skills.exploration:CorrelatedNoisePolicy",
     "waypoints": "skills.waypoints:MazeWaypointPolicy",
+    "panda_reach_expert": "skills.panda_experts:PandaReachExpert",
+    "panda_push_expert": "skills.panda_experts:PandaPushExpert",
+    "panda_pick_place_expert": "skills.panda_experts:PandaPickPlaceExpert",
 }
 
 
