@@ -17,8 +17,8 @@ from hmpc.optimizers import make_optimizer
 from hmpc.oracle import OracleMPC
 from hmpc.world_model import WorldModel
 
-KINDS = ("hierarchical", "flat", "oracle", "random")
-NO_MODEL_KINDS = ("oracle", "random")  # kinds that need no world-model checkpoint
+KINDS = ("hierarchical", "flat", "oracle", "random", "rllib")
+NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ControllerSpec:
     subgoal_tolerance: float = 0.0
     weights: dict[str, Any] = field(default_factory=dict)
     oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
+    policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,6 +66,13 @@ def build_controller(
     episode's real env, whose state the oracle reads and clones) is required for "oracle" only."""
     if spec.kind == "random":
         return RandomController(action_dim, seed)
+    if spec.kind == "rllib":
+        if not spec.policy:
+            raise ValueError(f"controller {spec.name!r} (kind: rllib) needs a trained policy: "
+                             f"controllers.{spec.name}.policy=<hmpc-baseline output_dir>")  # fmt: skip
+        from hmpc.rl_baseline import RLlibController  # RLlib is an optional extra
+
+        return RLlibController(spec.policy, device)
     if spec.kind == "oracle":
         if env is None:
             raise ValueError(

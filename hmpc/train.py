@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,12 @@ def train_world_model(
     device: torch.device,
     meta: dict[str, Any] | None = None,
     progress: bool = True,
+    on_validate: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train (or resume, ``cfg.resume``) and save ``out_dir/checkpoint``.
+
+    ``on_validate(step, row)`` is called after each validation with the logged row (train and
+    ``val/...`` metrics), e.g. to report to Ray Tune.
 
     Also writes ``metrics.csv``, ``tb/`` (TensorBoard), ``diagnostics.json`` and
     ``training_curves.png`` under ``out_dir``.
@@ -227,7 +232,8 @@ def train_world_model(
     log = MetricsLog(out_dir, cfg.tensorboard, run.state.history, run.state.step)
     t0 = time.perf_counter()
     try:
-        last = _loop(run, train_s, val_s, weights, cfg, device, log, out_dir, meta, t0, progress)
+        last = _loop(run, train_s, val_s, weights, cfg, device, log, out_dir, meta, t0, progress,
+                     on_validate)
         ckpt = _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)
     finally:
         log.close()
@@ -243,6 +249,7 @@ def _loop(
     run: _Run, train_s: WindowSampler, val_s: WindowSampler, weights: LossWeights,
     cfg: TrainConfig, device: torch.device, log: MetricsLog, out_dir: Path,
     meta: dict[str, Any], t0: float, progress: bool,
+    on_validate: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
     """Steps ``run.state.step .. cfg.steps - 1``; returns the last logged row."""
     last: dict[str, float] = dict(log.rows[-1]) if log.rows else {}
@@ -271,6 +278,8 @@ def _loop(
                            **validate(run.model, val_s, weights, cfg, device, run.target)})
             last = dict(log.rows[-1])
             log.write_csv()
+            if on_validate is not None:
+                on_validate(done, last)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             log.write_csv()
             _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)

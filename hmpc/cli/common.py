@@ -80,6 +80,10 @@ def check_controller_spec(spec: ControllerSpec) -> None:
     where = f"controllers/{spec.name}.yaml"
     if spec.kind == "random":
         return
+    if spec.kind == "rllib":
+        existing_dir(spec.policy, f"controllers.{spec.name}.policy",
+                     "train a policy with `hmpc-baseline output_dir=<dir>` and pass that folder")  # fmt: skip
+        return
     levels = [("optimizer", spec.optimizer)]
     if spec.kind == "hierarchical":
         levels.append(("high_optimizer", spec.high_optimizer))
@@ -139,3 +143,10 @@ def report_user_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def build_training(tree: dict[str, Any], image_size: int, action_dim: int):
+    """(WorldModelSpec, LossWeights, TrainConfig) from a plain ``{"model", "trainer"}`` tree
+    (sweep trials build theirs from one, on Ray workers)."""
+    spec, weights = model_spec(tree["model"], image_size, action_dim)
+    return spec, weights, typed(TrainConfig, dict(tree["trainer"]), "trainer")

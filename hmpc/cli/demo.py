@@ -2,6 +2,7 @@
 
     hmpc-demo                       # default maze, sized for 2 CPU cores (< 20 min)
     hmpc-demo trainer.steps=500 eval.episodes=20 workers=2 output_dir=outputs/quick
+    hmpc-demo baseline=true         # also RLlib PPO on the same env-step budget (+ ~8 min)
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from hmpc.cli.common import (
     env_spec,
     eval_config,
     model_spec,
+    plain,
     policy_spec,
     report_user_errors,
     train_config,
+    typed,
 )
 
 
@@ -53,6 +56,15 @@ def run(cfg: DictConfig) -> None:
         f"level-1 eff. rank {m.get('val/l1/eff_rank', float('nan')):.1f}"
     )
     specs = controller_specs(cfg.controllers)
+    if cfg.baseline:
+        from hmpc.controllers import ControllerSpec
+        from hmpc.rl_baseline import PPOConfig, train_ppo
+
+        budget = int(c.episodes * c.steps)  # the world model's interaction budget
+        print(f"      + model-free baseline: RLlib PPO from pixels for {budget} env steps")
+        ppo = typed(PPOConfig, {**plain(cfg.ppo), "env_steps": budget}, "demo.yaml: ppo")
+        policy = train_ppo(env, ppo, out / "ppo", address=cfg.address)
+        specs.append(ControllerSpec("rllib", "rllib", policy=str(policy)))
     ecfg = eval_config(cfg.eval, cfg.workers, cfg.device, cfg.address)
     print(f"[3/3] evaluating {[s.name for s in specs]} on {ecfg.episodes} episodes each")
     evaluate(env, result.checkpoint, specs, ecfg, out / "eval")

@@ -1,0 +1,67 @@
+"""hmpc-sweep: dotted overrides, search-space validation, and a tiny Ray Tune sweep that
+reports the default beside the sampled trials and writes a loadable best preset."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from hmpc.cli.common import build_training
+from hmpc.data import Episode, write_episodes
+from hmpc.sweep import SweepConfig, apply_overrides, run_sweep, tune_space
+
+SIZE = 16
+BASE = {
+    "model": {"latent_dim": 8, "widths": [4, 8], "hidden": 16, "state_dim": 0,
+              "levels": [{"latent_dim": 6, "k": 2, "macro_dim": 2, "hidden": 16}],
+              "loss": {"variance": 1.0, "covariance": 0.04, "inverse_dynamics": 1.0}},
+    "trainer": {"steps": 12, "lr": 1e-3, "batch_size": 4, "top_steps": 2, "val_every": 4, "val_batches": 1,
+                "log_every": 4, "checkpoint_every": 0, "tensorboard": False, "plots": False},
+}  # fmt: skip
+
+
+def _episode(seed: int, t: int = 16) -> Episode:
+    rng = np.random.default_rng(seed)
+    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
+    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, SIZE - 4)
+    pixels = np.full((t, SIZE, SIZE, 3), 40, np.uint8)
+    for i, (x, y) in enumerate(pos.astype(int)):
+        pixels[i, y : y + 4, x : x + 4] = 220
+    return Episode(pixels, pos.astype(np.float32), action)
+
+
+def test_overrides_and_space_errors():
+    tree = apply_overrides(BASE, {"model.loss.variance": 2.0, "model.levels.0.k": 3})
+    assert tree["model"]["loss"]["variance"] == 2.0 and tree["model"]["levels"][0]["k"] == 3
+    assert BASE["model"]["loss"]["variance"] == 1.0  # base untouched
+    with pytest.raises(ValueError, match="model.loss.varianse"):
+        apply_overrides(BASE, {"model.loss.varianse": 2.0})
+    with pytest.raises(ValueError, match="loguniform"):
+        tune_space({"trainer.lr": {"logarithmic": [1, 2]}})
+    with pytest.raises(ValueError, match="trials"):
+        SweepConfig(trials=1)
+
+
+@pytest.mark.ray
+def test_tiny_sweep_reports_default_and_writes_best_preset(tmp_path):
+    data = tmp_path / "ds"
+    write_episodes(data, [_episode(i) for i in range(6)], fps=10)
+    space = {"model.loss.variance": {"loguniform": [0.33, 3.0]}, "trainer.lr": {"choice": [3e-4, 3e-3]}}
+    cfg = SweepConfig(trials=3, metric="val/l1/pred_err_ratio", mode="min", scheduler="asha",
+                      max_concurrent=2)  # fmt: skip
+    report = run_sweep(data, BASE, space, build_training, cfg, tmp_path / "sweep")
+    names = [r["trial"] for r in report["rows"]]
+    assert len(names) == 3 and "default" in names
+    assert report["default"]["model.loss.variance"] == 1.0
+    assert report["best"] is not None and math.isfinite(report["best"]["objective"])
+    out = tmp_path / "sweep"
+    table = (out / "results.md").read_text()
+    assert "| default |" in table and ("Best:" in table or "default config is the best" in table)
+    assert (out / "sweep.png").stat().st_size > 0 and (out / "sweep_results.csv").is_file()
+    preset = yaml.safe_load((out / "model" / "best.yaml").read_text())
+    assert preset["loss"]["variance"] == pytest.approx(report["best"]["model.loss.variance"])
+    spec, weights, train_cfg = build_training({"model": preset, "trainer": BASE["trainer"]}, SIZE, 2)
+    assert weights.variance == pytest.approx(report["best"]["model.loss.variance"])
