@@ -19,6 +19,7 @@ import gymnasium
 ENV_REGISTRY: dict[str, tuple[str | None, str]] = {
     "point_maze": ("hmpc/PointMaze-v0", "robots.point_maze:PointMazeEnv"),
     "two_rooms": ("hmpc/TwoRooms-v0", "robots.two_rooms:TwoRoomsEnv"),
+    "push_t": ("hmpc/PushT-v0", "robots.push_t:PushTEnv"),
     "panda_reach": ("hmpc/PandaReach-v0", "robots.panda:PandaReachEnv"),
     "panda_push": ("hmpc/PandaPush-v0", "robots.panda:PandaPushEnv"),
     "panda_pick_place": ("hmpc/PandaPickPlace-v0", "robots.panda:PandaPickPlaceEnv"),

@@ -103,3 +103,17 @@ def test_adapter_errors():
 class _DiscreteEnv(gymnasium.Env):
     action_space = spaces.Discrete(2)
     observation_space = spaces.Box(0, 1, (1,), np.float32)
+
+
+def test_adapted_env_passes_check_env():
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    env = make_env("gymnasium", id="test/Slider-v0", image_size=16)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(infinity|render fps).*")
+            check_env(env, skip_render_check=True)
+    finally:
+        env.close()
