@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from hmpc.costs import CostWeights
+from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import Controller, FlatMPC, RandomController
 from hmpc.optimizers import make_optimizer
 from hmpc.oracle import OracleMPC
-from hmpc.world_model import WorldModel
+from hmpc.world_model import WorldModel, WorldModelSpec
 
 KINDS = ("hierarchical", "flat", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
@@ -28,6 +29,8 @@ class ControllerSpec:
     ``optimizer`` plans level 1 (real actions); ``high_optimizer`` the abstract levels.
     ``horizon`` is the flat and oracle planners' horizon in env steps; the hierarchical planner's level-1
     horizon is k (one step of level 2) and its top level plans ``top_horizon`` macro steps.
+    ``weights`` are :class:`hmpc.costs.CostWeights` keys, guardrails under ``weights.guardrails``.
+    ``deadline_ms`` bounds one control step's planning time (None: no deadline; see hmpc.mpc).
     """
 
     name: str
@@ -42,12 +45,23 @@ class ControllerSpec:
     weights: dict[str, Any] = field(default_factory=dict)
     oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
     policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
+    deadline_ms: float | None = None  # planning budget per control step; None: no deadline
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(
                 f"controller {self.name!r} has unknown kind {self.kind!r}; known kinds: {list(KINDS)}"
             )
+        if self.deadline_ms is not None and not self.deadline_ms > 0:
+            raise ValueError(f"controllers.{self.name}.deadline_ms={self.deadline_ms} must be > 0 "
+                             "(milliseconds per control step), or null for no deadline")
+
+    def cost_weights(self) -> CostWeights:
+        """``weights`` as :class:`CostWeights`; errors name ``controllers.<name>.weights``."""
+        try:
+            return CostWeights(**self.weights)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"controllers.{self.name}.weights: {e}") from e
 
 
 def _optimizer(cfg: dict[str, Any], seed: int):
@@ -56,6 +70,18 @@ def _optimizer(cfg: dict[str, Any], seed: int):
     if name is None:
         raise ValueError(f"optimizer config {cfg} has no 'name'; use name: gd, cem, mppi or hybrid")
     return make_optimizer(name, **{"seed": seed, **cfg})
+
+
+def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | None) -> None:
+    """Refuse guardrail terms the controller cannot evaluate: any term for the oracle (it plans
+    in a simulator clone), state terms without a state probe, OOD without an ensemble."""
+    g, key = spec.cost_weights().guardrails, f"controllers.{spec.name}.weights.guardrails"
+    if spec.kind == "oracle" and (g.state_bounds or g.forbidden or g.ood):
+        raise ValueError(
+            f"{key}: the oracle plans in a simulator clone and applies no guardrail costs; set "
+            "their weights to 0 (bounds and regions are still counted by the evaluation harness)")
+    if spec.kind not in NO_MODEL_KINDS and model_spec is not None:
+        check_guardrails(model_spec, g, key)
 
 
 def build_controller(
@@ -80,19 +106,22 @@ def build_controller(
                 "build_controller(..., env=env)"
             )
         opt = _optimizer(spec.optimizer, seed)
-        weights = CostWeights(**spec.weights)
+        weights = spec.cost_weights()
+        check_spec_guardrails(spec, None)
         return OracleMPC(
-            env, opt, spec.horizon, spec.candidates, weights, action_dim, spec.oracle_score
+            env, opt, spec.horizon, spec.candidates, weights, action_dim, spec.oracle_score,
+            deadline_ms=spec.deadline_ms,
         )
     if model is None:
         raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")
-    weights = CostWeights(**spec.weights)
+    weights = spec.cost_weights()
+    check_spec_guardrails(spec, model.spec)
     if spec.kind == "hierarchical":
         opts = [_optimizer(spec.optimizer, seed)]
         opts += [_optimizer(spec.high_optimizer, seed + lv) for lv in range(1, model.spec.num_levels)]
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
-            spec.candidates, weights, device,
+            spec.candidates, weights, device, spec.deadline_ms,
         )
     opt = _optimizer(spec.optimizer, seed)
-    return FlatMPC(model, opt, spec.horizon, spec.candidates, weights, device)
+    return FlatMPC(model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms)

@@ -3,6 +3,11 @@
 Every controller sees the same start/goal pairs (episode i uses seed ``episode_seed(seed, i)``
 whatever the number of workers). Success is the env's own ``info["is_success"]`` at any step
 within ``max_steps``. The goal *state* is used for scoring only; controllers get the goal image.
+
+Guardrails: for a controller whose ``weights.guardrails`` lists bounds or regions, the harness
+counts *actual* violations from the env's true ``obs["state"]`` after every step (the controller
+never sees it) in ``guardrail_violations``, next to ``predicted_violations`` (steps whose sent
+action the controller's own model predicted to violate them). Both are None otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from hmpc.checkpoint import atomic_write_json, load_checkpoint
-from hmpc.controllers import NO_MODEL_KINDS, ControllerSpec, build_controller
+from hmpc.controllers import (
+    NO_MODEL_KINDS,
+    ControllerSpec,
+    build_controller,
+    check_spec_guardrails,
+)
+from hmpc.costs import Guardrails, guardrail_violated
 from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.mpc import Controller
@@ -67,9 +78,17 @@ def condition_specs(base: EnvSpec, conditions: dict[str, dict[str, Any]]) -> dic
     return out
 
 
+def violates(state: np.ndarray, guardrails: Guardrails) -> bool:
+    """Does a true state (S,) leave ``guardrails.bounds`` or enter one of its regions?"""
+    if guardrails.max_dim() >= len(state):
+        raise ValueError(f"weights.guardrails refers to state dim {guardrails.max_dim()} but the "
+                         f"env's observation.state has {len(state)} dims")
+    return bool(guardrail_violated(torch.as_tensor(np.asarray(state, np.float64)), guardrails))
+
+
 def run_episode(
     env, controller: Controller, seed: int, max_steps: int, atlas: SubgoalAtlas | None = None,
-    record_video: bool = False, log_steps: bool = False,
+    record_video: bool = False, log_steps: bool = False, guardrails: Guardrails | None = None,
 ) -> dict[str, Any]:
     """Run one episode; returns the per-episode record (success at any step, timings, costs).
 
@@ -77,7 +96,12 @@ def run_episode(
     (the subgoal shown as the nearest ``atlas`` frame when the controller reports one); with
     ``log_steps`` it carries "steps_log": per step the action, plan cost and terms, iterations,
     planning ms, fallback and replanning flags, and the distance to the goal after the step.
+    With ``guardrails`` (bounds or regions), the record counts the steps after which the true
+    ``obs["state"]`` violates them (``guardrail_violations``; ground truth stays in the harness)
+    and the steps the controller predicted a violation (``predicted_violations``).
     """
+    monitored = guardrails is not None and guardrails.monitored
+    violations = predicted = 0
     obs, info = env.reset(seed=seed)
     goal_obs = env.unwrapped.goal_observation()
     controller.reset(observation_for(controller, obs), observation_for(controller, goal_obs))
@@ -98,6 +122,9 @@ def run_episode(
         plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
         fallbacks += int(bool(pinfo.get("fallback", False)))
         replans += int(bool(pinfo.get("replanned", False)))
+        if monitored:
+            violations += violates(obs["state"], guardrails)
+            predicted += bool(pinfo.get("predicted_violation", False))
         if log_steps:
             steps_log.append(_step_entry(t, action, pinfo, dists[-1]))
         if info["is_success"] and success_step is None:
@@ -120,6 +147,8 @@ def run_episode(
         "plan_ms_p95": float(np.percentile(plan_ms, 95)) if plan_ms else 0.0,
         "fallbacks": fallbacks,
         "replans": replans,
+        "guardrail_violations": violations if monitored else None,
+        "predicted_violations": predicted if monitored else None,
     }
     if record_video:
         record["frames"] = frames
@@ -130,7 +159,8 @@ def run_episode(
 
 def _step_entry(t: int, action: np.ndarray, pinfo: dict[str, Any], distance: float) -> dict[str, Any]:
     """JSON-ready per-step planner log (numbers only; the subgoal latent is left out)."""
-    keep = ("cost", "iters", "plan_ms", "fallback", "replanned", "terms", "error")
+    keep = ("cost", "iters", "plan_ms", "fallback", "replanned", "terms", "error",
+            "predicted_violation", "deadline_hit")
     entry = {k: pinfo[k] for k in keep if k in pinfo}
     entry.update({k: v for k, v in pinfo.items() if k.endswith(("_cost", "_iters"))})
     return {"t": t, "action": [float(a) for a in action], "distance_after": distance, **entry}
@@ -203,7 +233,8 @@ def _run(
         env = envs[cond]
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env)
         try:
-            rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos)
+            rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos,
+                              guardrails=specs[name].cost_weights().guardrails)
         finally:
             close = getattr(ctrl, "close", None)  # the oracle owns a simulator clone
             if callable(close):
@@ -244,6 +275,9 @@ def evaluate(
         raise ValueError(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
         )
+    model_spec = WorldModelSpec.from_dict(blob["meta"]["model"]) if blob is not None else None
+    for c in controllers:  # before any episode: a guardrail the model cannot evaluate
+        check_spec_guardrails(c, model_spec)
     items = [
         (i, episode_seed(cfg.seed, i), n, c)
         for c in env_specs for n in specs for i in range(cfg.episodes)

@@ -8,6 +8,11 @@ is scored in level l+1's space: || project(rollout_l(s_l, plan)[-1]) - subgoal_{
 A failed abstract level (optimiser error, non-finite plan or cost) keeps the subgoals it handed
 down before; with none yet, or when level 1 fails, the command falls back (shifted previous plan,
 then zero) in the same step. Either way ``info["fallback"]`` is True and ``info["error"]`` says why.
+
+Guardrails (``weights.guardrails``) apply to level 1's plan, exactly as in flat MPC (terms in
+``info["terms"]``, ``info["predicted_violation"]``). ``deadline_ms`` is one budget for the whole
+step, shared by all levels from the top down: a level that finds it spent stops with its best plan
+so far, and one in which no iteration finished in time counts as failed (``"deadline ..."``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from hmpc.costs import (
     goal_distance,
     magnitude_prior,
 )
-from hmpc.mpc import LatentController, Obs, run_optimizer, safe_action
+from hmpc.guardrails import check_guardrails, guardrail_terms, predicted_violation
+from hmpc.mpc import LatentController, Obs, deadline_at, run_optimizer, safe_action, shift_plan
 from hmpc.optimizers import Optimizer
 from hmpc.world_model import WorldModel
 
@@ -52,6 +58,7 @@ class HierarchicalMPC(LatentController):
         candidates: int = 4,
         weights: CostWeights | None = None,
         device: torch.device | str = "cpu",
+        deadline_ms: float | None = None,
     ) -> None:
         super().__init__(model, device)
         spec = model.spec
@@ -66,6 +73,9 @@ class HierarchicalMPC(LatentController):
         self.subgoal_tolerance = subgoal_tolerance
         self.candidates = candidates
         self.weights = weights or CostWeights()
+        check_guardrails(spec, self.weights.guardrails)
+        self.deadline_ms = deadline_ms
+        self.deadline: float | None = None  # absolute time of the current step's deadline
 
     def _horizon(self, level: int) -> int:
         return self.top_horizon if level == self.top else self.model.spec.levels[level - 1].k
@@ -93,6 +103,7 @@ class HierarchicalMPC(LatentController):
         if level == 1:
             terms["smoothness"] = w.smoothness * action_smoothness(plan, self.prev)
             terms["action_bound"] = w.action_bound * action_bound_penalty(plan)
+            terms.update(guardrail_terms(self.model, s, pred, plan, w.guardrails))
         else:
             terms["macro_prior"] = w.macro_prior * magnitude_prior(plan)
         return terms
@@ -104,7 +115,8 @@ class HierarchicalMPC(LatentController):
             return sum(self._level_cost(level, s, x).values())
 
         init = self.plans[level].unsqueeze(0).repeat(self.candidates, 1, 1)
-        best, info, ok = run_optimizer(self.optimizers[level - 1], cost_fn, init, -1.0, 1.0)
+        best, info, ok = run_optimizer(
+            self.optimizers[level - 1], cost_fn, init, -1.0, 1.0, self.deadline)
         if ok:
             self.plans[level] = best.detach()
         return best, info, ok
@@ -117,7 +129,7 @@ class HierarchicalMPC(LatentController):
             best, linfo, ok = self._plan_level(level, s)
             info[f"l{level}_cost"], info[f"l{level}_iters"] = linfo["cost"], linfo["iters"]
             if not ok:
-                info["fallback"], info["error"] = True, f"level {level}: {linfo['error']}"
+                info["fallback"], info["error"] = True, _level_error(level, linfo["error"])
                 if level not in self.subgoals:
                     return info  # no subgoal to keep: act() falls back
                 continue  # keep the previous subgoal of this level
@@ -135,6 +147,7 @@ class HierarchicalMPC(LatentController):
 
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()
+        self.deadline = deadline_at(t0, self.deadline_ms)
         s1 = self.encode(obs)
         info: dict[str, Any] = {"replanned": False}
         if self.since_replan >= self.replan_every or self._near_subgoal(s1):
@@ -146,19 +159,33 @@ class HierarchicalMPC(LatentController):
             best, linfo, _ = self._plan_level(1, s1)
         else:  # the abstract levels never produced a subgoal: nothing to plan toward
             best, linfo = torch.full_like(old, float("nan")), {"cost": float("nan"), "iters": 0}
-        shifted = torch.cat([old[1:], old[-1:]]).cpu().numpy()[0]
-        action, fell_back = safe_action(best[0], shifted)
+        # plans[1] is stored shifted: its row 0 is the previous plan's action for this step.
+        action, fell_back = safe_action(best[0], old[0].cpu().numpy())
         terms: dict[str, float] = {}
         if not fell_back:
-            self.plans[1] = torch.cat([best[1:], best[-1:]]).detach()
+            self.plans[1] = shift_plan(best).detach()
             with torch.no_grad():
                 terms = {k: float(v[0]) for k, v in self._level_cost(1, s1, best.unsqueeze(0)).items()}
-        elif "error" in linfo:
-            info["error"] = f"level 1: {linfo['error']}"
+        else:  # consumed one step of the previous plan
+            self.plans[1] = shift_plan(old)
+            if "error" in linfo:
+                info["error"] = _level_error(1, linfo["error"])
         self.prev = torch.as_tensor(action, device=self.device)
+        violated = predicted_violation(self.model, s1, self.prev, self.weights.guardrails)
+        if violated is not None:
+            info["predicted_violation"] = violated
         fell_back = fell_back or bool(info.get("fallback", False))
         info.update(cost=linfo["cost"], iters=linfo["iters"], terms=terms, fallback=fell_back)
+        if "deadline_hit" in linfo:
+            info["deadline_hit"] = linfo["deadline_hit"]
         if 2 in self.subgoals:  # the latent handed to level 1, for display (nearest dataset frame)
             info["subgoal"] = self.subgoals[2].detach().cpu().numpy()
         info["plan_ms"] = 1000 * (time.perf_counter() - t0)
         return action, info
+
+
+def _level_error(level: int, error: str) -> str:
+    """Error of one level, tagged; a missed deadline keeps its "deadline" prefix."""
+    if error.startswith("deadline"):
+        return f"deadline (level {level}){error[len('deadline'):]}"
+    return f"level {level}: {error}"

@@ -77,6 +77,22 @@ def inverse_dynamics_loss(
     return (err * keep).sum() / keep.sum().clamp_min(1.0)
 
 
+def state_probe_loss(pred_state: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """State-probe regression: MSE between probed and observed physical states.
+
+    Args:
+        pred_state: (..., S) probe outputs, computed from *detached* latents by the caller so the
+            probe reads the representation without shaping it.
+        state: (..., S) observation.state, same shape.
+    Returns:
+        scalar mean squared error.
+    """
+    if pred_state.shape != state.shape:
+        raise ValueError(f"state_probe_loss: pred {tuple(pred_state.shape)} != "
+                         f"state {tuple(state.shape)}")
+    return F.mse_loss(pred_state, state.to(pred_state.dtype))
+
+
 def temporal_smoothness_loss(z: torch.Tensor) -> torch.Tensor:
     """Mean squared distance between consecutive latents of a sequence ``z`` (B, T, D)."""
     if z.dim() != 3 or z.shape[1] < 2:

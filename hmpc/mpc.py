@@ -5,6 +5,13 @@ the shifted previous plan. Every command passes through ``safe_action``: a non-f
 back (shifted previous plan, then zero) in the same step and is counted; commands are clipped to
 the action box before they leave the controller. ``run_optimizer`` turns an optimiser error or a
 plan without a finite cost into a NaN plan, so the same fallback path handles every failure.
+
+Guardrails (``weights.guardrails``, see ``hmpc.costs``) add state-bound, forbidden-region and OOD
+terms to the level-1 cost; every term's value is in ``info["terms"]`` and, when bounds or regions
+are configured and the model has a state probe, ``info["predicted_violation"]`` says whether the
+state predicted after the sent action violates them. ``deadline_ms`` bounds the planning time of
+one step (encoding included): the optimiser returns its best plan so far when it runs out, and a
+step in which no iteration finished in time falls back with ``info["error"] = "deadline: ..."``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import CostWeights, action_bound_penalty, action_smoothness, goal_distance
+from hmpc.guardrails import check_guardrails, guardrail_terms, predicted_violation
 from hmpc.optimizers import Bound, CostFn, Optimizer
 from hmpc.world_model import WorldModel
 
@@ -50,19 +58,38 @@ def safe_action(
     return np.clip(a, low, high).astype(np.float32), fell_back
 
 
+def deadline_at(t0: float, deadline_ms: float | None) -> float | None:
+    """Absolute ``time.perf_counter()`` deadline of a step that started at ``t0`` (None: none)."""
+    return None if deadline_ms is None else t0 + deadline_ms / 1000.0
+
+
+def shift_plan(plan: torch.Tensor) -> torch.Tensor:
+    """(H, A) plan advanced one step: rows 1.. then the last row repeated."""
+    return torch.cat([plan[1:], plan[-1:]])
+
+
 def run_optimizer(
-    optimizer: Optimizer, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+    optimizer: Optimizer, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any], bool]:
     """``optimizer.optimize`` that never raises. Returns (plan (H, A), info, ok).
 
-    Not ok (an exception, a non-finite plan or no finite cost): the plan is all NaN, so callers
-    fall back, and ``info["error"]`` says why.
+    Not ok (an exception, no iteration finished before ``deadline`` (an absolute
+    ``time.perf_counter()`` time; passed on only when set), a non-finite plan or no finite cost):
+    the plan is all NaN, so callers fall back, and ``info["error"]`` says why.
     """
     try:
-        best, info = optimizer.optimize(cost_fn, init, low, high)
+        if deadline is None:
+            best, info = optimizer.optimize(cost_fn, init, low, high)
+        else:
+            best, info = optimizer.optimize(cost_fn, init, low, high, deadline=deadline)
     except Exception as e:  # any optimiser failure must fall back in this same control step
         best, info = None, {"cost": float("nan"), "iters": 0, "error": f"{type(e).__name__}: {e}"}
-    if best is not None and not bool(torch.isfinite(best).all()):
+    if best is not None and info.get("deadline_hit") and not info.get("iters"):
+        late = 1000 * (time.perf_counter() - deadline)
+        info = {**info, "error": f"deadline: no optimiser iteration finished in time "
+                                 f"({late:.1f} ms past the step's deadline_ms)"}
+    elif best is not None and not bool(torch.isfinite(best).all()):
         info = {**info, "error": "optimiser returned a non-finite plan"}
     elif best is not None and not np.isfinite(info.get("cost", float("nan"))):
         info = {**info, "error": f"no candidate had a finite cost (cost={info.get('cost')})"}
@@ -126,12 +153,15 @@ class FlatMPC(LatentController):
         candidates: int = 4,
         weights: CostWeights | None = None,
         device: torch.device | str = "cpu",
+        deadline_ms: float | None = None,
     ) -> None:
         super().__init__(model, device)
         self.optimizer = optimizer
         self.horizon = horizon
         self.candidates = candidates
         self.weights = weights or CostWeights()
+        check_guardrails(model.spec, self.weights.guardrails)
+        self.deadline_ms = deadline_ms
         self.action_dim = model.spec.action_dim
 
     def reset(self, obs: Obs, goal_obs: Obs) -> None:
@@ -147,6 +177,7 @@ class FlatMPC(LatentController):
             "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode),
             "smoothness": w.smoothness * action_smoothness(actions, self.prev),
             "action_bound": w.action_bound * action_bound_penalty(actions),
+            **guardrail_terms(self.model, s, pred, actions, w.guardrails),
         }
 
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
@@ -157,15 +188,21 @@ class FlatMPC(LatentController):
             return sum(self.cost_terms(s, a).values())
 
         init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # warm start, (B, H, A)
-        best, info, _ = run_optimizer(self.optimizer, cost_fn, init, -1.0, 1.0)
-        shifted = torch.cat([self.plan[1:], self.plan[-1:]]).cpu().numpy()[0]
-        action, fell_back = safe_action(best[0], shifted)
+        deadline = deadline_at(t0, self.deadline_ms)
+        best, info, _ = run_optimizer(self.optimizer, cost_fn, init, -1.0, 1.0, deadline)
+        # self.plan is stored shifted: its row 0 is the previous plan's action for this step.
+        action, fell_back = safe_action(best[0], self.plan[0].cpu().numpy())
         terms: dict[str, float] = {}
         if not fell_back:  # keep the plan for the next warm start: shift by one step
-            self.plan = torch.cat([best[1:], best[-1:]]).detach()
+            self.plan = shift_plan(best).detach()
             with torch.no_grad():
                 terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
+        else:  # consumed one step of the previous plan
+            self.plan = shift_plan(self.plan)
         self.prev = torch.as_tensor(action, device=self.device)
         info = {**info, "terms": terms, "fallback": fell_back}
+        violated = predicted_violation(self.model, s, self.prev, self.weights.guardrails)
+        if violated is not None:
+            info["predicted_violation"] = violated
         info["plan_ms"] = 1000 * (time.perf_counter() - t0)
         return action, info

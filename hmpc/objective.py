@@ -11,6 +11,11 @@ exponential-moving-average copy of the model under stop-grad (BYOL / I-JEPA styl
 Video-only windows (``batch["has_action"]`` False): level 1 uses the action inferred by the
 inverse model from (s_t, s_t+1), levels >= 2 the macro code inferred by their own inverse model,
 both detached; the inverse-dynamics terms are scored on action-labelled windows only.
+
+Optional level-1 heads: with ``num_predictors`` > 1 every ensemble member is trained on the same
+batch with its own prediction loss (the ``pred`` term is their mean); with ``state_probe`` > 0 the
+state probe regresses ``batch["state"]`` from *detached* level-1 latents (term ``state_probe``),
+so it never shapes the representation.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class LossWeights:
     detach_lower: bool = True  # abstract levels do not push gradients into the levels below
     target: str = "online"  # "online" | "ema": where prediction targets come from
     ema_decay: float = 0.996  # target <- decay * target + (1 - decay) * online, every step
+    state_probe: float = 0.0  # > 0 trains the state probe head (detached latents -> state)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -48,18 +54,21 @@ class LossWeights:
             raise ValueError(f"model.loss.ema_decay={self.ema_decay} must be in [0, 1), e.g. 0.996")
         if self.rollout_horizon < 1:
             raise ValueError(f"model.loss.rollout_horizon={self.rollout_horizon} must be >= 1")
+        if self.state_probe < 0:
+            raise ValueError(f"model.loss.state_probe={self.state_probe} must be >= 0 "
+                             "(0 = no probe, e.g. 1.0 to train one)")
 
 
 def multistep_prediction(
     model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, horizon: int,
-    target: torch.Tensor | None = None, z: torch.Tensor | None = None,
+    target: torch.Tensor | None = None, z: torch.Tensor | None = None, member: int = 0,
 ) -> torch.Tensor:
     """Open-loop rollouts of ``horizon`` steps from every start in the window.
 
     s: (B, n + 1, D) encoded latents (starts), a: (B, n, A_l), target: (B, n + 1, D) latents to
     predict (default ``s``), z: (B, n, Z) level-1 latent variables or None. Returns the mean
     prediction loss over rollout depths 1..horizon: depth j predicts target[:, j:] from
-    s[:, : n + 1 - j].
+    s[:, : n + 1 - j]. ``member`` picks the level-1 ensemble member that predicts.
     """
     target = s if target is None else target
     n = a.shape[1]
@@ -69,7 +78,7 @@ def multistep_prediction(
     for j in range(horizon):
         # cur[:, t] is the prediction of s[:, t + j + 1] from s[:, t] after j + 1 steps
         zj = None if z is None else z[:, j:n]
-        cur = model.predict(cur[:, : n - j], a[:, j:n], level, zj)
+        cur = model.predict(cur[:, : n - j], a[:, j:n], level, zj, member=member)
         total = total + losses.prediction_loss(cur, target[:, j + 1 :])
     return total / horizon
 
@@ -137,6 +146,10 @@ def world_model_loss(
             total = total + weight * value
             metrics[f"l{level}/{name}"] = float(value.detach())
         s_prev, t_prev = s, t
+    if w.state_probe:
+        probe = state_probe_term(model, s1, batch)
+        total = total + w.state_probe * probe
+        metrics["l1/state_probe"] = float(probe.detach())
     metrics["loss"] = float(total.detach())
     return total, metrics
 
@@ -157,7 +170,10 @@ def _level_terms(
     if level == 1 and model.posterior is not None:
         z = model.infer_latent(s[:, :-1], tgt[:, 1:])  # (B, n, Z)
         terms["z_l2"] = (w.latent_l2, z.pow(2).mean())
-    terms["pred"] = (w.prediction, multistep_prediction(model, s, a, level, w.rollout_horizon, tgt, z))
+    members = model.spec.num_predictors if level == 1 else 1
+    pred = sum(multistep_prediction(model, s, a, level, w.rollout_horizon, tgt, z, member=i)
+               for i in range(members)) / members  # each ensemble member's own loss, averaged
+    terms["pred"] = (w.prediction, pred)
     if w.variance:
         terms["var"] = (w.variance, losses.variance_loss(flat))
     if w.covariance:
@@ -171,6 +187,21 @@ def _level_terms(
     if w.smoothness:
         terms["smooth"] = (w.smoothness, losses.temporal_smoothness_loss(s))
     return terms
+
+
+def state_probe_term(
+    model: WorldModel, s1: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Probe loss on detached level-1 latents s1 (B, L, D_1) vs batch["state"] (B, L, S)."""
+    if model.probe is None:
+        raise ValueError("model.loss.state_probe > 0 needs a state probe head: model.probe_dim > 0 "
+                         "(hmpc-train sets it from the dataset's observation.state size)")
+    state = batch.get("state")
+    if state is None or state.shape[-1] != model.spec.probe_dim:
+        got = None if state is None else tuple(state.shape)
+        raise ValueError(f"model.loss.state_probe needs batch['state'] (B, L, "
+                         f"{model.spec.probe_dim}); got {got}")
+    return losses.state_probe_loss(model.decode_state(s1.detach()), state)
 
 
 @torch.no_grad()

@@ -7,6 +7,13 @@ candidates for the hybrid), and ``low``/``high`` are floats or tensors broadcast
 Receding horizon and warm starts live in ``hmpc.mpc``, not here (the split of mbrl-lib's
 trajectory_opt).
 
+Deadline: every ``optimize`` takes ``deadline`` (an absolute ``time.perf_counter()`` time, or
+None). The clock is checked between iterations: once it has passed, the optimiser stops and
+returns the best plan scored so far. An iteration whose cost evaluation ends after the deadline
+came too late and is discarded. ``info["iters"]`` counts the iterations that finished in time and
+``info["deadline_hit"]`` says whether the deadline stopped it (key present only with a deadline);
+with ``iters == 0`` the plan is only the warm start, and controllers fall back.
+
 Non-finite costs (NaN, +-inf) rank as +inf: such a candidate is never returned as the best, and
 ``info["cost"]`` is inf when no candidate had a finite cost (controllers treat that as a failed
 plan and fall back).
@@ -28,8 +35,18 @@ TopK = tuple[torch.Tensor, torch.Tensor]  # sequences (K, H, A), their costs (K,
 
 class Optimizer(Protocol):
     def optimize(
-        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+def expired(deadline: float | None) -> bool:
+    """True once ``time.perf_counter()`` has reached ``deadline`` (never when it is None)."""
+    return deadline is not None and time.perf_counter() >= deadline
+
+
+def _deadline_info(info: dict[str, Any], deadline: float | None, hit: bool) -> dict[str, Any]:
+    return {**info, "deadline_hit": hit} if deadline is not None else info
 
 
 def _check(init: torch.Tensor) -> None:
@@ -78,9 +95,13 @@ class GradientDescent:
 
     def __post_init__(self) -> None:
         self._gen = torch.Generator().manual_seed(self.seed)
+        # torch's first Adam construction imports lazily (seconds on a busy CPU): pay it when
+        # the controller is built, not inside the first control step's deadline
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
     def optimize(
-        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         _check(init)
         t0 = time.perf_counter()
@@ -92,13 +113,19 @@ class GradientDescent:
         opt = torch.optim.Adam([x], lr=self.lr)
         best_x, best_c = x.detach().clone(), torch.full((x.shape[0],), float("inf"), device=x.device)
         history: list[float] = []
-        it, lr, since_plateau = 0, self.lr, 0
+        it, lr, since_plateau, hit = 0, self.lr, 0, False
         for _ in range(self.iters):
-            it += 1
+            if expired(deadline):
+                hit = True
+                break
             with torch.enable_grad():
                 cost = cost_fn(x)  # (B,)
                 opt.zero_grad(set_to_none=True)
                 cost.sum().backward()  # candidates are independent: the sum's grad is per-row
+            if expired(deadline):  # finished too late: discarded
+                hit = True
+                break
+            it += 1
             with torch.no_grad():
                 cost = _rank_cost(cost.detach())
                 better = cost < best_c  # track the best iterate per candidate (cost before step)
@@ -119,14 +146,15 @@ class GradientDescent:
                         break
                     for group in opt.param_groups:
                         group["lr"] = lr
-        with torch.no_grad():  # score the final iterate too
-            final = _rank_cost(cost_fn(x.detach()))
-            better = final < best_c
-            best_c = torch.where(better, final, best_c)
-            best_x[better] = x.detach()[better]
+        with torch.no_grad():  # score the final iterate too (when there is time for it)
+            final = None if hit or expired(deadline) else _rank_cost(cost_fn(x.detach()))
+            if final is not None and not expired(deadline):
+                better = final < best_c
+                best_c = torch.where(better, final, best_c)
+                best_x[better] = x.detach()[better]
         i = int(torch.argmin(best_c))
         info = {"cost": float(best_c[i]), "iters": it, "time_s": time.perf_counter() - t0}
-        return best_x[i], info
+        return best_x[i], _deadline_info(info, deadline, hit or expired(deadline))
 
 
 @dataclass
@@ -145,36 +173,56 @@ class CEM:
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @torch.no_grad()
-    def search(self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int) -> TopK:
-        """The ``keep`` best sequences ever scored, (keep, H, A) and their costs (keep,)."""
+    def search(
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int,
+        deadline: float | None = None,
+    ) -> tuple[TopK, int]:
+        """The ``keep`` best sequences ever scored, (keep, H, A) and their costs (keep,), and the
+        number of iterations that finished before ``deadline``."""
         _check(init)
         mean = init[0].clone()  # (H, A)
         std = torch.full_like(mean, self.init_std)
         top: TopK | None = None
+        done = 0
         for _ in range(self.iters):
+            if expired(deadline):
+                break
             cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
             cost = _rank_cost(cost_fn(cand))
+            if expired(deadline):  # finished too late: discarded
+                break
+            done += 1
             elite = cand[torch.argsort(cost)[: self.elites]]
             top = _merge_top(top, cand, cost, keep)
             mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
             std = (self.momentum * std + (1 - self.momentum) * elite.std(0)).clamp_min(self.min_std)
-        if top is None:  # iters == 0: nothing scored; the warm start is all we have
-            top = init[:keep].clamp(low, high), init.new_full((min(keep, len(init)),), float("inf"))
-        return top
+        return _or_warm_start(top, init, low, high, keep), done
 
     def optimize(
-        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return _best_of_search(self, cost_fn, init, low, high)
+        return _best_of_search(self, cost_fn, init, low, high, deadline)
+
+
+def _or_warm_start(
+    top: TopK | None, init: torch.Tensor, low: Bound, high: Bound, keep: int
+) -> TopK:
+    """``top``, or when nothing was scored (no iteration) the warm start with cost +inf."""
+    if top is not None:
+        return top
+    return init[:keep].clamp(low, high), init.new_full((min(keep, len(init)),), float("inf"))
 
 
 def _best_of_search(
-    opt: CEM | MPPI, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+    opt: CEM | MPPI, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``optimize`` of the sampling optimisers: the single best sequence their search scored."""
     t0 = time.perf_counter()
-    x, cost = opt.search(cost_fn, init, low, high, keep=1)
-    return x[0], {"cost": float(cost[0]), "iters": opt.iters, "time_s": time.perf_counter() - t0}
+    (x, cost), done = opt.search(cost_fn, init, low, high, keep=1, deadline=deadline)
+    info = {"cost": float(cost[0]), "iters": done, "time_s": time.perf_counter() - t0}
+    return x[0], _deadline_info(info, deadline, done < opt.iters)
 
 
 @dataclass
@@ -202,17 +250,27 @@ class MPPI:
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @torch.no_grad()
-    def search(self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int) -> TopK:
-        """The ``keep`` best sequences ever scored (the final mean included), and their costs."""
+    def search(
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound, keep: int,
+        deadline: float | None = None,
+    ) -> tuple[TopK, int]:
+        """The ``keep`` best sequences ever scored (the final mean included), their costs, and
+        the number of iterations that finished before ``deadline``."""
         _check(init)
         mean = init[0].clone()  # (H, A): warm start = the shifted previous plan
         std = torch.full_like(mean, self.noise_std)
         top: TopK | None = None
+        done = 0
         for _ in range(self.iters):
+            if expired(deadline):
+                break
             # 1. sample a population around the current mean (row 0 = the mean), inside the box
             cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
             # 2. score it; non-finite costs get weight exp(-inf) = 0 below
             cost = _rank_cost(cost_fn(cand))
+            if expired(deadline):  # finished too late: discarded
+                break
+            done += 1
             top = _merge_top(top, cand, cost, keep)
             if not torch.isfinite(cost).any():
                 continue  # nothing to learn from this population: keep the distribution
@@ -227,14 +285,18 @@ class MPPI:
                 var = torch.einsum("n,nha->ha", w, (cand - mean).pow(2))
                 std = var.sqrt().clamp(self.min_std, self.noise_std)
         # 5. the final mean is the MPPI answer: score it so it competes with the samples
-        final = mean.clamp(low, high).unsqueeze(0)
-        top = _merge_top(top, final, _rank_cost(cost_fn(final)), keep)
-        return top
+        if not expired(deadline):
+            final = mean.clamp(low, high).unsqueeze(0)
+            final_cost = _rank_cost(cost_fn(final))
+            if not expired(deadline):
+                top = _merge_top(top, final, final_cost, keep)
+        return _or_warm_start(top, init, low, high, keep), done
 
     def optimize(
-        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return _best_of_search(self, cost_fn, init, low, high)
+        return _best_of_search(self, cost_fn, init, low, high, deadline)
 
 
 @dataclass
@@ -260,17 +322,22 @@ class Hybrid:
         self._gd = make_optimizer("gd", **gd)
 
     def optimize(
-        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound
+        self, cost_fn: CostFn, init: torch.Tensor, low: Bound, high: Bound,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         t0 = time.perf_counter()
-        top, top_c = self._sampler.search(cost_fn, init, low, high, keep=init.shape[0])
-        best, info = self._gd.optimize(cost_fn, top, low, high)  # GD keeps its best iterate
+        (top, top_c), done = self._sampler.search(
+            cost_fn, init, low, high, keep=init.shape[0], deadline=deadline)
+        # GD keeps its best iterate; it gets what is left of the deadline
+        best, info = self._gd.optimize(cost_fn, top, low, high, deadline)
         if not info["cost"] <= float(top_c[0]):  # never worse than the sampler (NaN-safe)
             best, info["cost"] = top[0], float(top_c[0])
         info.update(
-            iters=self._sampler.iters + info["iters"], sample_cost=float(top_c[0]),
+            iters=done + info["iters"], sample_cost=float(top_c[0]),
             time_s=time.perf_counter() - t0,
         )
+        if deadline is not None:
+            info["deadline_hit"] = done < self._sampler.iters or info["deadline_hit"]
         return best, info
 
 

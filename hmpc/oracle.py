@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import CostWeights, action_smoothness
-from hmpc.mpc import Controller, Obs, run_optimizer, safe_action
+from hmpc.mpc import Controller, Obs, deadline_at, run_optimizer, safe_action
 from hmpc.optimizers import GradientDescent, Hybrid, Optimizer
 
 SCORES = ("distance", "path")
@@ -69,6 +69,7 @@ class OracleMPC(Controller):
         candidates: rows of the warm start handed to the optimiser (row 0 is the mean).
         score: "path" (maze BFS distance + Euclidean tie-break) or "distance" (Euclidean).
         sim: the simulator to plan in; by default ``clone_simulator(env)``.
+        deadline_ms: planning budget per step (None: none); see ``hmpc.mpc``.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class OracleMPC(Controller):
         action_dim: int = 2,
         score: str = "path",
         sim: Simulator | None = None,
+        deadline_ms: float | None = None,
     ) -> None:
         if score not in SCORES:
             raise ValueError(f"oracle score={score!r}; use one of {SCORES}")
@@ -100,6 +102,7 @@ class OracleMPC(Controller):
         self.action_dim = action_dim
         self.score_kind = score
         self.sim_steps = 0
+        self.deadline_ms = deadline_ms
 
     def close(self) -> None:
         """Release the simulator clone (its PyBullet client); also happens on garbage collection."""
@@ -133,7 +136,8 @@ class OracleMPC(Controller):
         state = np.asarray(self.env.get_state()).copy()  # ground truth: read, never written
         steps0 = self.sim_steps
         init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # (B, H, A) warm start
-        best, info, _ = run_optimizer(self.optimizer, lambda a: self.score(state, a), init, -1.0, 1.0)
+        best, info, _ = run_optimizer(self.optimizer, lambda a: self.score(state, a), init, -1.0, 1.0,
+                                      deadline_at(t0, self.deadline_ms))
         shifted = torch.cat([self.plan[1:], self.plan[-1:]]).numpy()[0]
         action, fell_back = safe_action(best[0], shifted)
         if not fell_back:  # warm start of the next step: the plan shifted by one

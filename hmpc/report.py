@@ -24,6 +24,12 @@ def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
     return float(np.mean([r[key] for r in records])) if records else float("nan")
 
 
+def _mean_set(records: Sequence[dict[str, Any]], key: str) -> float | None:
+    """Mean of ``key`` over the records where it is set (not None); None when none has it."""
+    vals = [r[key] for r in records if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> dict[str, dict]:
     """Per-controller summary: pc_success with its interval, distances, planning time, failures."""
     out: dict[str, dict] = {}
@@ -41,6 +47,9 @@ def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> 
             "plan_ms_mean": _mean(ok, "plan_ms_mean"),
             "plan_ms_p95": float(np.percentile([r["plan_ms_p95"] for r in ok], 95)) if ok else float("nan"),
             "fallbacks": int(sum(r.get("fallbacks", 0) for r in ok)),
+            # guardrails: per-episode mean of violating steps (None: no bounds/regions configured)
+            "guardrail_violations_mean": _mean_set(ok, "guardrail_violations"),
+            "predicted_violations_mean": _mean_set(ok, "predicted_violations"),
             "errors": len(rs) - len(ok),
             "eval_s": float(sum(r.get("eval_s", 0.0) for r in rs)),
         }

@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,27 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
         )
 
 
+def resolve_probe(spec: WorldModelSpec, weights: LossWeights, dataset: LeRobotDataset) -> WorldModelSpec:
+    """``spec`` with ``probe_dim`` taken from the dataset's state size when the probe is trained."""
+    if not weights.state_probe:
+        if spec.probe_dim:
+            raise ValueError(
+                f"model.probe_dim={spec.probe_dim} but model.loss.state_probe=0: the probe would "
+                "stay untrained; set model.loss.state_probe=1.0 or model.probe_dim=0")
+        return spec
+    try:
+        s = dataset.state_dim
+    except KeyError:  # no observation.state feature
+        s = 0
+    if not s:
+        raise ValueError(f"model.loss.state_probe={weights.state_probe} needs observation.state, "
+                         f"but dataset {dataset.root} has none; set model.loss.state_probe=0")
+    if spec.probe_dim and spec.probe_dim != s:
+        raise ValueError(f"model.probe_dim={spec.probe_dim} but dataset {dataset.root} has state "
+                         f"size {s}; leave model.probe_dim=0 (it is taken from the dataset)")
+    return replace(spec, probe_dim=s)
+
+
 def _val_batches(sampler: WindowSampler, cfg: TrainConfig, device: torch.device) -> list[dict]:
     rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows every time
     return [sampler.sample(max(cfg.batch_size, 8), rng, device) for _ in range(cfg.val_batches)]
@@ -227,6 +248,7 @@ def train_world_model(
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
     _check_compatible(dataset, spec)
+    spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)
     meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root)}
     log = MetricsLog(out_dir, cfg.tensorboard, run.state.history, run.state.step)

@@ -4,7 +4,13 @@ Level 1 works at the env's time step with real actions. Level l >= 2 sees every 
 level l-1 through a projector (its own, more abstract space) and acts through *macro-actions*:
 latent codes of the chunk of real actions that spans one of its steps.
 
-Shapes: B = batch, D_l = latent size of level l, A = real action size, M_l = macro code size.
+Optional heads on level 1: an ensemble of ``num_predictors`` predictors (member 0 is the one
+planners roll out; the others exist only to measure their disagreement, an out-of-distribution
+signal) and a state probe (``decode_state``) that reads the physical state off a latent. The probe
+is trained on detached latents, so it never shapes the representation: the JEPA stays video-only.
+
+Shapes: B = batch, D_l = latent size of level l, A = real action size, M_l = macro code size,
+S = probe size (``probe_dim``, the dataset's observation.state size), M = ensemble members.
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ class WorldModelSpec:
     hidden: int = 128
     levels: tuple[LevelSpec, ...] = field(default_factory=lambda: (LevelSpec(),))
     latent_var_dim: int = 0  # > 0 adds a latent variable z (what actions do not determine) to level 1
+    probe_dim: int = 0  # > 0: state probe head level-1 latent -> observation.state (S = probe_dim)
+    probe_hidden: int = 0  # 0: linear probe; > 0: an MLP with one hidden layer of this width
+    num_predictors: int = 1  # level-1 predictor ensemble size; > 1 enables the OOD guardrail
+
+    def __post_init__(self) -> None:
+        if self.num_predictors < 1:
+            raise ValueError(f"model.num_predictors={self.num_predictors} must be >= 1 "
+                             "(1 = a single level-1 predictor, e.g. 5 for an ensemble)")
+        if self.probe_dim < 0 or self.probe_hidden < 0:
+            raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
+                             f"{self.probe_hidden} must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +125,15 @@ class WorldModel(nn.Module):
             abstract.append(AbstractLevel(below, chunk, lv))
             below = lv.latent_dim
         self.abstract = nn.ModuleList(abstract)
+        # built last, so a model without them initialises exactly as before they existed
+        self.ensemble = nn.ModuleList(  # members 1..M-1; member 0 is self.predictor
+            ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
+            for _ in range(spec.num_predictors - 1)
+        )
+        self.probe = None
+        if spec.probe_dim:
+            d, h, out = spec.latent_dim, spec.probe_hidden, spec.probe_dim
+            self.probe = nn.Linear(d, out) if h == 0 else mlp(d, h, out, depth=1)
 
     @property
     def device(self) -> torch.device:
@@ -156,26 +182,54 @@ class WorldModel(nn.Module):
 
     # -- predict ------------------------------------------------------------------------------
     def predict(
-        self, s: torch.Tensor, a: torch.Tensor, level: int = 1, z: torch.Tensor | None = None
+        self, s: torch.Tensor, a: torch.Tensor, level: int = 1, z: torch.Tensor | None = None,
+        member: int = 0,
     ) -> torch.Tensor:
         """One step of ``level``: s (..., D_l), a (..., A_l), z (..., Z) or None -> (..., D_l).
 
         ``z`` is the level-1 latent variable (``spec.latent_var_dim`` > 0); None means zeros,
         the prior mean, which is what a planner that ignores z uses. Levels >= 2 take no z.
+        ``member`` picks the level-1 ensemble member (0, the default, is what planners use).
         """
         self._check_level(level)
         if level > 1:
-            if z is not None:
-                raise ValueError(f"level {level} takes no latent variable z; pass z=None")
+            if z is not None or member:
+                raise ValueError(f"level {level} takes no latent variable z and has one "
+                                 "predictor; pass z=None, member=0")
             return self.abstract[level - 2].predictor(s, a)
+        if not 0 <= member < self.spec.num_predictors:
+            raise ValueError(f"member {member} out of range: model.num_predictors="
+                             f"{self.spec.num_predictors}")
+        return self._members[member](s, self._with_z(a, z))
+
+    def predict_members(
+        self, s: torch.Tensor, a: torch.Tensor, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One level-1 step by every ensemble member: s (..., D_1), a (..., A) -> (M, ..., D_1)."""
+        a = self._with_z(a, z)
+        return torch.stack([m(s, a) for m in self._members])
+
+    @property
+    def _members(self) -> list[nn.Module]:
+        return [self.predictor, *self.ensemble]
+
+    def decode_state(self, s1: torch.Tensor) -> torch.Tensor:
+        """State probe: level-1 latents (..., D_1) -> predicted observation.state (..., S)."""
+        if self.probe is None:
+            raise ValueError("this world model has no state probe head (model.probe_dim=0); "
+                             "retrain with model.loss.state_probe=1.0 to get one")
+        return self.probe(s1)
+
+    def _with_z(self, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Level-1 predictor input: actions (..., A) with z (or zeros) appended -> (..., A + Z)."""
         z_dim = self.spec.latent_var_dim
         if z_dim:
             z = a.new_zeros(*a.shape[:-1], z_dim) if z is None else z.expand(*a.shape[:-1], z_dim)
-            a = torch.cat([a, z], dim=-1)
-        elif z is not None:
+            return torch.cat([a, z], dim=-1)
+        if z is not None:
             raise ValueError("this model has latent_var_dim=0; pass z=None or retrain with "
                              "model.latent_var_dim > 0")
-        return self.predictor(s, a)
+        return a
 
     def rollout(
         self, s0: torch.Tensor, actions: torch.Tensor, level: int = 1, z: torch.Tensor | None = None
@@ -183,7 +237,8 @@ class WorldModel(nn.Module):
         """Open-loop rollout. s0: (B, D_l), actions: (B, H, A_l), z: (B, H, Z) or None (zeros)
         -> predicted (B, H, D_l).
 
-        Entry h is the latent after applying actions[:, : h + 1].
+        Entry h is the latent after applying actions[:, : h + 1]. Level 1 rolls out ensemble
+        member 0 (planners use one consistent model; the others only measure disagreement).
         """
         if s0.shape[0] != actions.shape[0] and s0.shape[0] == 1:
             s0 = s0.expand(actions.shape[0], -1)

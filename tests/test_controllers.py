@@ -1,5 +1,7 @@
 """Controllers on a tiny untrained model: interface, bounds, fallbacks, hierarchy wiring."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -115,7 +117,11 @@ def test_every_controller_config_builds_and_acts(model):
                 with pytest.raises(ValueError, match="needs a trained policy"):
                     build_controller(ControllerSpec(name=name, **cfg), None, 2, seed=0)
                 continue
-            ctrl = build_controller(ControllerSpec(name=name, **cfg), model, 2, seed=0, env=env)
+            spec = ControllerSpec(name=name, **cfg)
+            m = model
+            if spec.cost_weights().guardrails.uses_state:  # needs a state probe (point_maze: 4)
+                m = build_world_model(replace(SPEC, probe_dim=4), seed=0)
+            ctrl = build_controller(spec, m, 2, seed=0, env=env)
             o, _ = env.reset(seed=0)
             ctrl.reset(o, env.unwrapped.goal_observation())
             a, info = ctrl.act(o)

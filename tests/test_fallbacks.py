@@ -120,3 +120,26 @@ def test_hierarchical_without_any_subgoal_falls_back(model, env, top):
     ctrl = HierarchicalMPC(model, [GradientDescent(iters=2), top], top_horizon=2)
     infos = closed_loop(env, ctrl)
     assert all(i["fallback"] and i["error"].startswith("level 2") for i in infos)
+
+
+class Scripted:
+    """Returns a fixed plan (all candidates) on the first call, then raises."""
+
+    def __init__(self, plan: torch.Tensor):
+        self.plan, self.calls = plan, 0
+
+    def optimize(self, cost_fn, init, low, high):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("solver exploded")
+        return self.plan.clone(), {"cost": 0.0, "iters": 1}
+
+
+def test_fallback_plays_the_previous_plan_in_order(model, env):
+    """After a plan p is made at step t (p[0] sent), failures at t+1, t+2 send p[1], p[2]."""
+    plan = torch.tensor([[0.1, -0.1], [0.2, -0.2], [0.3, -0.3], [0.4, -0.4]])
+    ctrl = FlatMPC(model, Scripted(plan), horizon=4)
+    obs, _ = env.reset(seed=0)
+    ctrl.reset(obs, env.unwrapped.goal_observation())
+    sent = [ctrl.act(obs)[0] for _ in range(4)]
+    np.testing.assert_allclose(np.stack(sent), plan.numpy(), atol=1e-7)

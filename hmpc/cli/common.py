@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from hmpc.controllers import ControllerSpec
+from hmpc.controllers import ControllerSpec, check_spec_guardrails
 from hmpc.evaluate import EvalConfig
 from hmpc.objective import LossWeights
 from hmpc.rollout import EnvSpec, PolicySpec
@@ -96,7 +96,11 @@ def check_controller_spec(spec: ControllerSpec) -> None:
             make_optimizer(name, **opt)
         except ValueError as e:
             raise ValueError(f"{where}: {key}: {e}") from e
-    typed(CostWeights, spec.weights, f"{where}: weights")
+    try:
+        typed(CostWeights, spec.weights, f"{where}: weights")
+    except ValueError as e:  # nested guardrail errors name their key below weights
+        raise ValueError(str(e) if where in str(e) else f"{where}: {e}") from e
+    check_spec_guardrails(spec, None)  # the model-dependent checks run once it is loaded
 
 
 def eval_config(cfg: DictConfig, workers: int, device: str, address: str | None) -> EvalConfig:

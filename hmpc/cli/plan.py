@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> None:
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
     env = env_spec(cfg).make()
     ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env)
-    rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True)
+    rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True,
+                      guardrails=spec.cost_weights().guardrails)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "episode.mp4").write_bytes(video_bytes(rec.pop("frames"), cfg.fps))

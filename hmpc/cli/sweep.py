@@ -12,7 +12,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hmpc.cli.common import CONFIG_PATH, build_training, existing_dir, plain, report_user_errors, typed
+from hmpc.cli.common import (
+    CONFIG_PATH,
+    build_training,
+    existing_dir,
+    plain,
+    report_user_errors,
+    typed,
+)
 
 
 @report_user_errors
