@@ -1,16 +1,23 @@
-"""Ray plumbing shared by collection and evaluation: safe init, and a fault-tolerant parallel map.
+"""Ray plumbing shared by collection and evaluation: safe init, a worker pool, a parallel map.
 
 ``workers=0`` runs everything in this process (tests, debugging); otherwise each worker is a Ray
-actor that builds its own env (and PyBullet client) inside the actor, once. A worker process that
-dies is replaced and its item retried up to ``retries`` times; after that the item is reported
-through ``on_failure`` (or the error is raised when no ``on_failure`` is given).
+actor that builds its own env (and PyBullet client) inside the actor, once.
+
+- :func:`parallel_map`: one function over items. A worker process that dies is replaced and its
+  item retried up to ``retries`` times; after that the item is reported through ``on_failure``
+  (or the error is raised when no ``on_failure`` is given).
+- :class:`ActorPool` / :class:`LocalPool` (:func:`make_pool`): several named functions, tasks
+  sent to chosen worker slots, results kept in Ray's object store until a later task needs them
+  (collection streams episodes into per-batch video encoders this way).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -59,14 +66,136 @@ def _loopback_only() -> None:
 
 
 class _Worker:
-    """Generic actor body: ``setup()`` builds heavy state once, ``run(item)`` processes one item."""
+    """Generic actor body: ``setup()`` builds heavy state once; ``call(name, *args)`` runs
+    ``fns[name](state, *args)``, which returns a pair (see :class:`ActorPool`)."""
 
-    def __init__(self, setup: Callable[[], Any], run: Callable[[Any, Any], Any]) -> None:
+    def __init__(self, setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]]) -> None:
         self.state = setup()
-        self.fn = run
+        self.fns = fns
 
-    def run(self, item: Any) -> Any:
-        return self.fn(self.state, item)
+    def call(self, name: str, *args: Any) -> tuple[Any, Any]:
+        return self.fns[name](self.state, *args)
+
+
+@dataclass
+class Done:
+    """One finished task of a pool."""
+
+    key: Any  # what submit() was given
+    slot: int  # the worker that ran it
+    value: Any  # the task's first return value (fetched)
+    payload: Any  # its second: an ObjectRef under Ray (not fetched), the object itself in-process
+    error: str | None = None  # the worker process died running it (its slot has a fresh worker)
+
+
+class ActorPool:
+    """``workers`` Ray actors in numbered slots, each running one task at a time.
+
+    ``fns[name](state, *args)`` returns ``(value, payload)``: ``value`` (small) comes back to
+    this process; ``payload`` stays in Ray's object store and can be passed, as an argument, to
+    a later task (Ray resolves it there), so big objects never pass through this process.
+    Tasks go to a chosen idle slot, so a slot can keep per-task state in its ``state``. A worker
+    process that dies is replaced in its slot (its state is lost) and its task is reported with
+    ``error`` set: retrying is the caller's choice. ``setup()`` raising raises RuntimeError.
+    """
+
+    def __init__(self, setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]],
+                 workers: int, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 address: str | None = None) -> None:
+        import ray
+
+        init_ray(address, num_cpus=None if address else max(workers, 1))
+        self._cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Worker)
+        self._args = (ray.put(setup), ray.put(fns))  # shipped once, shared by replacements
+        self._actors = [self._cls.remote(*self._args) for _ in range(max(workers, 1))]
+        self._idle = set(range(len(self._actors)))
+        self._inflight: dict[Any, tuple[int, Any, Any]] = {}  # value ref -> (slot, key, payload ref)
+
+    @property
+    def size(self) -> int:
+        """Number of worker slots."""
+        return len(self._actors)
+
+    def idle_slots(self) -> list[int]:
+        return sorted(self._idle)
+
+    def busy(self) -> bool:
+        """Whether any task is in flight."""
+        return bool(self._inflight)
+
+    def submit(self, slot: int, key: Any, name: str, *args: Any) -> None:
+        """Run ``fns[name](state, *args)`` on idle ``slot``; ObjectRef args arrive resolved."""
+        self._idle.remove(slot)
+        value, payload = self._actors[slot].call.options(num_returns=2).remote(name, *args)
+        self._inflight[value] = (slot, key, payload)
+
+    def wait(self) -> Done:
+        """Block until a task finishes; a task that raised re-raises its error here."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        (ref,), _ = ray.wait(list(self._inflight), num_returns=1)
+        slot, key, payload = self._inflight.pop(ref)
+        try:
+            value = ray.get(ref)
+        except RayActorError as e:  # the worker process died: replace it
+            if e.actor_init_failed:  # setup() raised: deterministic, retrying cannot help
+                raise RuntimeError(f"worker setup failed: {e}") from e
+            ray.kill(self._actors[slot])
+            self._actors[slot] = self._cls.remote(*self._args)
+            self._idle.add(slot)
+            return Done(key, slot, None, None, str(e))
+        self._idle.add(slot)
+        return Done(key, slot, value, payload)
+
+    def close(self) -> None:
+        """Kill every worker (tasks in flight are dropped)."""
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor)
+        self._inflight, self._idle = {}, set()
+
+
+class LocalPool:
+    """The :class:`ActorPool` interface with one worker in this process (``workers=0``): tasks
+    run one at a time, in submission order, inside :meth:`wait`."""
+
+    def __init__(self, setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]]) -> None:
+        self.state = setup()
+        self.fns = fns
+        self._todo: deque[tuple[Any, str, tuple[Any, ...]]] = deque()
+
+    size = 1
+
+    def idle_slots(self) -> list[int]:
+        return [] if self._todo else [0]
+
+    def busy(self) -> bool:
+        return bool(self._todo)
+
+    def submit(self, slot: int, key: Any, name: str, *args: Any) -> None:
+        self._todo.append((key, name, args))
+
+    def wait(self) -> Done:
+        key, name, args = self._todo.popleft()
+        value, payload = self.fns[name](self.state, *args)
+        return Done(key, 0, value, payload)
+
+    def close(self) -> None:
+        self._todo.clear()
+
+
+def make_pool(setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]],
+              workers: int, address: str | None = None, **resources: float) -> ActorPool | LocalPool:
+    """:class:`LocalPool` for ``workers <= 0``, else an :class:`ActorPool` of ``workers`` actors."""
+    if workers <= 0:
+        return LocalPool(setup, fns)
+    return ActorPool(setup, fns, workers, address=address, **resources)
+
+
+def _pair(run: Callable[[Any, Any], Any], state: Any, item: Any) -> tuple[Any, None]:
+    return run(state, item), None
 
 
 def parallel_map(
@@ -94,41 +223,29 @@ def parallel_map(
 
 
 def _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure):
-    import ray
-    from ray.exceptions import RayActorError
-
-    init_ray(address, num_cpus=None if address else max(workers, 1))
-    actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Worker)
-    setup_ref, run_ref = ray.put(setup), ray.put(run)  # shipped once, shared by replacements
-    idle = [actor_cls.remote(setup_ref, run_ref) for _ in range(min(workers, len(items)) or 1)]
+    pool = ActorPool(setup, {"run": functools.partial(_pair, run)}, min(workers, len(items)) or 1,
+                     num_cpus=num_cpus, num_gpus=num_gpus, address=address)
     queue = deque(enumerate(items))
     attempts = [0] * len(items)
-    inflight: dict[Any, tuple[int, Any]] = {}  # future -> (item index, actor)
     try:
-        while queue or inflight:
-            while idle and queue:  # one item in flight per actor: a dead actor loses one item
-                actor, (i, item) = idle.pop(), queue.popleft()
-                inflight[actor.run.remote(item)] = (i, actor)
-            (future,), _ = ray.wait(list(inflight), num_returns=1)
-            i, actor = inflight.pop(future)
-            try:
-                result = ray.get(future)
-            except RayActorError as e:  # the worker process died: replace it, retry the item
-                if e.actor_init_failed:  # setup() raised: deterministic, retrying cannot help
-                    raise RuntimeError(f"worker setup failed: {e}") from e
-                ray.kill(actor)
-                idle.append(actor_cls.remote(setup_ref, run_ref))
-                attempts[i] += 1
-                if attempts[i] <= retries:
-                    queue.appendleft((i, items[i]))
-                    continue
-                reason = f"worker died {attempts[i]} times on this item; last error: {e}"
-                if on_failure is None:
-                    raise RuntimeError(reason) from e
-                result = on_failure(items[i], reason)
-            else:
-                idle.append(actor)
-            yield result
+        while queue or pool.busy():
+            for slot in pool.idle_slots():  # one item per actor: a dead actor loses one item
+                if not queue:
+                    break
+                i, item = queue.popleft()
+                pool.submit(slot, i, "run", item)
+            done = pool.wait()
+            i = done.key
+            if done.error is None:
+                yield done.value
+                continue
+            attempts[i] += 1
+            if attempts[i] <= retries:
+                queue.appendleft((i, items[i]))
+                continue
+            reason = f"worker died {attempts[i]} times on this item; last error: {done.error}"
+            if on_failure is None:
+                raise RuntimeError(reason)
+            yield on_failure(items[i], reason)
     finally:
-        for actor in [*idle, *(a for _, a in inflight.values())]:
-            ray.kill(actor)
+        pool.close()

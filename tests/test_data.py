@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from hmpc.data import (
     write_episodes,
 )
 from hmpc.data import video as video_mod
+from hmpc.data import writer as writer_mod
 
 FPS = 10
 SIZE = 32
@@ -282,19 +284,53 @@ def test_error_incompatible_append_and_odd_size(ds_root: Path, tmp_path: Path) -
     assert not [p for p in (tmp_path / "odd").rglob("*") if p.is_file()]
 
 
-def test_no_partial_dataset_on_failure(ds_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("where", ["encoder", "publish"])
+def test_no_partial_dataset_on_failure(ds_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                       where: str) -> None:
+    """A crash while encoding, or after the batch is staged in root/.tmp-* but before the
+    commit renames, leaves the dataset byte for byte as it was."""
     before = {p: p.read_bytes() for p in ds_root.rglob("*") if p.is_file()}
 
-    def broken_encoder(path, frames, fps, **kwargs):
-        assert any(Path(path).parents[3].rglob("*.parquet")), "parquet should be written first"
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(b"partial")
-        raise RuntimeError("encoder crashed")
+    def crash(*args, **kwargs):
+        if where == "publish":
+            assert list(ds_root.glob(".tmp-*/data/*/*.parquet")), "payload should be staged first"
+        raise RuntimeError(f"{where} crashed")
 
-    monkeypatch.setattr(video_mod, "encode_video", broken_encoder)
-    with pytest.raises(RuntimeError, match="encoder crashed"):
-        write_episodes(ds_root, [make_episode(3)], fps=FPS)
+    if where == "encoder":
+        monkeypatch.setattr(video_mod.VideoWriter, "write", crash)
+    else:
+        monkeypatch.setattr(writer_mod, "_write_json", crash)
+    with pytest.raises(RuntimeError, match=f"{where} crashed"):
+        write_episodes(ds_root, [make_episode(3), make_episode(4)], fps=FPS)
     after = {p: p.read_bytes() for p in ds_root.rglob("*") if p.is_file()}
     assert after == before
     assert not list(ds_root.glob(".tmp-*"))
     assert LeRobotDataset(ds_root).num_episodes == 3
+
+
+def test_batches_encoded_apart_publish_like_write_episodes(ds_root: Path, tmp_path: Path) -> None:
+    """plan -> encode (anywhere, in memory, episode by episode) -> publish writes the bytes of
+    write_episodes; the mp4 is the one-shot encode_video of all frames; order is enforced."""
+    eps = [make_episode(3 + i, t=10 + i, task="reach" if i == 2 else "push") for i in range(5)]
+    ref = tmp_path / "ref"
+    shutil.copytree(ds_root, ref)
+    write_episodes(ref, eps[:2], fps=FPS)
+    write_episodes(ref, eps[2:], fps=FPS)
+    plans = writer_mod.plan_batches(ds_root, [[(len(e), e.task) for e in eps[:2]],
+                                              [(len(e), e.task) for e in eps[2:]]], fps=FPS)
+    first, second = (writer_mod.encode_batch(p, eps[s]) for p, s in
+                     zip(plans, [slice(0, 2), slice(2, 5)], strict=True))
+    with pytest.raises(DatasetError, match="changed since this batch was planned"):
+        writer_mod.publish_batch(ds_root, second)  # batch 1 before batch 0
+    writer_mod.publish_batch(ds_root, first)
+    writer_mod.publish_batch(ds_root, second)
+    files = {p.relative_to(ds_root): p.read_bytes() for p in ds_root.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(ref): p.read_bytes() for p in ref.rglob("*") if p.is_file()}
+    one_shot = tmp_path / "one.mp4"
+    video_mod.encode_video(one_shot, np.concatenate([e.pixels for e in eps[2:]]), FPS)
+    assert second.files["videos/observation.images.top/chunk-000/file-002.mp4"] == one_shot.read_bytes()
+    with pytest.raises(DatasetError, match="changed since this batch was planned"):
+        writer_mod.publish_batch(ds_root, second)  # twice
+    short = writer_mod.BatchWriter(writer_mod.plan_batches(ds_root, [[(12, "push")]], fps=FPS)[0])
+    with pytest.raises(DatasetError, match="has 11 frames; the batch was planned with 12"):
+        short.add(make_episode(9, t=11))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hmpc import rollout
+from hmpc import collect_schedule
 from hmpc.cli.dataset import main
 from hmpc.data import LeRobotDataset
 from hmpc.data.validate import Problem, validate_dataset
@@ -180,7 +180,7 @@ def _assert_same(a: Path, b: Path) -> None:
 
 def test_collect_resumes_after_crash(clean: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = rollout.write_episodes, []
+    real, calls = collect_schedule.publish_batch, []
 
     def crash_on_second(*args, **kwargs):
         calls.append(1)
@@ -188,13 +188,13 @@ def test_collect_resumes_after_crash(clean: Path, tmp_path: Path,
             raise KeyboardInterrupt("simulated kill during the 2nd batch")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rollout, "write_episodes", crash_on_second)
+    monkeypatch.setattr(collect_schedule, "publish_batch", crash_on_second)
     root = tmp_path / "ds"
     with pytest.raises(KeyboardInterrupt):
         _collect(root, 4)
     assert LeRobotDataset(root).num_episodes == 2
     (root / ".tmp-stale").mkdir()  # what a SIGKILL during a write leaves behind
-    monkeypatch.setattr(rollout, "write_episodes", real)
+    monkeypatch.setattr(collect_schedule, "publish_batch", real)
     _collect(root, 4)
     assert not list(root.glob(".tmp-*"))
     assert validate_dataset(root) == []

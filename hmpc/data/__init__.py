@@ -1,9 +1,17 @@
-"""Datasets in the LeRobot v3.0 layout, a decoded-frame cache and a window sampler."""
+"""Datasets in the LeRobot v3.0 layout, a decoded-frame cache and a window sampler.
 
-from hmpc.data.lerobot import CODEBASE_VERSION, Episode, LeRobotDataset, write_episodes
+The frame cache and sampler (:mod:`hmpc.data.windows`) need torch and load on first use, so
+processes that only write or read datasets (collection workers) start without importing torch.
+"""
+
+from typing import Any
+
+from hmpc.data.lerobot import CODEBASE_VERSION, Episode, LeRobotDataset
 from hmpc.data.validate import Problem, validate_dataset
 from hmpc.data.video import DatasetError
-from hmpc.data.windows import FrameArrays, WindowSampler, build_frame_cache, split_episodes
+from hmpc.data.writer import write_episodes
+
+_WINDOWS = ("FrameArrays", "WindowSampler", "build_frame_cache", "split_episodes")
 
 __all__ = [
     "CODEBASE_VERSION",
@@ -18,3 +26,11 @@ __all__ = [
     "validate_dataset",
     "write_episodes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WINDOWS:
+        from hmpc.data import windows
+
+        return getattr(windows, name)
+    raise AttributeError(f"module 'hmpc.data' has no attribute {name!r}")

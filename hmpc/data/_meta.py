@@ -152,18 +152,18 @@ def next_file_index(root: Path, info: dict[str, Any] | None, refs: Sequence[Epis
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
 
 
-def validate_batch(episodes: Sequence[Episode], info: dict[str, Any] | None, video_key: str,
-                   fps: int, root: Path) -> Dims:
-    """Check dtypes, shapes, finiteness and compatibility with an existing dataset."""
-    first = episodes[0]
-    h, w = first.pixels.shape[1:3] if first.pixels.ndim == 4 else (0, 0)
-    d = first.state.shape[1] if first.state.ndim == 2 else 0
+def episode_dims(episodes: Sequence[Episode], first: int = 0) -> Dims:
+    """Check dtypes, shapes and finiteness of episodes (``first``: the batch position of
+    ``episodes[0]``, for messages); their shared Dims (action_dim None when none has actions)."""
+    ep0 = episodes[0]
+    h, w = ep0.pixels.shape[1:3] if ep0.pixels.ndim == 4 else (0, 0)
+    d = ep0.state.shape[1] if ep0.state.ndim == 2 else 0
     act_dims = {ep.action.shape[-1] for ep in episodes if ep.action is not None}
-    for i, ep in enumerate(episodes):
+    for i, ep in enumerate(episodes, start=first):
         t = ep.pixels.shape[0]
         if ep.pixels.dtype != np.uint8 or ep.pixels.shape[1:] != (h, w, 3) or t == 0:
             raise DatasetError(f"episode {i} of this batch: pixels must be uint8 (T>0, {h}, {w}, 3) "
-                               f"like episode 0; got {ep.pixels.dtype} {ep.pixels.shape}")
+                               f"like episode {first}; got {ep.pixels.dtype} {ep.pixels.shape}")
         if ep.state.shape != (t, d):
             raise DatasetError(f"episode {i} of this batch: state must be (T={t}, {d}); "
                                f"got {ep.state.shape}")
@@ -177,9 +177,16 @@ def validate_batch(episodes: Sequence[Episode], info: dict[str, Any] | None, vid
                                    "fix the collector (NaN/inf cannot be trained on)")
     if len(act_dims) > 1:
         raise DatasetError(f"episodes of this batch have different action sizes {sorted(act_dims)}")
-    a = act_dims.pop() if act_dims else None
+    return Dims(h, w, d, act_dims.pop() if act_dims else None)
+
+
+def compatible_dims(dims: Dims, info: dict[str, Any] | None, video_key: str, fps: int,
+                    root: Path) -> Dims:
+    """``dims`` of new episodes checked against the dataset's ``info`` (None: a new dataset);
+    the Dims the dataset has after adding them (action_dim kept from the dataset if new has none)."""
     if info is None:
-        return Dims(h, w, d, a)
+        return dims
+    h, w, d, a = dims.height, dims.width, dims.state_dim, dims.action_dim
     feats = info["features"]
     old = None
     if video_key in feats:
@@ -190,7 +197,7 @@ def validate_batch(episodes: Sequence[Episode], info: dict[str, Any] | None, vid
             or (a is not None and old.action_dim not in (None, a)):
         raise DatasetError(
             f"cannot append to {root}: it holds {video_key if old else 'other cameras'} "
-            f"{old} at fps={info['fps']}, the new episodes are {Dims(h, w, d, a)} at fps={fps}; "
+            f"{old} at fps={info['fps']}, the new episodes are {dims} at fps={fps}; "
             "write them to a new output folder")
     return Dims(h, w, d, a if a is not None else old.action_dim)
 
@@ -290,18 +297,28 @@ def list_column(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, np.
     return out, valid
 
 
-def episodes_stats(episodes: Sequence[Episode], video_key: str) -> dict[str, dict[str, Any]]:
-    """min/max/mean/std/count of state, action (frames that have one) and image channels in [0, 1]."""
+def pixel_histogram(pixels: np.ndarray) -> np.ndarray:
+    """int64 (3, 256): per-channel counts of the values of uint8 frames (..., 3)."""
+    return np.stack([np.bincount(pixels[..., c].reshape(-1), minlength=256) for c in range(3)])
+
+
+def episodes_stats(episodes: Sequence[Episode], video_key: str,
+                   hist: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """min/max/mean/std/count of state, action (frames that have one) and image channels in [0, 1].
+
+    ``hist``: the summed :func:`pixel_histogram` of the episodes, when their pixels are gone
+    (a streaming writer); computed from ``ep.pixels`` when None.
+    """
     stats = {"observation.state": _stats(np.concatenate([ep.state for ep in episodes]))}
     acts = [ep.action for ep in episodes if ep.action is not None]
     if acts:
         stats["action"] = _stats(np.concatenate(acts))
     # Per-channel image stats in [0, 1] from 256-bin histograms: exact, and ~20x faster than
     # float reductions over N*H*W pixels. LeRobot stores them with shape (3, 1, 1).
-    hist = np.zeros((3, 256), np.int64)
-    for ep in episodes:
-        for c in range(3):
-            hist[c] += np.bincount(ep.pixels[..., c].reshape(-1), minlength=256)
+    if hist is None:
+        hist = np.zeros((3, 256), np.int64)
+        for ep in episodes:
+            hist += pixel_histogram(ep.pixels)
     levels = np.arange(256) / 255.0
     mean = hist @ levels / hist.sum(1)
     std = np.sqrt(np.maximum(hist @ levels**2 / hist.sum(1) - mean**2, 0.0))

@@ -1,10 +1,10 @@
-"""Write and read datasets in the LeRobot v3.0 on-disk layout (reads v2.1 too).
+"""Read datasets in the LeRobot v3.0 on-disk layout (and v2.1); :mod:`hmpc.data.writer` writes them.
 
-Layout written by :func:`write_episodes` (one data/video file index per call)::
+Layout written by ``write_episodes`` / ``publish_batch`` (one data/video file index per batch)::
 
     meta/info.json  meta/stats.json  meta/tasks.parquet
-    meta/episodes/chunk-CCC/file-FFF.parquet   one file per call, same index as its data
-    data/chunk-CCC/file-FFF.parquet            all frames of one call
+    meta/episodes/chunk-CCC/file-FFF.parquet   one file per batch, same index as its data
+    data/chunk-CCC/file-FFF.parquet            all frames of one batch
     videos/observation.images.<cam>/chunk-CCC/file-FFF.mp4
 
 Readers trust only ``meta/info.json`` (written last) and the episode rows it counts, so an
@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,21 +28,14 @@ from hmpc.data import video
 from hmpc.data._meta import (
     CODEBASE_VERSION,
     EpisodeRef,
-    build_info,
-    data_table,
-    episode_rows,
-    episodes_stats,
     list_column,
     load_episode_refs,
-    merge_stats,
-    next_file_index,
     read_info,
-    validate_batch,
     video_keys,
 )
 from hmpc.data.video import DatasetError
 
-__all__ = ["CODEBASE_VERSION", "DatasetError", "Episode", "LeRobotDataset", "write_episodes"]
+__all__ = ["CODEBASE_VERSION", "DatasetError", "Episode", "LeRobotDataset"]
 
 
 @dataclass
@@ -60,105 +49,6 @@ class Episode:
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
-
-
-def write_episodes(
-    root: str | Path,
-    episodes: Sequence[Episode],
-    fps: int,
-    camera: str = "top",
-    robot_type: str = "",
-    codec: str = "libx264",
-    crf: int = 10,
-    chunks_size: int = 1000,
-    pix_fmt: str = "yuv420p",
-) -> Path:
-    """Create the dataset at ``root`` or append ``episodes`` to it; returns ``root``.
-
-    All episodes of one call go into one parquet file and one mp4 (back to back), under the
-    next free chunk/file index. Everything is written to ``root/.tmp-<uuid>`` first and then
-    moved into place with ``meta/info.json`` last, so a crash leaves the dataset as it was.
-    Only one writer may write to ``root`` at a time: ``.tmp-*`` folders left by a killed writer
-    are removed when the next write starts.
-    ``pix_fmt="yuv420p"`` (LeRobot's default, plays everywhere) halves colour resolution;
-    "yuv444p" keeps it (mean abs error ~1 instead of ~3 on colourful 32x32 frames).
-    """
-    root = Path(root)
-    if not episodes:
-        raise DatasetError(f"write_episodes({root}): no episodes given; pass at least one Episode")
-    video_key = f"observation.images.{camera}"
-    old_info = read_info(root) if (root / "meta" / "info.json").is_file() else None
-    old_refs = load_episode_refs(root, old_info, video_key) if old_info else []
-    dims = validate_batch(episodes, old_info, video_key, fps, root)
-    chunk, file = next_file_index(root, old_info, old_refs, chunks_size)
-    tasks = _read_tasks(root) if old_info else []
-    for ep in episodes:
-        if ep.task not in tasks:
-            tasks.append(ep.task)
-
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a hard-killed writer (one writer at a time)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
-    try:
-        first_ep = len(old_refs)
-        first_index = sum(r.length for r in old_refs)
-        rel_data = f"data/chunk-{chunk:03d}/file-{file:03d}.parquet"
-        rel_video = f"videos/{video_key}/chunk-{chunk:03d}/file-{file:03d}.mp4"
-        rel_eps = f"meta/episodes/chunk-{chunk:03d}/file-{file:03d}.parquet"
-        table = data_table(episodes, first_ep, first_index, tasks, fps, dims.action_dim)
-        _write_parquet(tmp / rel_data, table)
-        video.encode_video(tmp / rel_video, (f for ep in episodes for f in ep.pixels), fps,
-                           codec=codec, crf=crf, pix_fmt=pix_fmt)
-        rows = episode_rows(episodes, first_ep, first_index, fps, chunk, file, video_key)
-        _write_parquet(tmp / rel_eps, pa.table(rows))
-        _write_parquet(tmp / "meta/tasks.parquet", pa.table(
-            {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks}))
-        old_stats = _stats_caught_up(root, first_index, video_key) if old_info else {}
-        stats = merge_stats(old_stats, episodes_stats(episodes, video_key))
-        _write_json(tmp / "meta/stats.json", stats)
-        info = build_info(old_info, dims, video_key, fps, robot_type, codec, pix_fmt, chunks_size,
-                          total_episodes=first_ep + len(episodes),
-                          total_frames=first_index + table.num_rows, total_tasks=len(tasks))
-        _write_json(tmp / "meta/info.json", info)
-        # Commit: payload first, then info.json (what readers trust), then stats.json: a kill
-        # between the two leaves stats one batch behind, which the next write catches up on.
-        for rel in (rel_data, rel_video, rel_eps, "meta/tasks.parquet", "meta/info.json",
-                    "meta/stats.json"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / rel, root / rel)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def _stats_caught_up(root: Path, total_frames: int, video_key: str) -> dict[str, Any]:
-    """stats.json covering exactly the ``total_frames`` committed frames.
-
-    A writer killed between its info.json and stats.json renames leaves stats behind by the
-    episodes of that commit: fold them in from the committed files. Stats that cover more frames
-    than info.json (written by an older, stats-first commit order) are rebuilt from scratch.
-    """
-    stats = read_json(root / "meta/stats.json") if (root / "meta/stats.json").is_file() else {}
-    count = int(((stats.get("observation.state") or {}).get("count") or [0])[0])
-    if count == total_frames:
-        return stats
-    ds = LeRobotDataset(root)
-    starts = np.concatenate([[0], np.cumsum(ds.episode_lengths)])
-    behind = count < total_frames and count in starts
-    first = int(np.searchsorted(starts, count)) if behind else 0
-    missing = [ds.load_episode(i) for i in range(first, ds.num_episodes)]
-    return merge_stats(stats if behind else {}, episodes_stats(missing, video_key))
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=4))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 
-__all__ = ["DatasetError", "VideoProbe", "decode_frames", "encode_video", "probe_frames"]
+__all__ = ["DatasetError", "VideoProbe", "VideoWriter", "decode_frames", "encode_video",
+           "probe_frames"]
 
 
 class DatasetError(ValueError):
@@ -47,27 +49,81 @@ def encode_video(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    time_base = Fraction(1, fps)
-    count = 0
-    with av.open(str(path), mode="w") as container:
-        stream = None
+    with VideoWriter(path, fps, codec=codec, crf=crf, gop=gop, pix_fmt=pix_fmt) as writer:
         for frame_rgb in frames:
-            if stream is None:
-                stream = _open_stream(container, path, frame_rgb.shape, fps, codec, crf, gop, pix_fmt)
+            writer.write(frame_rgb[None])
+    return writer.count
+
+
+class VideoWriter:
+    """Streaming encoder: ``write`` frames in several calls, ``close`` once (or use ``with``).
+
+    ``target`` is a path or a seekable binary file object (e.g. ``io.BytesIO``, so a Ray worker
+    can encode without touching disk); both give the same bytes, and the same bytes as one
+    :func:`encode_video` call over all frames. ``name`` labels errors (default: ``target``).
+    """
+
+    def __init__(self, target: str | Path | BinaryIO, fps: int, codec: str = "libx264",
+                 crf: int = 10, gop: int = DEFAULT_GOP, pix_fmt: str = "yuv420p",
+                 name: str | None = None) -> None:
+        is_path = isinstance(target, (str, Path))
+        self.name = name or (str(target) if is_path else "<in-memory video>")
+        self._settings = (fps, codec, crf, gop, pix_fmt)
+        self._container = av.open(str(target) if is_path else target, mode="w",
+                                  format=None if is_path else "mp4")
+        self._stream = None
+        self.count = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 RGB frames (N, H, W, 3); frame ``count + k`` gets pts ``count + k``."""
+        fps, codec, crf, gop, pix_fmt = self._settings
+        for frame_rgb in frames:
+            if self._stream is None:
+                self._stream = _open_stream(self._container, self.name, frame_rgb.shape, fps,
+                                            codec, crf, gop, pix_fmt)
+            elif frame_rgb.shape != (self._stream.height, self._stream.width, 3):
+                raise DatasetError(f"frame {self.count} of {self.name} has shape {frame_rgb.shape}; "
+                                   f"earlier frames are {(self._stream.height, self._stream.width, 3)}")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
-            frame.pts = count
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
+            frame.pts = self.count
+            frame.time_base = Fraction(1, fps)
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.count += 1
+
+    def close(self) -> None:
+        """Flush delayed (B-)frames and finish the file; DatasetError if no frame was written."""
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            if self._stream is None:
+                raise DatasetError(f"no frames to encode into {self.name}; pass at least one frame")
+            for packet in self._stream.encode():  # flush delayed (B-)frames
                 container.mux(packet)
-            count += 1
-        if stream is None:
-            raise DatasetError(f"no frames to encode into {path}; pass at least one frame")
-        for packet in stream.encode():  # flush delayed (B-)frames
-            container.mux(packet)
-    return count
+        finally:
+            container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def abort(self) -> None:
+        """Close without flushing (after an error); what was written is left incomplete."""
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except (av.FFmpegError, ValueError):  # a half-configured stream cannot be finished
+                pass
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # keep the original error; do not mask it with a flush error
+            self.abort()
 
 
-def _open_stream(container, path: Path, shape: tuple[int, ...], fps: int, codec: str,
+def _open_stream(container, path: Path | str, shape: tuple[int, ...], fps: int, codec: str,
                  crf: int, gop: int, pix_fmt: str):
     """Add and configure the video stream for frames of ``shape`` (H, W, 3)."""
     if len(shape) != 3 or shape[2] != 3:
