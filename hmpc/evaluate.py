@@ -313,12 +313,10 @@ def evaluate(
         "config": {**cfg.__dict__},
         "eval_s": time.perf_counter() - t0,
     }
+    by_difficulty = difficulty_table(records, rows)  # also labels record["difficulty"]
     atomic_write_json(out / "eval_info.json", info)
     table = results_table(info["aggregated"], env_spec.name)
-    by_difficulty = difficulty_table(records, rows)
-    (out / "results.md").write_text(
-        f"{table}\n\nSuccess by start-goal path distance (episodes in brackets):\n\n{by_difficulty}\n"
-    )
+    (out / "results.md").write_text(f"{table}\n\n{by_difficulty}\n")
     (out / "results.csv").write_text(results_csv(info["aggregated"], env_spec.name))
     plot_success_by_difficulty(records, rows, out / "success_by_difficulty.png")
     plot_success_vs_time(info["aggregated"], out / "success_vs_time.png")

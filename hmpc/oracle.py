@@ -13,7 +13,8 @@ Cost per candidate (N, H, A) -> (N,): ``goal * d`` with d the goal distance afte
 ``info["distance"]`` (cells), which walls can trap behind a short horizon; "path" is
 ``info["path_distance"] + 0.5 * info["distance"]``, the maze's BFS cell distance with the
 Euclidean one as a tie-break (its weight < 1/sqrt(2) so moving one cell along the path always
-wins). Simulation cost: N * H env steps per optimiser iteration.
+wins); on tasks without a maze (``env.has_path_distance`` False) "path" falls back to
+"distance". Simulation cost: N * H env steps per optimiser iteration.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class OracleMPC(Controller):
         self.candidates = max(1, candidates)
         self.weights = weights or CostWeights()
         self.action_dim = action_dim
-        self.score_kind = score
+        # "path" needs a maze; other tasks (Push-T, Panda) report path_distance -1: use distance.
+        maze = bool(getattr(self.env, "has_path_distance", False))
+        self.score_kind = score if maze else "distance"
         self.sim_steps = 0
         self.deadline_ms = deadline_ms
 

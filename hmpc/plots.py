@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from hmpc.report import wilson_interval
+from hmpc.report import assign_difficulty, wilson_interval
 
 
 def _save_success_axes(fig: Figure, ax, path: Path) -> Path:
@@ -25,15 +25,15 @@ def _save_success_axes(fig: Figure, ax, path: Path) -> Path:
 def plot_success_by_difficulty(
     records: Sequence[dict[str, Any]], controllers: Sequence[str], path: Path
 ) -> Path:
-    """Grouped bars: success % (with 95 % intervals) per start-goal path distance, per controller."""
-    dists = sorted({int(r.get("path_distance", -1)) for r in records})
+    """Grouped bars: success % (with 95 % intervals) per start-goal difficulty, per controller."""
+    dists, what = assign_difficulty(records)
     fig = Figure(figsize=(max(5.0, 1.2 * len(dists) + 2), 3.5))
     ax = fig.add_subplot()
     width = 0.8 / max(len(controllers), 1)
     for i, name in enumerate(controllers):
         rates, lo, hi = [], [], []
         for d in dists:
-            rs = [r for r in records if r["controller"] == name and int(r.get("path_distance", -1)) == d]
+            rs = [r for r in records if r["controller"] == name and r["difficulty"] == d]
             wins = sum(bool(r["success"]) for r in rs)
             p = 100.0 * wins / len(rs) if rs else 0.0
             a, b = wilson_interval(wins, len(rs))
@@ -42,8 +42,8 @@ def plot_success_by_difficulty(
             hi.append(max(b - p, 0.0))
         x = np.arange(len(dists)) + (i - (len(controllers) - 1) / 2) * width
         ax.bar(x, rates, width, yerr=[lo, hi], capsize=2, label=name)
-    ax.set_xticks(np.arange(len(dists)), [str(d) for d in dists])
-    ax.set_xlabel("start-goal path distance (maze cells)")
+    ax.set_xticks(np.arange(len(dists)), [d.replace(" cells", "") for d in dists])
+    ax.set_xlabel(what)
     return _save_success_axes(fig, ax, path)
 
 

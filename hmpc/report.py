@@ -72,15 +72,43 @@ def results_table(aggregated: dict[str, dict], task: str) -> str:
     return "\n".join(lines)
 
 
+def assign_difficulty(records: Sequence[dict[str, Any]], bins: int = 3) -> tuple[list[str], str]:
+    """Label each record's start-goal difficulty in ``record["difficulty"]``; returns the labels
+    in order and what they measure.
+
+    Mazes (any ``path_distance`` >= 0): the start-goal path distance in cells. Other tasks:
+    ``bins`` quantile bins of the start distance in the task's own units (records of the same
+    seeds share starts, so every controller gets the same bins).
+    """
+    if any(int(r.get("path_distance", -1)) >= 0 for r in records):
+        for r in records:
+            r["difficulty"] = f"{int(r.get('path_distance', -1))} cells"
+        keys = sorted({int(r.get("path_distance", -1)) for r in records})
+        return [f"{k} cells" for k in keys], "start-goal path distance (maze cells)"
+    starts = np.array([float(r.get("start_distance", np.nan)) for r in records])
+    finite = starts[np.isfinite(starts)]
+    if finite.size == 0:
+        for r in records:
+            r["difficulty"] = "all"
+        return ["all"], "all episodes"
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
+    labels = [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)] or ["all"]
+    for r, d in zip(records, starts, strict=True):
+        k = int(np.searchsorted(edges, d, "right")) - 1 if np.isfinite(d) else 0
+        r["difficulty"] = labels[min(max(k, 0), len(labels) - 1)]
+    return labels, "start-goal distance (task units), quantile bins"
+
+
 def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> str:
-    """Markdown table of success % per controller by start-goal maze path distance (cells)."""
-    dists = sorted({int(r.get("path_distance", -1)) for r in records})
-    head = "| controller | " + " | ".join(f"{d} cells" for d in dists) + " |"
-    lines = [head, "|---|" + "---:|" * len(dists)]
+    """Markdown table of success % per controller by start-goal difficulty (see
+    :func:`assign_difficulty`)."""
+    labels, what = assign_difficulty(records)
+    lines = [f"Success by {what} (episodes in brackets):", "",
+             "| controller | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]  # fmt: skip
     for name in controllers:
         cells = []
-        for d in dists:
-            rs = [r for r in records if r["controller"] == name and int(r.get("path_distance", -1)) == d]
+        for d in labels:
+            rs = [r for r in records if r["controller"] == name and r["difficulty"] == d]
             wins = sum(bool(r["success"]) for r in rs)
             cells.append(f"{100.0 * wins / len(rs):.0f} % ({len(rs)})" if rs else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -135,6 +135,7 @@ class BulletGoalEnv(gymnasium.Env):
     """Base class of the goal-conditioned PyBullet task envs (see the module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    has_path_distance = False  # True for mazes: info["path_distance"] is a BFS cell distance
 
     def _init_base(
         self,

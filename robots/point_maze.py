@@ -66,6 +66,7 @@ class PointMazeEnv(BulletGoalEnv):
     """
 
     BALL_RADIUS = 0.25  # cells; small enough to pass a 1-cell corridor with slack
+    has_path_distance = True
     RESET_OPTIONS = ("start", "goal", "path_distance", "layout_id")
 
     def __init__(

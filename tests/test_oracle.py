@@ -61,3 +61,31 @@ def test_oracle_needs_env_and_a_sampling_optimizer(env):
         OracleMPC(env, CEM(), score="geodesic")
     with pytest.raises(ValueError, match="get_state/set_state/clone"):
         OracleMPC(object(), CEM())
+
+
+def test_oracle_scores_by_distance_where_there_is_no_maze():
+    """Push-T has no maze (path_distance -1): a "path" oracle must rank by the task distance."""
+    env = make_env("push_t", image_size=16)
+    try:
+        env.reset(seed=0)
+        spec = ControllerSpec(name="o", kind="oracle", optimizer={"name": "cem", "iters": 1,
+                              "population": 4, "elites": 2}, horizon=2, oracle_score="path")  # fmt: skip
+        ctrl = build_controller(spec, None, 2, seed=0, env=env)
+        try:
+            assert ctrl.score_kind == "distance"
+            obs, _ = env.reset(seed=0)
+            ctrl.reset(obs, env.unwrapped.goal_observation())
+            a, info = ctrl.act(obs)
+            assert np.all(np.abs(a) <= 1) and not info["fallback"]
+        finally:
+            ctrl.close()
+    finally:
+        env.close()
+    maze = make_env("point_maze", image_size=16)
+    try:
+        maze.reset(seed=0)
+        ctrl = build_controller(spec, None, 2, seed=0, env=maze)
+        assert ctrl.score_kind == "path"
+        ctrl.close()
+    finally:
+        maze.close()

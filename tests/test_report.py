@@ -35,3 +35,16 @@ def test_difficulty_table_buckets_by_path_distance():
     table = difficulty_table(recs, ["a", "b"])
     assert "| 1 cells | 4 cells |" in table
     assert "| a | 100 % (1) | 50 % (2) |" in table and "| b | 0 % (1) | - |" in table
+
+
+def test_difficulty_without_a_maze_uses_start_distance_quantiles():
+    """Push-T / Panda report path_distance -1: buckets are quantile bins of the start distance,
+    the same for every controller (same seeds, same starts)."""
+    starts = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    recs = [{"controller": c, "success": d < 0.35, "path_distance": -1, "start_distance": d}
+            for c in ("a", "b") for d in starts]  # fmt: skip
+    table = difficulty_table(recs, ["a", "b"])
+    assert "start-goal distance (task units)" in table and "cells" not in table
+    assert "| a | 100 % (2) | 50 % (2) | 0 % (2) |" in table
+    assert {r["difficulty"] for r in recs if r["controller"] == "a"} == {
+        r["difficulty"] for r in recs if r["controller"] == "b"}
