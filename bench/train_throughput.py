@@ -1,0 +1,85 @@
+"""World-model training throughput: frames/s of optimiser steps per device, in one run.
+
+    python bench/train_throughput.py                         # model=small on cpu (+ cuda if any)
+    python bench/train_throughput.py --model small3 --batch 64 --steps 40 --devices cpu cuda
+
+A small PointMaze dataset is collected into a temporary folder and decoded once into the frame
+cache, as ``hmpc-train`` does; then each device runs ``--steps`` full optimiser steps (sample
+windows, multi-level loss, backward, AdamW) after ``--warmup`` untimed ones. frames/s counts
+every frame of every window (batch x window length). Validation, logging and checkpoints are
+left out: this is the training step alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="small", help="a configs/model preset")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu and cuda if any")
+    args = parser.parse_args()
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    from omegaconf import OmegaConf
+
+    from hmpc.cli.common import model_spec
+    from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache
+    from hmpc.objective import world_model_loss
+    from hmpc.rollout import EnvSpec, PolicySpec, collect
+    from hmpc.world_model import build_world_model
+
+    preset = OmegaConf.load(Path(__file__).parents[1] / "configs" / "model" / f"{args.model}.yaml")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = collect(EnvSpec("point_maze", {"layout": "umaze", "image_size": 64}),
+                       PolicySpec("correlated"), Path(tmp) / "ds", episodes=16, steps=60,
+                       seed=0, workers=0, progress=False)  # fmt: skip
+        ds = LeRobotDataset(root)
+        frames = build_frame_cache(ds, progress=False)
+        spec, weights = model_spec(preset, ds.image_shape[0], ds.action_dim)
+        window = 1 + 3 * spec.span(spec.num_levels)  # trainer.top_steps = 3
+        sampler = WindowSampler(frames, window)
+        for name in devices:
+            device = torch.device(name)
+            model = build_world_model(spec, 0, device)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            rng = np.random.default_rng(0)
+            t0 = 0.0
+            for i in range(args.warmup + args.steps):
+                if i == args.warmup:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                batch = sampler.sample(args.batch, rng, device)
+                loss, _ = world_model_loss(model, batch, weights)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            label = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+                f"cpu ({torch.get_num_threads()} threads)")  # fmt: skip
+            rows.append((label, args.steps / seconds, args.steps * args.batch * window / seconds))
+    print(f"# training throughput: model={args.model}, batch {args.batch} x window {window} "
+          f"frames (64x64), {args.steps} steps, {os.cpu_count()} cores\n")  # fmt: skip
+    print("| device | steps/s | frames/s | ratio vs first |")
+    print("|---|---:|---:|---:|")
+    for label, sps, fps in rows:
+        print(f"| {label} | {sps:.2f} | {fps:.0f} | {fps / rows[0][2]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
