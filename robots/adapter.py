@@ -34,6 +34,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from robots.base import sanitize_action
+
 _GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
 
@@ -167,19 +169,14 @@ class GymnasiumAdapter(gymnasium.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Map ``action`` (A,) in [-1, 1] onto the env's bounds and step it."""
-        shape = self.action_space.shape
-        raw = np.asarray(action, dtype=np.float64)
-        if raw.size != int(np.prod(shape)):
-            raise ValueError(f"action has shape {np.shape(action)}; expected {shape}")
-        raw = raw.reshape(shape)
-        act = np.clip(np.where(np.isfinite(raw), raw, 0.0), -1.0, 1.0)
+        act, clipped = sanitize_action(action, self.action_space.shape)
         scaled = self._low + (act + 1.0) * 0.5 * (self._high - self._low)
         obs, reward, terminated, truncated, info = self.env.step(
             scaled.astype(self.env.action_space.dtype)
         )
         out = self._obs(obs)
         info_out = self._info(info, reward)
-        info_out["action_clipped"] = not np.array_equal(act, raw)
+        info_out["action_clipped"] = clipped
         return out, float(reward), bool(terminated), bool(truncated), info_out
 
     def goal_observation(self) -> dict[str, np.ndarray]:

@@ -102,6 +102,18 @@ class BulletClient:
             self._id = -1
 
 
+def sanitize_action(action: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """(float64 action of ``shape`` with non-finite entries zeroed and clipped to [-1, 1],
+    whether anything was changed). Raises ``ValueError`` on a wrong shape."""
+    raw = np.asarray(action, dtype=np.float64)
+    if raw.size != int(np.prod(shape)) or raw.ndim > len(shape):
+        raise ValueError(f"action has shape {np.shape(action)}; expected {shape}")
+    raw = raw.reshape(shape)
+    finite = np.isfinite(raw)
+    act = np.clip(raw if finite.all() else np.where(finite, raw, 0.0), -1.0, 1.0)
+    return act, bool((act != raw).any())
+
+
 def check_positive(**values: float) -> None:
     """Raise ``ValueError`` naming the first argument that is not > 0."""
     for name, value in values.items():
@@ -202,16 +214,7 @@ class BulletGoalEnv(gymnasium.Env):
 
     # ------------------------------------------------------------------ actions
     def _check_action(self, action: Any) -> tuple[np.ndarray, bool]:
-        """(float64 (A,) action with non-finite entries zeroed and clipped to [-1, 1],
-        whether anything was changed). Raises ``ValueError`` on a wrong shape."""
-        shape = self.action_space.shape
-        raw = np.asarray(action, dtype=np.float64)
-        if raw.size != shape[0] or raw.ndim > 1:
-            raise ValueError(f"action has shape {np.shape(action)}; expected {shape}")
-        raw = raw.reshape(shape)
-        finite = np.isfinite(raw)
-        act = np.clip(raw if finite.all() else np.where(finite, raw, 0.0), -1.0, 1.0)
-        return act, bool((act != raw).any())
+        return sanitize_action(action, self.action_space.shape)
 
     # ------------------------------------------------------------------ API
     def reset(
