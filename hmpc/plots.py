@@ -58,3 +58,43 @@ def plot_success_vs_time(aggregated: dict[str, dict], path: Path) -> Path:
         ax.errorbar([a["plan_ms_mean"]], [y], yerr=err, fmt="o", capsize=3, label=name)
     ax.set_xlabel("planning ms per control step (mean)")
     return _save_success_axes(fig, ax, path)
+
+
+def plot_returns(curve: Sequence[tuple[int, float]], path: Path) -> Path:
+    """PPO training curve: mean episode return against env steps sampled, one PNG.
+
+    ``curve`` holds ``(env_steps, mean_return)`` pairs in training order; an empty curve gives
+    empty (but labelled) axes.
+    """
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    if curve:
+        ax.plot(*zip(*curve, strict=True), marker="o")
+    ax.set(xlabel="env steps", ylabel="mean episode return", title="PPO training")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_sweep(
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]], metric: str, mode: str, path: Path
+) -> Path:
+    """Sweep objective against training step, one line per trial, one PNG.
+
+    ``curves`` maps a trial name to ``(steps, values)`` of equal length; the trial named
+    ``"default"`` is drawn bold black, trials without values are skipped. ``metric`` labels the
+    y axis and ``mode`` (``"max"`` or ``"min"``) says in the title which direction is better.
+    """
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.add_subplot()
+    for name, (steps, values) in curves.items():
+        style = {"color": "black", "lw": 2.5, "zorder": 3} if name == "default" else {"alpha": 0.7}
+        if values:
+            ax.plot(steps, values, marker="o", label=name, **style)
+    ax.set(xlabel="training step", ylabel=metric, title=f"sweep ({mode} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path

@@ -27,6 +27,7 @@ from gymnasium import spaces
 
 from hmpc.checkpoint import atomic_write_json
 from hmpc.mpc import Controller, Obs, safe_action
+from hmpc.plots import plot_returns
 from hmpc.rollout import EnvSpec
 
 POLICY_WEIGHTS = "policy.safetensors"
@@ -183,24 +184,8 @@ def train_ppo(
         "model_config": _model_config(cfg), "ppo": asdict(cfg), "env_steps": steps,
         "seconds": time.perf_counter() - t0, "returns": curve,
     })  # fmt: skip
-    _plot_returns(curve, out / "ppo_returns.png")
+    plot_returns(curve, out / "ppo_returns.png")
     return out
-
-
-def _plot_returns(curve: list[tuple[int, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    if curve:
-        ax.plot(*zip(*curve, strict=True), marker="o")
-    ax.set(xlabel="env steps", ylabel="mean episode return", title="PPO training")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def load_policy(folder: str | Path, device: torch.device | str = "cpu") -> tuple[Any, dict]:

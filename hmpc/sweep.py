@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hmpc.plots import plot_sweep
+
 SAMPLERS = ("loguniform", "uniform", "choice", "randint")
 Build = Callable[[dict[str, Any], int, int], tuple[Any, Any, Any]]
 
@@ -200,7 +202,7 @@ def _report(rows: list[dict[str, Any]], curves: dict[str, tuple[list, list]],
     (out / "results.md").write_text("\n".join(lines) + "\n")
     if best is not None:
         _write_presets(base, {k: best[k] for k in keys}, out)
-    _plot(curves, cfg, out / "sweep.png")
+    plot_sweep(curves, cfg.metric, cfg.mode, out / "sweep.png")
     return {"best": best, "default": default, "rows": ranked}
 
 
@@ -234,22 +236,3 @@ def _write_presets(base: dict[str, Any], best: dict[str, Any], out: Path) -> Non
             (out / group).mkdir(exist_ok=True)
             header = f"# Best {group} preset of the sweep in {out}; values found: {best}\n"
             (out / group / "best.yaml").write_text(header + OmegaConf.to_yaml(tree[group]))
-
-
-def _plot(curves: dict[str, tuple[list, list]], cfg: SweepConfig, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, (steps, values) in curves.items():
-        style = {"color": "black", "lw": 2.5, "zorder": 3} if name == "default" else {"alpha": 0.7}
-        if values:
-            ax.plot(steps, values, marker="o", label=name, **style)
-    ax.set(xlabel="training step", ylabel=cfg.metric, title=f"sweep ({cfg.mode} is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

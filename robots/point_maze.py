@@ -97,16 +97,11 @@ class PointMazeEnv(BulletGoalEnv):
         walls = self._walls_for(self.layout_seeds[0])  # fails early on bad sizes
         self.n_rows, self.n_cols = walls.shape
         self._init_base(
-            init_kwargs,
-            action_dim=2,
-            state_dim=4,
-            image_size=image_size,
-            max_episode_steps=max_episode_steps,
-            action_repeat=action_repeat,
-            physics_substeps=physics_substeps,
+            init_kwargs, action_dim=2, state_dim=4, image_size=image_size,
+            max_episode_steps=max_episode_steps, action_repeat=action_repeat,
+            physics_substeps=physics_substeps, render_mode=render_mode,
             camera=Camera.from_config(self._default_camera(), camera),
-            render_mode=render_mode,
-        )
+        )  # fmt: skip
         c = self._client
         c.setGravity(0, 0, 0)
         # A body without a visual shape is drawn from its collision shapes (slow, sides too),
@@ -255,15 +250,11 @@ class PointMazeEnv(BulletGoalEnv):
         )
         self._client.resetBaseVelocity(self._ball, [0, 0, 0], [0, 0, 0])
 
-    def _cell_of(self, xy: Sequence[float]) -> tuple[int, int]:
-        """(row, col) of the cell containing point (x, y); may be outside the grid."""
-        return int(self.n_rows - np.floor(xy[1]) - 1), int(np.floor(xy[0]))
-
     def _validate_point(self, xy: Any, name: str) -> np.ndarray:
         arr = np.asarray(xy, dtype=np.float64).reshape(-1)
         if arr.shape != (2,) or not np.all(np.isfinite(arr)):
             raise ValueError(f"options[{name!r}]={xy!r} must be a finite (x, y) pair in cell units")
-        r, c = self._cell_of(arr)
+        r, c = self.cell_of(arr)
         if not (0 <= r < self.n_rows and 0 <= c < self.n_cols) or self.walls[r, c]:
             raise ValueError(
                 f"options[{name!r}]={tuple(arr)} is not inside a free cell (cell row={r}, "
@@ -289,6 +280,48 @@ class PointMazeEnv(BulletGoalEnv):
             self._goal = state[4:6].copy()
             self._set_goal_pixels(self._render_goal())
         self._steps = int(state[6])
+
+    # ------------------------------------------------------------------ public maze API
+    # Cells are (row, col); a "free-cell index" i in 0..N-1 names the cell free_cells[i].
+    def task_state(self) -> dict[str, np.ndarray]:
+        """Privileged state for scripted experts, float64 (2,) copies in cell units: ``ball``
+        (x, y) and ``goal`` (x, y)."""
+        return {"ball": self._ball_xy(), "goal": self._goal.copy()}
+
+    @property
+    def free_cells(self) -> np.ndarray:
+        """int64 (N, 2), a copy: (row, col) of free cells 0..N-1 of the current layout."""
+        return self._cells.copy()
+
+    def cell_of(self, xy: Sequence[float]) -> tuple[int, int]:
+        """(row, col) of the cell containing point (x, y); may be outside the grid."""
+        return int(self.n_rows - np.floor(xy[1]) - 1), int(np.floor(xy[0]))
+
+    def cell_center(self, cell: Sequence[int]) -> np.ndarray:
+        """float64 (2,): the (x, y) centre of cell (row, col)."""
+        return np.array([cell[1] + 0.5, self.n_rows - cell[0] - 0.5])
+
+    def free_cell_index(self, cell: Sequence[int]) -> int:
+        """Free-cell index of cell (row, col); -1 for a wall cell or one outside the grid."""
+        r, c = int(cell[0]), int(cell[1])
+        inside = 0 <= r < self.n_rows and 0 <= c < self.n_cols
+        return int(self._cell_index[r, c]) if inside else -1
+
+    def path_distances(self, index: int) -> np.ndarray:
+        """int64 (N,), a copy: BFS path length in cells from free cell ``index`` to every free
+        cell (-1: unreachable)."""
+        return self._cell_dist[index].copy()
+
+    def next_cell_toward(self, index: int, target: int) -> int:
+        """Free-cell index of the neighbour of free cell ``index`` one step closer to free cell
+        ``target`` on a shortest path (first of row+1, row-1, col+1, col-1 on ties); ``index``
+        itself when none is closer (it is the target, or the target is unreachable)."""
+        dist, (r, c), best = self._cell_dist[:, target], self._cells[index], int(index)
+        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            k = self.free_cell_index((r + dr, c + dc))
+            if k >= 0 and 0 <= dist[k] < dist[best]:
+                best = k
+        return best
 
     # ------------------------------------------------------------------ episode
     def _pair_mask(self, lo: int, hi: int | None) -> np.ndarray:
@@ -321,8 +354,8 @@ class PointMazeEnv(BulletGoalEnv):
         # Jitter inside the cell, keeping the ball (plus a margin) off the cell's walls.
         slack = 0.5 - self.BALL_RADIUS - 0.05
         start, goal = (
-            np.array([c + 0.5, self.n_rows - r - 0.5]) + rng.uniform(-slack, slack, size=2)
-            for r, c in self._cells[[i, j]]
+            self.cell_center(cell) + rng.uniform(-slack, slack, size=2)
+            for cell in self._cells[[i, j]]
         )
         if "start" in options:
             start = self._validate_point(options["start"], "start")
@@ -371,8 +404,6 @@ class PointMazeEnv(BulletGoalEnv):
 
     def _path_distance(self) -> int:
         """BFS path distance in cells to the goal's cell, -1 if unreachable or off the grid."""
-        r0, c0 = self._cell_of(self._xy)
-        r1, c1 = self._cell_of(self._goal)
-        if 0 <= r0 < self.n_rows and 0 <= c0 < self.n_cols and self._cell_index[r0, c0] >= 0:
-            return int(self._cell_dist[self._cell_index[r0, c0], self._cell_index[r1, c1]])
-        return -1
+        here = self.free_cell_index(self.cell_of(self._xy))
+        goal = self.free_cell_index(self.cell_of(self._goal))
+        return int(self._cell_dist[here, goal]) if here >= 0 and goal >= 0 else -1

@@ -76,5 +76,5 @@ class TwoRoomsEnv(PointMazeEnv):
         if not self.cross_rooms:
             return ok
         # -1 left room, +1 right room, 0 the door cells themselves.
-        side = np.sign(self._cells[:, 1] - self.n_cols // 2)
+        side = np.sign(self.free_cells[:, 1] - self.n_cols // 2)
         return ok & (side[:, None] * side[None, :] < 0)

@@ -4,8 +4,9 @@ Random noise (uniform or OU) covers a large maze poorly: it dithers in the start
 maze2d data was collected instead by a controller following waypoints to random goals; this is
 that behaviour for :class:`robots.point_maze.PointMazeEnv` (and ``TwoRoomsEnv``): pick a random
 free cell, steer along the maze's shortest path to it cell by cell with OU noise on top, pick a
-new one on arrival. It reads the layout and the ball position through ``env.unwrapped``
-(privileged: it is a data source and a baseline, never a learned controller).
+new one on arrival. It reads the layout and the ball position through the public maze API of
+``env.unwrapped`` (``task_state``, ``free_cells``, ``cell_of``, ...; privileged: it is a data
+source and a baseline, never a learned controller).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any
 import numpy as np
 
 from skills.exploration import CorrelatedNoisePolicy
+
+# The public PointMazeEnv methods this policy reads (TwoRoomsEnv inherits them).
+_MAZE_API = ("task_state", "free_cells", "cell_of", "cell_center", "free_cell_index",
+             "path_distances", "next_cell_toward")  # fmt: skip
 
 
 class MazeWaypointPolicy:
@@ -35,7 +40,7 @@ class MazeWaypointPolicy:
         to_goal: bool = False,
     ) -> None:  # fmt: skip
         self.env = env.unwrapped
-        for attr in ("walls", "_cells", "_cell_dist", "_cell_index", "_cell_of", "_ball_xy"):
+        for attr in _MAZE_API:
             if not hasattr(self.env, attr):
                 raise ValueError(f"waypoint policy needs a maze env (PointMaze, TwoRooms); "
                                  f"{type(self.env).__name__} has no {attr!r}")  # fmt: skip
@@ -51,36 +56,26 @@ class MazeWaypointPolicy:
         self._target = None
 
     def _cell_centre(self, index: int) -> np.ndarray:
-        r, c = self.env._cells[index]
-        return np.array([c + 0.5, self.env.n_rows - r - 0.5])
+        """float64 (2,): (x, y) centre of free cell ``index``."""
+        return self.env.cell_center(self.env.free_cells[index])
 
     def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """float32 (2,): steer toward the next cell on the path to the current waypoint."""
         env = self.env
-        xy = env._ball_xy()
-        r, c = env._cell_of(xy)
-        here = int(env._cell_index[r, c]) if 0 <= r < env.n_rows and 0 <= c < env.n_cols else -1
+        task = env.task_state()
+        xy, goal = task["ball"], task["goal"]
+        here = env.free_cell_index(env.cell_of(xy))  # -1: (numerically) off the free cells
         if self.to_goal:
-            gr, gc = env._cell_of(env._goal)
-            self._target = int(env._cell_index[gr, gc])
+            self._target = env.free_cell_index(env.cell_of(goal))
         elif self._target is None or here == self._target:
-            reachable = np.flatnonzero(env._cell_dist[max(here, 0)] > 0)
+            reachable = np.flatnonzero(env.path_distances(max(here, 0)) > 0)
             self._target = int(self._rng.choice(reachable)) if reachable.size else max(here, 0)
         if here < 0:
             aim = self._cell_centre(self._target)  # numerically off-grid: head back in
         elif here == self._target:
-            aim = env._goal if self.to_goal else self._cell_centre(here)
+            aim = goal if self.to_goal else self._cell_centre(here)
         else:
-            # The neighbour of `here` one step closer to the target on a shortest path.
-            dist = env._cell_dist[:, self._target]
-            best = here
-            for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                nr, nc = r + dr, c + dc
-                if 0 <= nr < env.n_rows and 0 <= nc < env.n_cols and env._cell_index[nr, nc] >= 0:
-                    k = int(env._cell_index[nr, nc])
-                    if 0 <= dist[k] < dist[best]:
-                        best = k
-            aim = self._cell_centre(best)
+            aim = self._cell_centre(env.next_cell_toward(here, self._target))
         action = np.clip(self.gain * (aim - xy), -1.0, 1.0)
         if self._noise is not None:
             action = action + self._noise.act()

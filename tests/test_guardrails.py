@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import square_episode
 from safetensors.torch import load_file
 from torch import nn
 
@@ -23,7 +24,6 @@ from hmpc.costs import (
     region_penetration,
     state_bound_penalty,
 )
-from hmpc.data import Episode, write_episodes
 from hmpc.evaluate import EvalConfig, evaluate, run_episode
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import Controller, FlatMPC, run_optimizer
@@ -255,17 +255,6 @@ def test_ensemble_disagreement_is_zero_for_identical_members_only():
         assert float(ensemble_disagreement(model.predict_members(s, a).unsqueeze(2)).max()) == 0.0
 
 
-def square_episode(seed: int, t: int = 16, size: int = 16) -> Episode:
-    """A bright square driven by the actions: the state is its position."""
-    rng = np.random.default_rng(seed)
-    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
-    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, size - 4)
-    pixels = np.full((t, size, size, 3), 40, np.uint8)
-    for i, (x, y) in enumerate(pos.astype(int)):
-        pixels[i, y : y + 4, x : x + 4] = 220
-    return Episode(pixels, pos.astype(np.float32), action)
-
-
 def batch_of(episodes, length: int = 5) -> dict:
     px = np.stack([e.pixels[:length] for e in episodes])
     return {"pixels": torch.from_numpy(px).permute(0, 1, 4, 2, 3).contiguous(),
@@ -291,7 +280,7 @@ def test_probe_never_shapes_the_representation_and_ensemble_members_all_train():
     assert "l1/state_probe" in m
 
 
-def test_probe_loss_decreases_and_round_trips_through_a_checkpoint(tmp_path):
+def test_probe_loss_decreases_and_round_trips_through_a_checkpoint(square_dataset, tmp_path):
     episodes = [square_episode(i) for i in range(6)]
     model = build_world_model(replace(SPEC, probe_dim=2), seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -304,10 +293,9 @@ def test_probe_loss_decreases_and_round_trips_through_a_checkpoint(tmp_path):
         seen.append(m["l1/state_probe"])
     assert seen[-1] < 0.7 * seen[0], seen
 
-    write_episodes(tmp_path / "ds", episodes, fps=10)
     cfg = TrainConfig(steps=4, batch_size=4, top_steps=2, val_every=4, val_batches=1, log_every=1,
                       checkpoint_every=0, tensorboard=False, plots=False, seed=0)
-    res = train_world_model(tmp_path / "ds", tmp_path / "run", SPEC, LossWeights(state_probe=1.0),
+    res = train_world_model(square_dataset, tmp_path / "run", SPEC, LossWeights(state_probe=1.0),
                             cfg, torch.device("cpu"), progress=False)
     assert json.loads((res.checkpoint / "config.json").read_text())["model"]["probe_dim"] == 2
     assert "probe.weight" in load_file(str(res.checkpoint / "model.safetensors"))
@@ -317,7 +305,7 @@ def test_probe_loss_decreases_and_round_trips_through_a_checkpoint(tmp_path):
         s = model.encode(batch["pixels"][:, 0])
         assert torch.equal(loaded.decode_state(s), model.decode_state(s))
     with pytest.raises(ValueError, match=r"model.probe_dim=2 but model.loss.state_probe=0"):
-        train_world_model(tmp_path / "ds", tmp_path / "bad", replace(SPEC, probe_dim=2),
+        train_world_model(square_dataset, tmp_path / "bad", replace(SPEC, probe_dim=2),
                           LossWeights(), cfg, torch.device("cpu"), progress=False)
 
 

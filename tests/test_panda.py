@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from helpers import seeded_rollout
 
 from robots.panda import PandaPickPlaceEnv, PandaPushEnv, PandaReachEnv
 from robots.panda_scene import CUBE_RGBA, WORKSPACE_HIGH, WORKSPACE_LOW
@@ -75,17 +76,12 @@ def test_observation_layout(env):
 def test_same_seed_same_pixels_and_states(env):
     actions = np.random.default_rng(0).uniform(-1, 1, (8, 4))
 
-    def run(seed):
-        obs, info = env.reset(seed=seed)
-        frames = [obs["pixels"]] + [env.step(a)[0]["pixels"] for a in actions]
-        return info["goal_pixels"], np.stack(frames), env.get_state()
-
-    g1, f1, s1 = run(3)
-    g2, f2, s2 = run(3)
+    g1, f1, s1 = seeded_rollout(env, 3, actions)
+    g2, f2, s2 = seeded_rollout(env, 3, actions)
     np.testing.assert_array_equal(g1, g2)
     np.testing.assert_array_equal(f1, f2)
     np.testing.assert_array_equal(s1, s2)
-    assert not np.array_equal(run(4)[2], s1)
+    assert not np.array_equal(seeded_rollout(env, 4, actions)[2], s1)
 
 
 @pytest.mark.parametrize("cls", ENVS, ids=IDS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from helpers import seeded_rollout
 
 from robots.push_t import (
     BLOCK_BOXES,
@@ -66,12 +67,8 @@ def test_observation_layout_and_colours(env):
 def test_same_seed_same_episode_and_different_seeds_differ(env):
     actions = np.random.default_rng(0).uniform(-1, 1, (12, 2))
 
-    def run(seed):
-        obs, info = env.reset(seed=seed)
-        frames = [obs["pixels"]] + [env.step(a)[0]["pixels"] for a in actions]
-        return info["goal_pixels"], np.stack(frames), env.get_state()
-
-    for a, b in zip(run(7), run(7), strict=True):
+    first, second = seeded_rollout(env, 7, actions), seeded_rollout(env, 7, actions)
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
     starts = {tuple(env.reset(seed=s)[0]["state"]) for s in range(4)}
     assert len(starts) == 4

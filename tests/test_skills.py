@@ -89,7 +89,7 @@ def test_waypoint_policy_explores_a_large_maze_farther_than_noise():
             cells = set()
             for _ in range(300):
                 obs, *_ = env.step(policy.act(obs))
-                cells.add(env._cell_of(obs["state"][:2]))
+                cells.add(env.cell_of(obs["state"][:2]))
             visited[name] = len(cells)
         assert visited["waypoints"] > 1.5 * visited["correlated"], visited
         expert = make_policy("waypoints", env, noise=0.0, to_goal=True)

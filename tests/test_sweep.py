@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import yaml
+from helpers import SQUARE_SIZE
 
 from hmpc.cli.common import build_training
-from hmpc.data import Episode, write_episodes
 from hmpc.sweep import SweepConfig, apply_overrides, run_sweep, tune_space
 
-SIZE = 16
+SIZE = SQUARE_SIZE
 BASE = {
     "model": {"latent_dim": 8, "widths": [4, 8], "hidden": 16, "state_dim": 0,
               "levels": [{"latent_dim": 6, "k": 2, "macro_dim": 2, "hidden": 16}],
@@ -21,16 +20,6 @@ BASE = {
     "trainer": {"steps": 12, "lr": 1e-3, "batch_size": 4, "top_steps": 2, "val_every": 4, "val_batches": 1,
                 "log_every": 4, "checkpoint_every": 0, "tensorboard": False, "plots": False},
 }  # fmt: skip
-
-
-def _episode(seed: int, t: int = 16) -> Episode:
-    rng = np.random.default_rng(seed)
-    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
-    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, SIZE - 4)
-    pixels = np.full((t, SIZE, SIZE, 3), 40, np.uint8)
-    for i, (x, y) in enumerate(pos.astype(int)):
-        pixels[i, y : y + 4, x : x + 4] = 220
-    return Episode(pixels, pos.astype(np.float32), action)
 
 
 def test_overrides_and_space_errors():
@@ -46,13 +35,11 @@ def test_overrides_and_space_errors():
 
 
 @pytest.mark.ray
-def test_tiny_sweep_reports_default_and_writes_best_preset(tmp_path):
-    data = tmp_path / "ds"
-    write_episodes(data, [_episode(i) for i in range(6)], fps=10)
+def test_tiny_sweep_reports_default_and_writes_best_preset(square_dataset, tmp_path):
     space = {"model.loss.variance": {"loguniform": [0.33, 3.0]}, "trainer.lr": {"choice": [3e-4, 3e-3]}}
     cfg = SweepConfig(trials=3, metric="val/l1/pred_err_ratio", mode="min", scheduler="asha",
                       max_concurrent=2)  # fmt: skip
-    report = run_sweep(data, BASE, space, build_training, cfg, tmp_path / "sweep")
+    report = run_sweep(square_dataset, BASE, space, build_training, cfg, tmp_path / "sweep")
     names = [r["trial"] for r in report["rows"]]
     assert len(names) == 3 and "default" in names
     assert report["default"]["model.loss.variance"] == 1.0

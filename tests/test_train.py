@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SQUARE_SIZE, square_episode
 from safetensors.torch import load_file
 
 import hmpc.train as train_mod
-from hmpc.data import Episode, write_episodes
+from hmpc.data import write_episodes
 from hmpc.objective import LossWeights, world_model_loss
 from hmpc.train import NonFiniteLossError, TrainConfig, train_world_model
 from hmpc.train_state import NonFiniteWeightsError, find_resumable
 from hmpc.world_model import LevelSpec, WorldModelSpec
 
-SIZE = 16
+SIZE = SQUARE_SIZE
 SPEC = WorldModelSpec(
     image_size=SIZE, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
     levels=(LevelSpec(latent_dim=6, k=2, macro_dim=2, hidden=16),),
@@ -31,17 +32,6 @@ CPU = torch.device("cpu")
 DEFAULT_WEIGHTS = LossWeights()
 
 
-def episode(seed: int, t: int = 16, with_action: bool = True) -> Episode:
-    """A bright square driven by the actions: the state is its position."""
-    rng = np.random.default_rng(seed)
-    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
-    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, SIZE - 4)
-    pixels = np.full((t, SIZE, SIZE, 3), 40, np.uint8)
-    for i, (x, y) in enumerate(pos.astype(int)):
-        pixels[i, y : y + 4, x : x + 4] = 220
-    return Episode(pixels, pos.astype(np.float32), action if with_action else None)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
@@ -49,13 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ds") / "ds"
-    write_episodes(root, [episode(i) for i in range(6)], fps=10)
-    return root
 
 
 def train(data: Path, out: Path, cfg: TrainConfig = CFG, weights: LossWeights = DEFAULT_WEIGHTS,
@@ -71,9 +54,9 @@ def history(out: Path) -> list[dict]:
     return json.loads((out / "checkpoint" / "train_state.json").read_text())["history"]
 
 
-def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
-    full = train(data, tmp_path / "full")
-    again = train(data, tmp_path / "again")
+def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(square_dataset, tmp_path, monkeypatch):
+    full = train(square_dataset, tmp_path / "full")
+    again = train(square_dataset, tmp_path / "again")
     assert losses_by_step(history(tmp_path / "full")) == losses_by_step(history(tmp_path / "again"))
     assert full.metrics["loss"] == again.metrics["loss"]
 
@@ -87,10 +70,10 @@ def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(data, tmp_p
 
     monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_13)
     with pytest.raises(KeyboardInterrupt):
-        train(data, tmp_path / "resumed")
+        train(square_dataset, tmp_path / "resumed")
     monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
     assert json.loads((tmp_path / "resumed/checkpoint/train_state.json").read_text())["step"] == 10
-    resumed = train(data, tmp_path / "resumed", replace(CFG, resume=True))
+    resumed = train(square_dataset, tmp_path / "resumed", replace(CFG, resume=True))
     assert resumed.steps == 20
     assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
     a = load_file(str(tmp_path / "full/checkpoint/model.safetensors"))
@@ -103,8 +86,8 @@ def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(data, tmp_p
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir() if p.name.startswith(".")) == []
 
 
-def test_outputs_diagnostics_plot_and_tensorboard(data, tmp_path):
-    result = train(data, tmp_path, replace(CFG, steps=4, checkpoint_every=0, tensorboard=True, plots=True))
+def test_outputs_diagnostics_plot_and_tensorboard(square_dataset, tmp_path):
+    result = train(square_dataset, tmp_path, replace(CFG, steps=4, checkpoint_every=0, tensorboard=True, plots=True))
     diag = json.loads((tmp_path / "diagnostics.json").read_text())
     for level, dim in (("level_1", 8), ("level_2", 6)):
         d = diag["levels"][level]
@@ -117,18 +100,18 @@ def test_outputs_diagnostics_plot_and_tensorboard(data, tmp_path):
     assert header[0] == "step" and "l1/pred" in header and "val/l1/probe_r2" in header
 
 
-def test_resume_errors_name_the_fix(data, tmp_path):
+def test_resume_errors_name_the_fix(square_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="trainer.resume"):
-        train(data, tmp_path / "none", replace(CFG, resume=True))
-    train(data, tmp_path / "a", replace(CFG, steps=2, checkpoint_every=0))
+        train(square_dataset, tmp_path / "none", replace(CFG, resume=True))
+    train(square_dataset, tmp_path / "a", replace(CFG, steps=2, checkpoint_every=0))
     other = replace(SPEC, latent_dim=10)
     with pytest.raises(ValueError, match="latent_dim"):
-        train(data, tmp_path / "a", replace(CFG, steps=4, resume=True), spec=other)
+        train(square_dataset, tmp_path / "a", replace(CFG, steps=4, resume=True), spec=other)
     with pytest.raises(ValueError, match="video_only"):
         replace(CFG, video_only="maybe")
 
 
-def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(data, tmp_path, monkeypatch):
+def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(square_dataset, tmp_path, monkeypatch):
     real_loss, calls = world_model_loss, {"n": 0}
 
     def sometimes_nan(model, batch, w, target=None):
@@ -140,7 +123,7 @@ def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(dat
 
     monkeypatch.setattr(train_mod, "world_model_loss", sometimes_nan)
     with pytest.raises(NonFiniteLossError, match="non-finite for 3 consecutive steps"):
-        train(data, tmp_path, replace(CFG, max_bad_steps=3))
+        train(square_dataset, tmp_path, replace(CFG, max_bad_steps=3))
     rows = history(tmp_path)
     assert 3 not in {r["step"] for r in rows} and 4 not in {r["step"] for r in rows}
     assert 5 in {r["step"] for r in rows}  # training went on after the two skipped steps
@@ -149,7 +132,7 @@ def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(dat
     assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / "model.safetensors")).values())
 
 
-def test_checkpoint_with_non_finite_weights_is_refused(data, tmp_path):
+def test_checkpoint_with_non_finite_weights_is_refused(square_dataset, tmp_path):
     from hmpc.train_state import TrainState, save_training_checkpoint
     from hmpc.world_model import build_world_model
 
@@ -166,11 +149,11 @@ def test_checkpoint_with_non_finite_weights_is_refused(data, tmp_path):
     assert json.loads((folder / "train_state.json").read_text())["step"] == 1
 
 
-def test_ema_target_and_latent_variable_train_and_resume(data, tmp_path):
+def test_ema_target_and_latent_variable_train_and_resume(square_dataset, tmp_path):
     spec = replace(SPEC, latent_var_dim=2)
     weights = LossWeights(target="ema", ema_decay=0.9, variance=0.5)
     cfg = replace(CFG, steps=6, checkpoint_every=3, val_every=3)
-    result = train(data, tmp_path, cfg, weights, spec)
+    result = train(square_dataset, tmp_path, cfg, weights, spec)
     assert "l1/z_l2" in result.metrics
     ck = tmp_path / "checkpoint"
     online, target = load_file(str(ck / "model.safetensors")), load_file(str(ck / "target.safetensors"))
@@ -190,7 +173,7 @@ def test_ema_target_and_latent_variable_train_and_resume(data, tmp_path):
 
 def test_video_only_episodes_are_used_or_ignored(tmp_path):
     root = tmp_path / "mixed"
-    eps = [episode(i, with_action=i < 2) for i in range(6)]  # 2 labelled, 4 video-only
+    eps = [square_episode(i, with_action=i < 2) for i in range(6)]  # 2 labelled, 4 video-only
     write_episodes(root, eps, fps=10)
     cfg = replace(CFG, steps=3, checkpoint_every=0, val_fraction=0.0)
     ignore = train(root, tmp_path / "ignore", cfg)
@@ -218,13 +201,13 @@ def test_video_only_windows_get_inferred_actions_and_no_idm_loss():
     assert masked["l1/idm"] == pytest.approx(labelled["l1/idm"], rel=1e-5)
 
 
-def test_three_level_preset_trains_from_config(data, tmp_path, capsys):
+def test_three_level_preset_trains_from_config(square_dataset, tmp_path, capsys):
     from hydra import compose, initialize_config_module
 
     from hmpc.cli import train as train_cli
 
     overrides = [
-        "model=small3", "model.widths=[4,8]", "model.hidden=16", f"data={data}",
+        "model=small3", "model.widths=[4,8]", "model.hidden=16", f"data={square_dataset}",
         f"output_dir={tmp_path}", "device=cpu", "trainer.steps=2", "trainer.batch_size=2",
         "trainer.top_steps=1", "trainer.val_every=2", "trainer.val_batches=1",
         "trainer.tensorboard=false", "trainer.plots=false", "trainer.val_fraction=0.2",

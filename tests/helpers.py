@@ -1,0 +1,53 @@
+"""Plain helpers shared by several test files (imported as ``from helpers import ...``).
+
+Fixtures built on them live in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hmpc.data import Episode, write_episodes
+
+SQUARE_SIZE = 16  # image side of the moving-square episodes, pixels
+
+
+def square_episode(
+    seed: int, t: int = 16, size: int = SQUARE_SIZE, with_action: bool = True
+) -> Episode:
+    """A bright 4x4 square on a dark background driven by the actions: the state is its position.
+
+    Returns an episode of ``t`` frames: pixels ``(t, size, size, 3)`` uint8, state ``(t, 2)``
+    float32 (the square's top-left corner, x then y), action ``(t, 2)`` float32 in [-1, 1]
+    (``None`` when ``with_action`` is false: a video-only episode).
+    """
+    rng = np.random.default_rng(seed)
+    action = rng.uniform(-1, 1, (t, 2)).astype(np.float32)
+    pos = np.clip(4 + np.cumsum(np.vstack([[0, 0], action[:-1]]), axis=0), 0, size - 4)
+    pixels = np.full((t, size, size, 3), 40, np.uint8)
+    for i, (x, y) in enumerate(pos.astype(int)):
+        pixels[i, y : y + 4, x : x + 4] = 220
+    return Episode(pixels, pos.astype(np.float32), action if with_action else None)
+
+
+def write_square_dataset(root: Path, episodes: int = 6, fps: int = 10) -> Path:
+    """Write ``square_episode(0..episodes-1)`` as a LeRobot dataset at ``root``; returns ``root``."""
+    write_episodes(root, [square_episode(i) for i in range(episodes)], fps=fps)
+    return root
+
+
+def seeded_rollout(
+    env: Any, seed: int, actions: Sequence[np.ndarray] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``env.reset(seed=seed)`` then one ``env.step`` per action.
+
+    Returns the goal image ``(H, W, 3)``, the frames ``(len(actions) + 1, H, W, 3)`` (the reset
+    frame first) and ``env.get_state()`` at the end, for bitwise same-seed comparisons.
+    """
+    obs, info = env.reset(seed=seed)
+    frames = [obs["pixels"]] + [env.step(a)[0]["pixels"] for a in actions]
+    return info["goal_pixels"], np.stack(frames), env.get_state()
