@@ -88,6 +88,7 @@ class HierarchicalMPC(LatentController):
             for lv in range(1, self.top + 1)
         }
         self.subgoals: dict[int, torch.Tensor] = {}
+        self.elapsed = {lv: 0 for lv in range(2, self.top + 1)}  # env steps since the level planned
         self.prev = torch.zeros(spec.action_dim, device=self.device)
         self.since_replan = self.replan_every  # force a replan on the first step
 
@@ -126,6 +127,7 @@ class HierarchicalMPC(LatentController):
         info: dict[str, Any] = {}
         for level in range(self.top, 1, -1):
             s = self.model.project(s1, level)  # (1, D_l)
+            self._align_warm_start(level)
             best, linfo, ok = self._plan_level(level, s)
             info[f"l{level}_cost"], info[f"l{level}_iters"] = linfo["cost"], linfo["iters"]
             if not ok:
@@ -137,6 +139,14 @@ class HierarchicalMPC(LatentController):
                 first = self.model.predict(s, best[:1], level)  # (1, D_l)
             self.subgoals[level] = first[0]
         return info
+
+    def _align_warm_start(self, level: int) -> None:
+        """Advance ``level``'s previous plan by the macro steps the env has lived through since it
+        was made (rounded), so the warm start begins at the current state, not in the past."""
+        shift = round(self.elapsed[level] / self.model.spec.span(level))
+        for _ in range(min(shift, self._horizon(level))):
+            self.plans[level] = shift_plan(self.plans[level])
+        self.elapsed[level] = 0
 
     def _near_subgoal(self, s1: torch.Tensor) -> bool:
         if self.subgoal_tolerance <= 0 or 2 not in self.subgoals:
@@ -154,6 +164,8 @@ class HierarchicalMPC(LatentController):
             info.update(self._replan_abstract(s1))
             info["replanned"], self.since_replan = True, 0
         self.since_replan += 1
+        for level in self.elapsed:
+            self.elapsed[level] += 1
         old = self.plans[1]
         if 2 in self.subgoals:
             best, linfo, _ = self._plan_level(1, s1)

@@ -99,3 +99,32 @@ def test_hierarchy_reaches_a_goal_the_flat_planner_cannot_see():
     for opt, horizon in flat:  # same cost, same step budget; sees at most `horizon` cells ahead
         reached, x = run(FlatMPC(model, opt, horizon=horizon, candidates=4, weights=weights))
         assert not reached and x < GOAL - 5, f"flat {type(opt).__name__} H={horizon}: x={x:.2f}"
+
+
+def test_abstract_warm_start_is_shifted_by_the_macro_steps_lived_through():
+    """Replanning every k env steps, the top level's warm start is its previous plan advanced by
+    one macro step (its row 0 is the macro step that starts now), not the stale plan."""
+    model, weights = CorridorModel(), CostWeights(goal_mode="sum", macro_prior=0.01)
+    hier = HierarchicalMPC(
+        model, [GradientDescent(iters=3, lr=0.3), CEM(iters=2, population=16, elites=4)],
+        top_horizon=3, candidates=2, weights=weights, replan_every=K,
+    )
+    seen: list[torch.Tensor] = []
+    plan_level = hier._plan_level
+
+    def spy(level, s):
+        if level == 2:
+            seen.append(hier.plans[2].clone())  # the warm start handed to the optimiser
+        best, info, ok = plan_level(level, s)
+        if level == 2:
+            seen.append(best.detach().clone())
+        return best, info, ok
+
+    hier._plan_level = spy
+    hier.reset(obs(0.0), obs(GOAL))
+    x = 0.0
+    for _ in range(K + 1):  # replans at step 0 and at step K
+        a, _ = hier.act(obs(x))
+        x = float(np.clip(x + a[0], 0.0, LENGTH))
+    first_plan, second_init = seen[1], seen[2]
+    assert torch.equal(second_init, torch.cat([first_plan[1:], first_plan[-1:]]))
