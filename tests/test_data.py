@@ -267,7 +267,7 @@ def test_error_nan_action(ds_root: Path) -> None:
     col = table.schema.get_field_index("action")
     table = table.set_column(col, "action", pa.array(actions, type=table.schema.field(col).type))
     pq.write_table(table, path)
-    with pytest.raises(DatasetError, match=r"action.*episode 1 at frame 5"):
+    with pytest.raises(DatasetError, match=r"file-000.parquet: episode 1, frame 5: non-finite action"):
         LeRobotDataset(ds_root).load_episode(1)
     bad = make_episode(0)
     bad.state[3, 0] = np.inf

@@ -66,14 +66,14 @@ def test_collected_dataset_is_valid(clean: Path) -> None:
 def test_zero_byte_video(ds: Path) -> None:
     (ds / VID0).write_bytes(b"")
     problems = validate_dataset(ds)
-    assert _where(problems) == {(VID0, 0, None), (VID0, 1, None)}
+    assert _where(problems) == {(VID0, 0, 0), (VID0, 1, 0)}
     assert all("empty" in p.message for p in problems)
     assert main(["validate", str(ds)]) == 1
 
 
 def test_missing_video(ds: Path) -> None:
     (ds / VID1).unlink()
-    assert _where(validate_dataset(ds)) == {(VID1, 2, None), (VID1, 3, None)}
+    assert _where(validate_dataset(ds)) == {(VID1, 2, 0), (VID1, 3, 0)}
 
 
 def test_truncated_video(ds: Path) -> None:
@@ -98,7 +98,7 @@ def test_missing_column(ds: Path) -> None:
     table = pq.read_table(ds / DATA0)
     pq.write_table(table.drop_columns(["action"]), ds / DATA0)
     problems = validate_dataset(ds)
-    assert _where(problems) == {(DATA0, 0, None), (DATA0, 1, None)}
+    assert _where(problems) == {(DATA0, 0, 0), (DATA0, 1, 0)}
     assert all("'action' is missing" in p.message for p in problems)
 
 

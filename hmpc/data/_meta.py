@@ -202,7 +202,7 @@ def compatible_dims(dims: Dims, info: dict[str, Any] | None, video_key: str, fps
     return Dims(h, w, d, a if a is not None else old.action_dim)
 
 
-def _fixed_list(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+def fixed_list(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """float32 (N, k) -> fixed_size_list<float32>[k], null where ``valid`` is False."""
     n, k = values.shape
     flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
@@ -216,12 +216,12 @@ def data_table(episodes: Sequence[Episode], first_ep: int, first_index: int, tas
     lengths = np.array([len(ep) for ep in episodes])
     frame_index = np.concatenate([np.arange(t) for t in lengths])
     cols: dict[str, pa.Array] = {
-        "observation.state": _fixed_list(np.concatenate([ep.state for ep in episodes]))}
+        "observation.state": fixed_list(np.concatenate([ep.state for ep in episodes]))}
     if action_dim is not None:
         acts = [ep.action if ep.action is not None else np.zeros((len(ep), action_dim))
                 for ep in episodes]
         valid = np.repeat([ep.action is not None for ep in episodes], lengths)
-        cols["action"] = _fixed_list(np.concatenate(acts), valid)
+        cols["action"] = fixed_list(np.concatenate(acts), valid)
     cols["timestamp"] = pa.array((frame_index / fps).astype(np.float32))
     cols["frame_index"] = pa.array(frame_index.astype(np.int64))
     cols["episode_index"] = pa.array(np.repeat(np.arange(len(episodes)) + first_ep, lengths))
@@ -250,6 +250,15 @@ def episode_rows(episodes: Sequence[Episode], first_ep: int, first_index: int, f
         f"{vk}/to_timestamp": [(s + t) / fps for s, t in zip(starts, lengths, strict=True)],
         "meta/episodes/chunk_index": [chunk] * n, "meta/episodes/file_index": [file] * n,
     }
+
+
+def stats_columns(stats: Sequence[dict[str, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Per-episode stats (one :func:`episodes_stats` dict per episode) as LeRobot v3.0's
+    meta/episodes columns ``stats/<feature>/<stat>``; None where an episode lacks the feature
+    (the actions of a video-only episode)."""
+    keys = dict.fromkeys((feat, name) for s in stats for feat, d in s.items() for name in d)
+    return {f"stats/{feat}/{name}": [s.get(feat, {}).get(name) for s in stats]
+            for feat, name in keys}
 
 
 def build_info(old: dict[str, Any] | None, dims: Dims, video_key: str, fps: int, robot_type: str,

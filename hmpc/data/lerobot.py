@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hmpc.data import video
+from hmpc.data import _checks, video
 from hmpc.data._meta import (
     CODEBASE_VERSION,
     EpisodeRef,
-    list_column,
     load_episode_refs,
     read_info,
     video_keys,
@@ -97,6 +95,12 @@ class LeRobotDataset:
         self.camera_key = _pick_camera(self._info, camera, self.root)
         self._refs: list[EpisodeRef] = load_episode_refs(self.root, self._info, self.camera_key)
         self._table_cache: tuple[Path, pa.Table] | None = None
+        self._video_ends: dict[Path, int] = {}  # video file -> end of its last episode's frames
+        self._placed: dict[Path, set[int]] = {}  # data file -> the episodes it holds
+        for r in self._refs:
+            end = max(self._video_ends.get(r.video_path, 0), r.from_frame + r.length)
+            self._video_ends[r.video_path] = end
+            self._placed.setdefault(r.data_path, set()).add(r.index)
 
     # ---- metadata -------------------------------------------------------------------------
     @property
@@ -152,54 +156,52 @@ class LeRobotDataset:
 
     # ---- episodes -------------------------------------------------------------------------
     def load_episode(self, i: int) -> Episode:
-        """Decode episode ``i`` (0 <= i < num_episodes) with its state, actions and task."""
+        """Decode episode ``i`` (0 <= i < num_episodes) with its state, actions and task.
+
+        Raises DatasetError naming the file, the episode and the first bad frame on any defect
+        (schema, frame/timestamp gaps, NaN/inf, truncated or miscounted video); see
+        :mod:`hmpc.data._checks`.
+        """
         if not 0 <= i < self.num_episodes:
             raise IndexError(f"episode {i} out of range: {self.root} has {self.num_episodes} episodes")
         ref = self._refs[i]
         rows = self._episode_rows(ref)
-        state, valid = list_column(rows, "observation.state", ref.data_path)
-        if not valid.all():
-            raise DatasetError(f"{ref.data_path}: episode {i} has null observation.state at frame "
-                               f"{int(np.argmin(valid))}; re-record the episode")
-        action = None
-        if "action" in rows.column_names:
-            values, valid = list_column(rows, "action", ref.data_path)
-            if valid.all():
-                action = values
-            elif valid.any():
-                raise DatasetError(f"{ref.data_path}: episode {i} has actions on some frames only "
-                                   f"(first null at frame {int(np.argmin(valid))}); store all or none")
-        for name, arr in (("observation.state", state), ("action", action)):
-            if arr is not None and not np.isfinite(arr).all():
-                frame = int(np.argmin(np.isfinite(arr).all(axis=1)))
-                raise DatasetError(f"{ref.data_path}: non-finite {name} (NaN/inf) in episode {i} at "
-                                   f"frame {frame}; fix or drop this episode")
+        state, action = _checks.episode_arrays(rows, ref.data_path, i)
+        # The last episode of a video file must end it: extra frames mean wrong metadata.
+        last = ref.from_frame + ref.length == self._video_ends[ref.video_path]
         try:
-            pixels = video.decode_frames(ref.video_path, self.fps, ref.from_frame, ref.length)
-        except DatasetError as err:
-            raise DatasetError(f"episode {i}: {err}") from err
+            pixels = video.decode_frames(ref.video_path, self.fps, ref.from_frame, ref.length,
+                                         expect_end=last)
+        except video.FrameError as err:
+            raise DatasetError(f"{_checks.where(ref.video_path, i, err.frame)}: {err}") from err
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{_checks.where(ref.video_path, i, 0)}: {err}") from err
+        if pixels.shape[1:] != self.image_shape:
+            raise DatasetError(f"{_checks.where(ref.video_path, i, 0)}: frames are "
+                               f"{pixels.shape[1]}x{pixels.shape[2]}, meta/info.json says "
+                               f"{self.camera_key} is {self.image_shape[0]}x{self.image_shape[1]}; "
+                               "fix the feature's shape in info.json or re-encode the video")
         return Episode(pixels=pixels, state=state, action=action, task=ref.task)
 
+    def data_files(self) -> list[Path]:
+        """The parquet and video files the episodes (of the chosen camera) are read from."""
+        return sorted({p for r in self._refs for p in (r.data_path, r.video_path)})
+
     def _episode_rows(self, ref: EpisodeRef) -> pa.Table:
-        """The parquet rows of one episode, ordered by frame_index and checked for gaps."""
+        """The parquet rows of one episode, ordered by frame_index and checked."""
         if self._table_cache is None or self._table_cache[0] != ref.data_path:
             if not ref.data_path.is_file():
-                raise FileNotFoundError(f"data file {ref.data_path} of episode {ref.index} is "
-                                        "missing; re-copy the data/ folder")
-            self._table_cache = (ref.data_path, pq.read_table(ref.data_path))
-        table = self._table_cache[1]
-        for col in ("episode_index", "frame_index", "observation.state"):
-            if col not in table.column_names:
-                raise DatasetError(f"{ref.data_path} lacks required column {col!r} "
-                                   f"(has {table.column_names}); the file is not LeRobot data")
-        rows = table.filter(pc.equal(table["episode_index"], ref.index))
-        rows = rows.sort_by("frame_index")
-        frames = rows["frame_index"].to_numpy()
-        if len(frames) != ref.length or not np.array_equal(frames, np.arange(ref.length)):
-            raise DatasetError(f"{ref.data_path}: episode {ref.index} has {len(frames)} rows, "
-                               f"metadata says {ref.length} frames 0..{ref.length - 1}; "
-                               "the data file and meta/episodes disagree")
-        return rows
+                raise FileNotFoundError(f"{_checks.where(ref.data_path, ref.index, 0)}: the data "
+                                        "file is missing; re-copy the data/ folder")
+            try:
+                table = pq.read_table(ref.data_path)
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"{_checks.where(ref.data_path, ref.index, 0)}: cannot read the "
+                                   f"parquet file ({err}); it is truncated or corrupt: re-copy "
+                                   "or re-export it") from err
+            _checks.stray_rows(table, ref.data_path, self._placed[ref.data_path])
+            self._table_cache = (ref.data_path, table)
+        return _checks.episode_rows(self._table_cache[1], ref.data_path, self._info, ref)
 
 
 def _pick_camera(info: dict[str, Any], camera: str | None, root: Path) -> str:

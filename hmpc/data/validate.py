@@ -50,13 +50,17 @@ class Problem:
 def validate_dataset(root: str | Path, decode_video: bool = True) -> list[Problem]:
     """All problems of the dataset at ``root`` (empty list: valid).
 
-    Checks: info.json and episode metadata; per data file the schema (required columns, list
-    sizes vs info.json feature shapes), rows per episode vs meta/episodes lengths, frame_index
-    and global index continuity, timestamps == frame_index / fps, null or NaN/inf state and
-    action (first bad frame per episode); per video file (all cameras) missing / zero-byte /
-    undecodable files, decoded frames vs each episode's frame range, resolution; totals in
-    info.json and stats.json; data/video files no committed episode references. With
-    ``decode_video=False`` videos are only checked for existence and size.
+    Checks: info.json and episode metadata; per data file the schema (required columns, their
+    types, list sizes vs info.json feature shapes), rows per episode vs meta/episodes lengths,
+    rows of episodes placed elsewhere, frame_index and global index continuity, timestamps ==
+    frame_index / fps, null or NaN/inf state and action (first bad frame per episode); per video
+    file (all cameras) missing / zero-byte / truncated (mp4 boxes cut short) / undecodable
+    files, decoded frames vs each episode's frame range (missing ones, and extra ones after the
+    file's last episode), resolution; totals in info.json and stats.json; data/video files no
+    committed episode references. Every problem tied to an episode names a frame (the first bad
+    one; 0 when the whole episode is affected; its length for frames after its end). With
+    ``decode_video=False`` videos are only checked for existence, size and truncation.
+    The loader raises on the same defects (:mod:`hmpc.data._checks`, :func:`video.decode_frames`).
     """
     root = Path(root)
     try:
@@ -121,7 +125,7 @@ def _check_data_file(root: Path, info: dict[str, Any], path: Path, eps: list[Epi
     rel = _rel(root, path)
 
     def each(msg: str) -> list[Problem]:
-        return [Problem(rel, r.index, None, msg) for r in eps]
+        return [Problem(rel, r.index, 0, msg) for r in eps]
 
     if not path.is_file():
         return each("data file is missing; re-copy the data/ folder or re-record the episode")
@@ -129,23 +133,24 @@ def _check_data_file(root: Path, info: dict[str, Any], path: Path, eps: list[Epi
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         return each(f"cannot read parquet ({err}); the file is truncated or corrupt")
-    problems, bad_lists = _check_schema(rel, info, table, eps)
-    if any(c not in table.column_names for c in ("episode_index", "frame_index")):
+    problems, bad_cols = _check_schema(rel, info, table, eps)
+    if any(c not in table.column_names or c in bad_cols for c in ("episode_index", "frame_index")):
         return problems
     ids = {r.index for r in eps}
     stray = sorted(set(table["episode_index"].to_pylist()) - ids)
     if stray:
-        problems.append(Problem(rel, stray[0], None, f"rows of episode(s) {stray[:10]} that "
-                                "meta/episodes does not place in this file"))
+        first = pc.min(table.filter(pc.equal(table["episode_index"], stray[0]))["frame_index"])
+        problems.append(Problem(rel, stray[0], first.as_py(), f"rows of episode(s) {stray[:10]} "
+                                "that meta/episodes does not place in this file; re-export it"))
     for ref in eps:
         rows = table.filter(pc.equal(table["episode_index"], ref.index)).sort_by("frame_index")
-        problems += _check_rows(rel, info, ref, rows, int(starts[ref.index]), bad_lists)
+        problems += _check_rows(rel, info, ref, rows, int(starts[ref.index]), bad_cols)
     return problems
 
 
 def _check_schema(rel: str, info: dict[str, Any], table: pa.Table,
                   eps: list[EpisodeRef]) -> tuple[list[Problem], set[str]]:
-    """Required columns and list sizes vs info.json shapes; returns (problems, bad list columns)."""
+    """Required columns, types and list sizes vs info.json; returns (problems, bad columns)."""
     problems: list[Problem] = []
     bad: set[str] = set()
     feats = {k: f for k, f in info["features"].items() if f.get("dtype") not in ("video", "image")}
@@ -153,16 +158,17 @@ def _check_schema(rel: str, info: dict[str, Any], table: pa.Table,
     fr_col = table["frame_index"].to_numpy() if "frame_index" in table.column_names else None
     for name in dict.fromkeys([*_REQUIRED, *feats]):
         if name not in table.column_names:
-            problems += [Problem(rel, r.index, None, f"column {name!r} is missing (info.json lists "
+            problems += [Problem(rel, r.index, 0, f"column {name!r} is missing (info.json lists "
                                  f"it; the file has {table.column_names})") for r in eps]
             continue
         shape = list((feats.get(name) or {}).get("shape") or [1])
         col = table[name].combine_chunks()
+        dtype = (feats.get(name) or {}).get("dtype")
         if not pa.types.is_list(col.type) and not pa.types.is_fixed_size_list(col.type):
-            if shape != [1]:
+            if shape != [1] or (dtype in _NUMERIC and not _is_number(col.type)):
                 bad.add(name)
-                problems += [Problem(rel, r.index, None, f"column {name!r} has type {col.type}, "
-                                     f"info.json says shape {shape}") for r in eps]
+                problems += [Problem(rel, r.index, 0, f"column {name!r} has type {col.type}, "
+                                     f"info.json says {dtype} of shape {shape}") for r in eps]
             continue
         lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
         wrong = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False)
@@ -178,13 +184,21 @@ def _check_schema(rel: str, info: dict[str, Any], table: pa.Table,
     return problems, bad
 
 
+_NUMERIC = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+            "uint32", "uint64")
+
+
+def _is_number(typ: pa.DataType) -> bool:
+    return pa.types.is_floating(typ) or pa.types.is_integer(typ)
+
+
 def _first_bad(frames: np.ndarray, bad: np.ndarray) -> int:
     """frame_index of the first row where ``bad`` is True."""
     return int(frames[int(np.argmax(bad))])
 
 
 def _check_rows(rel: str, info: dict[str, Any], ref: EpisodeRef, rows: pa.Table, first_index: int,
-                bad_lists: set[str]) -> list[Problem]:
+                bad_cols: set[str]) -> list[Problem]:
     """Row count, frame_index/index/timestamp continuity and finite state/action of one episode."""
     out: list[Problem] = []
     fps = float(info["fps"])
@@ -197,7 +211,7 @@ def _check_rows(rel: str, info: dict[str, Any], ref: EpisodeRef, rows: pa.Table,
         out.append(Problem(rel, ref.index, first, f"{len(frames)} rows with frame_index "
                            f"{_span(frames)}, meta/episodes says {ref.length} frames 0..{ref.length - 1}"))
         return out
-    if "timestamp" in rows.column_names:
+    if "timestamp" in rows.column_names and "timestamp" not in bad_cols:
         ts = rows["timestamp"].to_numpy(zero_copy_only=False).astype(np.float64)
         gap = ~(np.abs(ts - frames / fps) <= TIMESTAMP_TOL_S)
         if gap.any():
@@ -212,7 +226,7 @@ def _check_rows(rel: str, info: dict[str, Any], ref: EpisodeRef, rows: pa.Table,
             out.append(Problem(rel, ref.index, f, f"global index {idx[f]}, expected "
                                f"{first_index + f} (episodes must be contiguous, in order)"))
     for name in ("observation.state", "action"):
-        if name in rows.column_names and name not in bad_lists:
+        if name in rows.column_names and name not in bad_cols:
             out += _check_values(rel, ref, rows, name, frames)
     return out
 
@@ -245,30 +259,40 @@ def _check_video_file(root: Path, info: dict[str, Any], cam: str, path: Path,
         if not decode:
             if not path.is_file() or path.stat().st_size == 0:
                 raise DatasetError("missing" if not path.is_file() else "empty (0 bytes)")
+            cut = video.mp4_truncation(path)
+            if cut:
+                raise DatasetError(f"{cut} (decode it to see which frames are lost)")
             return []
         probe = video.probe_frames(path, int(info["fps"]))
     except (FileNotFoundError, DatasetError) as err:
-        return [Problem(rel, r.index, None, f"{cam}: {err}; re-record the episode") for r in eps]
+        return [Problem(rel, r.index, 0, f"{cam}: {err}; re-record the episode") for r in eps]
     out = []
-    shape = info["features"][cam].get("shape") or []
-    if probe.height and [probe.height, probe.width] != list(shape[:2]):
-        out.append(Problem(rel, None, None, f"frames are {probe.height}x{probe.width}, info.json "
-                           f"{cam} shape is {shape}"))
+    vinfo = info["features"][cam].get("info") or {}
+    shape = [vinfo.get("video.height"), vinfo.get("video.width")]
+    if None in shape:  # no video.* info: the shape, assumed (H, W, C) as LeRobot writes it
+        shape = list((info["features"][cam].get("shape") or [])[:2])
+    if probe.height and [probe.height, probe.width] != shape:
+        out += [Problem(rel, r.index, 0, f"{cam}: frames are {probe.height}x{probe.width}, "
+                        f"info.json says {shape[0]}x{shape[1]}") for r in eps]
     present = set(probe.indices.tolist())
+    faults = [f"decoder stopped with {probe.error}" if probe.error else "", probe.truncated or ""]
+    why = "".join(f"; {f}" for f in faults if f)
     for r in eps:
         missing = [f for f in range(r.length) if r.from_frame + f not in present]
         if missing:
-            why = f"; decoder stopped with {probe.error}" if probe.error else ""
             out.append(Problem(rel, r.index, missing[0], f"{cam}: decoded {r.length - len(missing)} "
                                f"of {r.length} frames (first missing: frame {missing[0]}){why}; the "
                                "file is truncated or the metadata is wrong"))
-    end = max(r.from_frame + r.length for r in eps)
-    extra = int((probe.indices >= end).sum())
-    if extra:
-        out.append(Problem(rel, None, None, f"{cam}: {extra} frames after the last episode's "
-                           f"end (frame {end}); meta/episodes does not account for them"))
-    if probe.error and not out:
-        out.append(Problem(rel, None, None, f"{cam}: decoder error after all frames: {probe.error}"))
+    last = max(eps, key=lambda r: r.from_frame + r.length)  # frames after it: wrong metadata
+    end = last.from_frame + last.length
+    n_extra = int((probe.indices >= end).sum())
+    if n_extra:
+        out.append(Problem(rel, last.index, last.length, f"{cam}: {n_extra} frame(s) after the "
+                           f"end of the file's last episode (file frame {end} on); meta/episodes "
+                           "does not account for them: re-export the dataset"))
+    if why and not out:
+        out.append(Problem(rel, last.index, last.length, f"{cam}: all frames decode, but"
+                           f"{why[1:]}; the file is corrupt: re-copy or re-record it"))
     return out
 
 

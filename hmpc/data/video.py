@@ -17,8 +17,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-__all__ = ["DatasetError", "VideoProbe", "VideoWriter", "decode_frames", "encode_video",
-           "probe_frames"]
+__all__ = ["DatasetError", "FrameError", "VideoProbe", "VideoWriter", "decode_frames",
+           "encode_video", "mp4_truncation", "probe_frames"]
 
 
 class DatasetError(ValueError):
@@ -151,60 +151,114 @@ def _open_stream(container, path: Path | str, shape: tuple[int, ...], fps: int, 
     return stream
 
 
-def decode_frames(path: str | Path, fps: int, start: int, count: int) -> np.ndarray:
+def decode_frames(path: str | Path, fps: int, start: int, count: int,
+                  expect_end: bool = False) -> np.ndarray:
     """Decode frames ``start .. start+count-1`` of ``path`` (frame ``i`` has time ``i / fps``).
+
+    ``expect_end``: these are the file's last frames (the last episode in it); a frame after
+    them is an error, so a video that holds more frames than its metadata is never cut silently.
 
     Returns:
         uint8 array (count, H, W, 3).
     Raises:
-        FileNotFoundError if the file is missing; DatasetError if it is empty, unreadable,
-        or holds fewer frames in that range than asked for.
+        FileNotFoundError if the file is missing; :class:`FrameError` (a DatasetError whose
+        ``frame`` is the first bad index of the range) if it is empty, unreadable, holds fewer
+        frames in that range than asked for, or (with ``expect_end``) more frames after it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file {path} does not exist; the dataset is incomplete "
                                 "(re-copy the videos/ folder or re-record the episodes)")
     if os.path.getsize(path) == 0:
-        raise DatasetError(f"video file {path} is empty (0 bytes), probably an interrupted write; "
-                           "delete the dataset's affected episodes or re-record them")
-    try:
-        out = _decode_range(path, fps, start, count)
-    except av.FFmpegError as err:
-        raise DatasetError(f"cannot decode video file {path} ({err}); the file is truncated or "
-                           "corrupt: re-record the affected episodes") from err
-    return out
+        raise FrameError(f"video file {path} is empty (0 bytes), probably an interrupted write; "
+                         "delete the dataset's affected episodes or re-record them", 0)
+    return _decode_range(path, fps, start, count, expect_end)
 
 
-def _decode_range(path: Path, fps: int, start: int, count: int) -> np.ndarray:
+class FrameError(DatasetError):
+    """A video defect located at ``frame``, an index relative to the first frame asked for."""
+
+    def __init__(self, message: str, frame: int) -> None:
+        super().__init__(message)
+        self.frame = frame
+
+
+def mp4_truncation(path: str | Path) -> str | None:
+    """Why an ISO BMFF file (mp4/mov) is cut short, or None when it is whole (or not ISO BMFF).
+
+    Its top-level boxes (ftyp, moov, mdat, ...) must end exactly at the end of the file; this
+    catches a cut even where every frame still decodes (e.g. in trailing metadata).
+    """
+    size = os.path.getsize(path)
+    pos = 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            kind = head[4:8].decode("latin-1")
+            if pos == 0 and kind != "ftyp":
+                return None  # not ISO BMFF: leave it to the decoder
+            box = int.from_bytes(head[:4], "big") if len(head) >= 8 else -1
+            if box == 1:  # 64-bit size follows the type
+                box = int.from_bytes(head[8:16], "big") if len(head) == 16 else -1
+            elif box == 0:  # the last box, up to the end of the file
+                return None
+            if box < 8 or pos + box > size:
+                return (f"the file is truncated: its {kind!r} box at byte {pos} needs "
+                        f"{box if box >= 8 else 'more'} bytes, the file ends at byte {size}")
+            pos += box
+    return None
+
+
+def _decode_range(path: Path, fps: int, start: int, count: int, expect_end: bool) -> np.ndarray:
     """Seek to the keyframe before ``start`` and keep frames whose pts fall in the range."""
     out: np.ndarray | None = None
     seen = np.zeros(count, dtype=bool)
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        offset = stream.start_time or 0  # some muxers shift the first pts; times are relative to it
-        if start > 0:
-            target_pts = int(Fraction(start, fps) / stream.time_base) + offset
-            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            index = _frame_slot(frame.pts, offset, stream.time_base, fps) - start
-            if index < 0:
-                continue
-            if index >= count:
-                break
-            if out is None:
-                out = np.empty((count, frame.height, frame.width, 3), dtype=np.uint8)
-            out[index] = frame.to_ndarray(format="rgb24")
-            seen[index] = True
-    if out is None or not seen.all():
-        got = int(seen.sum())
-        raise DatasetError(
-            f"video file {path} holds {got} of the {count} frames expected at indices "
-            f"{start}..{start + count - 1} (t={start / fps:.3f}s..{(start + count - 1) / fps:.3f}s); "
-            "the file is truncated or its metadata is wrong: re-record the affected episodes"
-        )
+    extra: int | None = None  # slot (relative to start) of a frame past the range
+    error = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            offset = stream.start_time or 0  # some muxers shift the first pts; times are relative
+            if start > 0:
+                target_pts = int(Fraction(start, fps) / stream.time_base) + offset
+                container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                index = _frame_slot(frame.pts, offset, stream.time_base, fps) - start
+                if index < 0:
+                    continue
+                if index >= count:
+                    extra = index if expect_end else None
+                    break
+                if out is None:
+                    out = np.empty((count, frame.height, frame.width, 3), dtype=np.uint8)
+                out[index] = frame.to_ndarray(format="rgb24")
+                seen[index] = True
+    except (av.FFmpegError, IndexError) as err:  # IndexError: the file has no video stream
+        error = f"{type(err).__name__}: {err}"
+    span = (f"file frames {start}..{start + count - 1} "
+            f"(t={start / fps:.3f}s..{(start + count - 1) / fps:.3f}s)")
+    complete = out is not None and bool(seen.all())
+    cut = mp4_truncation(path) if not complete or expect_end else None
+    faults = [f"the decoder failed ({error})" if error else "", cut or ""]
+    why = "".join(f"; {f}" for f in faults if f)
+    if out is None or not complete:
+        first = int(np.argmin(seen))
+        raise FrameError(
+            f"video file {path} holds {int(seen.sum())} of the {count} frames expected at {span}, "
+            f"first missing: frame {first} of them{why}; the file is truncated or corrupt, or its "
+            "metadata is wrong: re-record the affected episodes", first)
+    if extra is not None:
+        raise FrameError(
+            f"video file {path} holds a frame at t={(start + extra) / fps:.3f}s after the "
+            f"{count} frames expected at {span}, the last ones the metadata lists in it; the "
+            "metadata undercounts the video: re-export the dataset", count)
+    if why:
+        raise FrameError(f"video file {path}: all {count} frames at {span} decode, but{why[1:]}; "
+                         "the file is corrupt: re-copy or re-record it", count)
     return out
 
 
@@ -222,6 +276,7 @@ class VideoProbe:
     height: int  # 0 when no frame decoded
     width: int
     error: str | None  # the decoder error that stopped decoding early, or None
+    truncated: str | None = None  # why the file is cut short (see mp4_truncation), or None
 
 
 def probe_frames(path: str | Path, fps: int) -> VideoProbe:
@@ -250,4 +305,4 @@ def probe_frames(path: str | Path, fps: int) -> VideoProbe:
                     height, width = frame.height, frame.width
     except (av.FFmpegError, IndexError) as err:  # IndexError: the file has no video stream
         error = f"{type(err).__name__}: {err}"
-    return VideoProbe(np.asarray(slots, np.int64), height, width, error)
+    return VideoProbe(np.asarray(slots, np.int64), height, width, error, mp4_truncation(path))

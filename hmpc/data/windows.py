@@ -49,12 +49,18 @@ class FrameArrays:
 
 
 def cache_key(dataset: LeRobotDataset) -> str:
-    """Hash of info.json + stats.json + camera: changes whenever episodes are added."""
+    """Hash of info.json + stats.json + camera + size and mtime of every data/video file read:
+    changes whenever episodes are added or a file is replaced (so a file corrupted or repaired
+    after the cache was built is decoded and checked again, never silently served stale)."""
     h = hashlib.sha256(_CACHE_VERSION)
     for name in ("info.json", "stats.json"):
         path = dataset.root / "meta" / name
         h.update(path.read_bytes() if path.is_file() else b"")
     h.update(dataset.camera_key.encode())
+    for path in dataset.data_files():
+        st = path.stat() if path.is_file() else None
+        rel = os.path.relpath(path, dataset.root)
+        h.update(f"{rel}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
     return h.hexdigest()[:16]
 
 
@@ -62,9 +68,11 @@ def build_frame_cache(dataset: LeRobotDataset, cache_dir: str | Path | None = No
                       progress: bool = True) -> FrameArrays:
     """Decode every episode once into ``cache_dir/frames-<hash>.u8`` (+ ``.npz`` low-dim data).
 
-    Reuses the files when the hash (dataset metadata + camera) matches, so a second call is
-    cheap and an append triggers a rebuild. Files are written to temp names and renamed,
-    the pixel file last, so a crash never leaves a cache that looks complete.
+    Reuses the files when the hash (:func:`cache_key`) matches, so a second call is cheap and
+    an append or a replaced file triggers a rebuild. Building decodes and checks every episode
+    (:meth:`LeRobotDataset.load_episode`), so a defect stops it with file, episode and frame.
+    Files are written to temp names and renamed, the pixel file last, so a crash never leaves a
+    cache that looks complete.
     """
     if dataset.num_frames == 0:
         raise DatasetError(f"dataset {dataset.root} has no frames; collect episodes first")

@@ -10,7 +10,13 @@
 3. :func:`publish_batch` (the committing process): checks the dataset is still where the plan
    expected it, writes the bytes and the updated meta/ files to ``root/.tmp-<uuid>`` and moves
    them into place with ``meta/info.json`` (what readers trust) after the payload, so a crash
-   never shows a partial episode.
+   never shows a partial episode. A batch that brings the first actions to a video-only
+   dataset also rewrites the earlier data files with an all-null ``action`` column (every data
+   file holds every feature info.json lists, as LeRobot reads them).
+
+The meta files follow LeRobot v3.0: meta/episodes rows carry per-episode ``stats/<feature>/<stat>``
+columns, and meta/tasks.parquet is indexed by the task string (``pd.read_parquet(...).iloc[i].name``
+is task i).
 
 The bytes are those :func:`write_episodes` (= the three steps in one process) writes, wherever
 step 2 runs: libx264's output depends only on the frames and the settings (and the encoder's
@@ -36,17 +42,20 @@ import pyarrow.parquet as pq
 from hmpc.data import video
 from hmpc.data._meta import (
     Dims,
+    EpisodeRef,
     build_info,
     compatible_dims,
     data_table,
     episode_dims,
     episode_rows,
     episodes_stats,
+    fixed_list,
     load_episode_refs,
     merge_stats,
     next_file_index,
     pixel_histogram,
     read_info,
+    stats_columns,
 )
 from hmpc.data.lerobot import Episode, LeRobotDataset, _read_tasks, read_json
 from hmpc.data.video import DatasetError
@@ -135,6 +144,7 @@ class BatchWriter:
         self._video: video.VideoWriter | None = None
         self._kept: list[Episode] = []  # state/action/task only (pixels are streamed away)
         self._hist = np.zeros((3, 256), np.int64)
+        self._ep_stats: list[dict[str, Any]] = []  # per episode, for meta/episodes stats/ columns
         self._raw: Dims | None = None
         self._dims: Dims | None = None
 
@@ -177,11 +187,13 @@ class BatchWriter:
         except BaseException:
             self.abort()
             raise
-        self._hist += pixel_histogram(ep.pixels)
+        hist = pixel_histogram(ep.pixels)
+        self._hist += hist
         # copies (dtype kept): arrays read from Ray's object store pin the whole episode
         action = None if ep.action is None else np.array(ep.action)
-        self._kept.append(Episode(np.empty((len(ep), 0, 0, 3), np.uint8), np.array(ep.state),
-                                  action, ep.task))
+        kept = Episode(np.empty((len(ep), 0, 0, 3), np.uint8), np.array(ep.state), action, ep.task)
+        self._kept.append(kept)
+        self._ep_stats.append(episodes_stats([kept], plan.video_key, hist=hist))
 
     def finish(self) -> EncodedBatch:
         """Close the video and build the parquet files; every planned episode must be added."""
@@ -196,7 +208,7 @@ class BatchWriter:
         table = data_table(eps, plan.first_ep, plan.first_index, list(plan.tasks), plan.fps,
                            self._dims.action_dim)
         rows = episode_rows(eps, plan.first_ep, plan.first_index, plan.fps, plan.chunk, plan.file,
-                            plan.video_key)
+                            plan.video_key) | stats_columns(self._ep_stats)
         files = {rel_data: _parquet_bytes(table), rel_video: self._buffer.getvalue(),
                  rel_eps: _parquet_bytes(pa.table(rows))}
         stats = episodes_stats(eps, plan.video_key, hist=self._hist)
@@ -247,8 +259,8 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
         for rel, data in batch.files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
-        _write_parquet(tmp / "meta/tasks.parquet", pa.table(
-            {"task_index": pa.array(range(len(plan.tasks)), pa.int64()), "task": list(plan.tasks)}))
+        _write_parquet(tmp / "meta/tasks.parquet", _tasks_table(plan.tasks))
+        backfilled = _backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
         old_stats = _stats_caught_up(root, plan.first_index, plan.video_key) if info else {}
         _write_json(tmp / "meta/stats.json", merge_stats(old_stats, batch.stats))
         new_info = build_info(info, batch.dims, plan.video_key, plan.fps, plan.robot_type,
@@ -259,7 +271,8 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
         _write_json(tmp / "meta/info.json", new_info)
         # Commit: payload first, then info.json (what readers trust), then stats.json: a kill
         # between the two leaves stats one batch behind, which the next write catches up on.
-        for rel in (*batch.files, "meta/tasks.parquet", "meta/info.json", "meta/stats.json"):
+        for rel in (*batch.files, *backfilled, "meta/tasks.parquet", "meta/info.json",
+                    "meta/stats.json"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, root / rel)
     finally:
@@ -315,6 +328,46 @@ def _stats_caught_up(root: Path, total_frames: int, video_key: str) -> dict[str,
     first = int(np.searchsorted(starts, count)) if behind else 0
     missing = [ds.load_episode(i) for i in range(first, ds.num_episodes)]
     return merge_stats(stats if behind else {}, episodes_stats(missing, video_key))
+
+
+def _tasks_table(tasks: Sequence[str]) -> pa.Table:
+    """meta/tasks.parquet as LeRobot v3.0 writes it (``DataFrame.to_parquet``): a task_index
+    column indexed by the task string, so ``pd.read_parquet(path).iloc[i].name`` is task i."""
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
+                            "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+                     "numpy_type": "int64", "metadata": None},
+                    {"name": "task", "field_name": "task", "pandas_type": "unicode",
+                     "numpy_type": "object", "metadata": None}],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
+                      "task": pa.array(list(tasks), pa.string())})
+    return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
+
+
+def _backfill_actions(root: Path, tmp: Path, info: dict[str, Any] | None, refs: Sequence[EpisodeRef],
+                      action_dim: int | None) -> list[str]:
+    """When this batch adds the ``action`` feature, stage the dataset's earlier data files in
+    ``tmp`` with an all-null action column (every data file holds every feature info.json
+    lists, as LeRobot and the loader expect); returns their paths relative to ``root``."""
+    if info is None or action_dim is None or "action" in info["features"]:
+        return []
+    staged = []
+    for path in sorted({r.data_path for r in refs}):
+        table = pq.read_table(path)
+        if "action" in table.column_names:  # staged by an earlier, interrupted publish
+            continue
+        n = table.num_rows
+        nulls = fixed_list(np.zeros((n, action_dim), np.float32), np.zeros(n, bool))
+        at = table.column_names.index("observation.state") + 1
+        rel = path.relative_to(root).as_posix()
+        _write_parquet(tmp / rel, table.add_column(at, "action", nulls))
+        staged.append(rel)
+    return staged
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
