@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from hmpc.checkpoint import atomic_write_json
 from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_episodes
 from hmpc.data.video import DatasetError
-from hmpc.diagnostics import representation_report, window_diagnostics
+from hmpc.diagnostics import pooled_probe_r2, representation_report, window_diagnostics
 from hmpc.objective import LossWeights, update_ema, world_model_loss
 from hmpc.train_log import MetricsLog, plot_training_curves
 from hmpc.train_state import (
@@ -157,11 +157,13 @@ def validate(
     """Mean loss terms and diagnostics over ``cfg.val_batches`` held-out batches (fixed seed)."""
     model.eval()
     sums: dict[str, float] = {}
-    for batch in _val_batches(sampler, cfg, device):
+    batches = _val_batches(sampler, cfg, device)
+    for batch in batches:
         _, m = world_model_loss(model, batch, weights, target)
         m.update(window_diagnostics(model, batch))
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
+    sums.update(pooled_probe_r2(model, batches))
     model.train()
     return {f"val/{k}": v for k, v in sums.items()}
 

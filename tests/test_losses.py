@@ -59,3 +59,4 @@ def test_collapse_metrics_detects_collapse():
     h, c = losses.collapse_metrics(healthy), losses.collapse_metrics(line)
     assert h["eff_rank"] > 7.0 and c["eff_rank"] < 1.5
     assert h["std_min"] > 0.8
+

@@ -1,0 +1,47 @@
+"""Representation diagnostics: probe R² must be honest (pooled over many windows)."""
+
+import torch
+
+from hmpc.diagnostics import linear_probe_r2, pooled_probe_r2
+from hmpc.world_model import WorldModelSpec
+
+
+class _StateEncoder:
+    """WorldModel stand-in with one level whose latent is (state, then per-window nuisance dims)."""
+
+    spec = WorldModelSpec(levels=())
+
+    def __init__(self, nuisance: int, collapsed: bool = False) -> None:
+        self.nuisance, self.collapsed = nuisance, collapsed
+        self.gen = torch.Generator().manual_seed(0)
+
+    def encode_window(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        b, t, _ = state.shape
+        junk = torch.randn(b, 1, self.nuisance, generator=self.gen).expand(b, t, self.nuisance)
+        z = torch.cat([state, junk], dim=-1)
+        return torch.zeros_like(z) if self.collapsed else z
+
+
+def _window_batches(n: int, windows: int = 4, frames: int = 8) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):  # each window: one random place, drifting a little
+        start = torch.rand(windows, 1, 2, generator=gen) * 10
+        state = start + 0.05 * torch.arange(frames).view(1, frames, 1)
+        out.append({"pixels": torch.zeros(windows, frames, 3, 1, 1),
+                    "action": torch.zeros(windows, frames - 1, 2), "state": state})
+    return out
+
+
+def test_pooled_probe_reads_a_decodable_state_and_flags_a_collapsed_encoder():
+    batches = _window_batches(16)  # 64 windows: the probe (31 inputs) is fit on 32 distinct places
+    assert pooled_probe_r2(_StateEncoder(nuisance=29), batches)["l1/probe_r2"] > 0.95
+    assert pooled_probe_r2(_StateEncoder(29, collapsed=True), batches)["l1/probe_r2"] < 0.05
+    # what a probe fit inside each batch (2 windows: 2 places) reads for the same healthy encoder
+    enc = _StateEncoder(nuisance=29)
+    per_batch = []
+    for b in batches:
+        z, y = enc.encode_window(b["pixels"], b["state"]), b["state"]
+        per_batch.append(linear_probe_r2(z[:2].flatten(0, 1), y[:2].flatten(0, 1),
+                                         z[2:].flatten(0, 1), y[2:].flatten(0, 1)))
+    assert sum(per_batch) / len(per_batch) < 0.5
