@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-GOAL_MODES = ("final", "sum")
+GOAL_MODES = ("final", "sum", "mixed")
 
 
 def _floats(values: Any, key: str, none: float) -> tuple[float, ...]:
@@ -154,7 +154,9 @@ class CostWeights:
     """Weights of the planning objective's terms; each term's value is reported per step."""
 
     goal: float = 1.0
-    goal_mode: str = "sum"  # "sum": averaged over the horizon (reach early, stay); "final": last step
+    goal_mode: str = "sum"  # "sum": averaged over the horizon (reach early, stay); "final": last
+    # step; "mixed": final + goal_mix * average (long horizons: "final" alone has no urgency)
+    goal_mix: float = 0.2
     smoothness: float = 0.01
     action_bound: float = 1.0
     macro_prior: float = 0.01  # keeps macro codes near the region the encoder produced in training
@@ -163,20 +165,34 @@ class CostWeights:
     def __post_init__(self) -> None:
         if self.goal_mode not in GOAL_MODES:
             raise ValueError(f"goal_mode={self.goal_mode!r}; use one of {GOAL_MODES}")
+        if not self.goal_mix >= 0:
+            raise ValueError(f"goal_mix={self.goal_mix} must be >= 0 (weight of the horizon "
+                             "average in goal_mode 'mixed')")
         if not isinstance(self.guardrails, Guardrails):
             object.__setattr__(self, "guardrails", Guardrails.from_config(self.guardrails))
 
 
-def goal_distance(pred: torch.Tensor, goal: torch.Tensor, mode: str = "final") -> torch.Tensor:
+def goal_distance(
+    pred: torch.Tensor, goal: torch.Tensor, mode: str = "final", mix: float = 0.2
+) -> torch.Tensor:
     """Squared L2 distance of predicted latents (N, H, D) to a goal latent (D,) or (N, D) -> (N,).
 
-    "final" scores the last step; "sum" averages over the horizon, rewarding reaching it early.
+    "final" scores the last step; "sum" averages over the horizon, rewarding reaching it early
+    (greedy: in a maze it prefers pressing on a wall near the goal to a detour); "mixed" is the
+    final step plus ``mix`` times the average: where the goal is, with a little urgency.
     """
     d = (pred - goal.unsqueeze(-2)).pow(2).sum(-1) if goal.dim() == 2 else (pred - goal).pow(2).sum(-1)
+    return reduce_horizon(d, mode, mix)
+
+
+def reduce_horizon(d: torch.Tensor, mode: str, mix: float = 0.2) -> torch.Tensor:
+    """Per-step distances (N, H) -> (N,) as ``goal_distance`` does for ``mode``."""
     if mode == "final":
         return d[:, -1]
     if mode == "sum":
         return d.mean(dim=1)
+    if mode == "mixed":
+        return d[:, -1] + mix * d.mean(dim=1)
     raise ValueError(f"goal mode {mode!r}; use one of {GOAL_MODES}")
 
 

@@ -97,7 +97,7 @@ class HierarchicalMPC(LatentController):
         w = self.weights
         pred = self.model.rollout(s, plan, level)  # (N, H, D_l)
         if level == self.top:
-            terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode)}
+            terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode, w.goal_mix)}
         else:
             up = self.model.project_from(pred[:, -1:], level, level + 1)  # (N, 1, D_{l+1})
             terms = {"subgoal": w.goal * goal_distance(up, self.subgoals[level + 1], "final")}

@@ -174,7 +174,7 @@ class FlatMPC(LatentController):
         w = self.weights
         pred = self.model.rollout(s, actions)  # (N, H, D_1)
         return {
-            "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode),
+            "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode, w.goal_mix),
             "smoothness": w.smoothness * action_smoothness(actions, self.prev),
             "action_bound": w.action_bound * action_bound_penalty(actions),
             **guardrail_terms(self.model, s, pred, actions, w.guardrails),

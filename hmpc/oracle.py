@@ -8,7 +8,7 @@ inside this oracle's model, never by a learned controller. The simulator is not 
 so the optimiser must be a sampling one (CEM or MPPI).
 
 Cost per candidate (N, H, A) -> (N,): ``goal * d`` with d the goal distance after the last step
-(goal_mode "final") or averaged over the horizon ("sum"), plus ``smoothness *``
+(goal_mode "final"), averaged over the horizon ("sum") or both ("mixed"), plus ``smoothness *``
 :func:`hmpc.costs.action_smoothness`. ``score`` picks d: "distance" is the env's Euclidean
 ``info["distance"]`` (cells), which walls can trap behind a short horizon; "path" is
 ``info["path_distance"] + 0.5 * info["distance"]``, the maze's BFS cell distance with the
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from hmpc.costs import CostWeights, action_smoothness
+from hmpc.costs import CostWeights, action_smoothness, reduce_horizon
 from hmpc.mpc import Controller, Obs, deadline_at, run_optimizer, safe_action
 from hmpc.optimizers import GradientDescent, Hybrid, Optimizer
 
@@ -130,7 +130,7 @@ class OracleMPC(Controller):
                 else:
                     dist[i, t] = path + 0.5 * euclid if path >= 0 else _OFF_PATH
         self.sim_steps += dist.size
-        d = torch.as_tensor(dist[:, -1] if self.weights.goal_mode == "final" else dist.mean(1))
+        d = reduce_horizon(torch.as_tensor(dist), self.weights.goal_mode, self.weights.goal_mix)
         smooth = action_smoothness(actions.detach().cpu().to(torch.float64), self.prev)
         return self.weights.goal * d + self.weights.smoothness * smooth
 

@@ -128,3 +128,15 @@ def test_every_controller_config_builds_and_acts(model):
             assert np.all(np.abs(a) <= 1.0) and info["fallback"] is False, name
     finally:
         env.close()
+
+
+def test_goal_modes_on_known_distances():
+    from hmpc.costs import CostWeights, goal_distance
+
+    pred = torch.tensor([[[3.0], [1.0], [0.0]]])  # (N=1, H=3, D=1); goal 0: squared d = 9, 1, 0
+    goal = torch.zeros(1)
+    assert goal_distance(pred, goal, "final").item() == 0.0
+    assert goal_distance(pred, goal, "sum").item() == pytest.approx(10 / 3)
+    assert goal_distance(pred, goal, "mixed", mix=0.3).item() == pytest.approx(0.3 * 10 / 3)
+    with pytest.raises(ValueError, match="goal_mix"):
+        CostWeights(goal_mode="mixed", goal_mix=-1.0)
