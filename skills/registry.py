@@ -17,6 +17,7 @@ POLICY_REGISTRY: dict[str, str] = {
     "uniform": "skills.exploration:UniformPolicy",
     "correlated": "skills.exploration:CorrelatedNoisePolicy",
     "waypoints": "skills.waypoints:MazeWaypointPolicy",
+    "mixture": "skills.mixture:MixturePolicy",
     "push_t_expert": "skills.push_t_expert:PushTExpert",
     "panda_reach_expert": "skills.panda_experts:PandaReachExpert",
     "panda_push_expert": "skills.panda_experts:PandaPushExpert",

@@ -105,3 +105,38 @@ def test_waypoint_policy_explores_a_large_maze_farther_than_noise():
         assert wins == 5
     finally:
         env.close()
+
+
+def test_mixture_draws_one_component_per_episode_from_the_seed():
+    from robots.point_maze import PointMazeEnv
+
+    env = PointMazeEnv(layout="umaze", image_size=16)
+    comps = [{"name": "waypoints", "weight": 3, "noise": 0.5}, {"name": "uniform", "weight": 1}]
+    mix = make_policy("mixture", env, components=comps)
+    picks = []
+    for seed in range(200):
+        mix.reset(seed)
+        picks.append(mix.current)
+    share = np.mean(np.asarray(picks) == 0)
+    assert 0.65 < share < 0.85, share  # weight 3 : 1
+    runs = []
+    for _ in range(2):  # same seed, same component and actions
+        obs, _ = env.reset(seed=7)
+        mix.reset(7)
+        runs.append([mix.act(obs) for _ in range(5)])
+    assert mix.names[mix.current] in ("waypoints", "uniform")
+    np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
+
+
+@pytest.mark.parametrize("comps, match", [
+    ([], "empty"),
+    ([{"weight": 1}], "no 'name'"),
+    ([{"name": "uniform", "weight": 0}], "weight"),
+    ([{"name": "nope"}], "unknown policy"),
+    ([{"name": "mixture", "components": []}], "cannot contain"),
+])
+def test_mixture_config_errors_name_the_component(comps, match):
+    from robots.point_maze import PointMazeEnv
+
+    with pytest.raises(ValueError, match=match):
+        make_policy("mixture", PointMazeEnv(layout="umaze", image_size=16), components=comps)
