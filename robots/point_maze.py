@@ -80,6 +80,7 @@ class PointMazeEnv(BulletGoalEnv):
         success_radius: float = 0.35,
         min_goal_distance: int = 1,
         max_goal_distance: int | None = None,
+        start_region: Sequence[float] | None = None,
         random_size: Sequence[int] = (9, 9),
         layout_seeds: Sequence[int] = (0, 2**31 - 1),
         camera: dict[str, Any] | None = None,
@@ -90,6 +91,9 @@ class PointMazeEnv(BulletGoalEnv):
         self.success_radius = float(success_radius)
         self.min_goal_distance = int(min_goal_distance)
         self.max_goal_distance = None if max_goal_distance is None else int(max_goal_distance)
+        # [x_lo, y_lo, x_hi, y_hi]: starts only in cells whose centre lies inside (e.g. collect
+        # on one side of the maze, then evaluate starts on the other: an out-of-distribution row)
+        self.start_region = None if start_region is None else tuple(float(v) for v in start_region)
         self.layout_seeds = (int(layout_seeds[0]), int(layout_seeds[1]))
         self._random_size = (int(random_size[0]), int(random_size[1]))
         self._check_args()
@@ -140,6 +144,10 @@ class PointMazeEnv(BulletGoalEnv):
         if self.max_goal_distance is not None and self.max_goal_distance < self.min_goal_distance:
             raise ValueError(f"max_goal_distance={self.max_goal_distance} is below "
                              f"min_goal_distance={self.min_goal_distance}")  # fmt: skip
+        r = self.start_region
+        if r is not None and not (len(r) == 4 and r[0] < r[2] and r[1] < r[3]):
+            raise ValueError(f"start_region={list(r)} must be [x_lo, y_lo, x_hi, y_hi] with "
+                             "x_lo < x_hi and y_lo < y_hi (maze cells), or null")  # fmt: skip
         if not self.layout_seeds[0] < self.layout_seeds[1]:
             raise ValueError(
                 f"layout_seeds={list(self.layout_seeds)} must be [low, high), low < high"
@@ -327,6 +335,11 @@ class PointMazeEnv(BulletGoalEnv):
     def _pair_mask(self, lo: int, hi: int | None) -> np.ndarray:
         """bool (N, N): which (start cell, goal cell) pairs may be sampled."""
         ok = self._cell_dist >= max(lo, 0)  # -1 (unreachable) never ok
+        if self.start_region is not None:
+            x0, y0, x1, y1 = self.start_region
+            c = self.free_cells
+            x, y = c[:, 1] + 0.5, self.n_rows - c[:, 0] - 0.5
+            ok &= ((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))[:, None]
         return ok if hi is None else ok & (self._cell_dist <= hi)
 
     def _sample_episode(self, options: dict[str, Any]) -> None:
@@ -347,7 +360,8 @@ class PointMazeEnv(BulletGoalEnv):
         ok = self._pair_mask(lo, hi)
         if not ok.any():
             raise ValueError(f"no start/goal pair has a path distance in [{lo}, {hi}] cells in "
-                             f"this layout (longest: {int(self._cell_dist.max())})")  # fmt: skip
+                             f"this layout (longest: {int(self._cell_dist.max())}) with starts in "
+                             f"start_region={self.start_region}")  # fmt: skip
         rng = self.np_random
         i = int(rng.choice(np.flatnonzero(ok.any(axis=1))))
         j = int(rng.choice(np.flatnonzero(ok[i])))

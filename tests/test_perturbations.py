@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
+from hmpc.cli.common import plain
 from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig, evaluate
 from hmpc.rollout import EnvSpec
@@ -54,3 +55,15 @@ def test_robustness_preset_composes():
     with initialize_config_module("configs", version_base="1.3"):
         cfg = compose("eval", overrides=["conditions=robustness"])
     assert set(cfg.conditions) == {"nominal", "obs_noise", "action_delay", "speed_-20%", "speed_+20%"}
+
+
+def test_ood_starts_rows_start_where_their_region_says(tmp_path):
+    with initialize_config_module("configs", version_base="1.3"):
+        conds = plain(compose("eval", overrides=["conditions=ood_starts"]).conditions)
+    spec = EnvSpec("point_maze", {"layout": "medium", "image_size": 16})
+    info = evaluate(spec, None, [ControllerSpec(name="random", kind="random")],
+                    EvalConfig(episodes=4, max_steps=2, workers=0, videos=0), tmp_path, False, conds)
+    assert list(info["aggregated"]) == ["random [in_distribution]", "random [ood_starts]"]
+    # start distance is recorded per episode; starts differ between the rows on the same seeds
+    rows = {c: [r["start_distance"] for r in info["per_episode"] if r["condition"] == c] for c in conds}
+    assert rows["in_distribution"] != rows["ood_starts"]

@@ -295,3 +295,16 @@ def test_constructor_validation():
         PointMazeEnv(image_size=0)
     with pytest.raises(ValueError, match="render_mode"):
         PointMazeEnv(render_mode="human")
+
+
+def test_start_region_restricts_starts_and_rejects_bad_boxes():
+    env = PointMazeEnv(layout="medium", image_size=16, start_region=[0, 0, 4, 8])
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        assert obs["state"][0] <= 4.0, (seed, obs["state"][:2])
+    assert env.clone().start_region == (0.0, 0.0, 4.0, 8.0)
+    with pytest.raises(ValueError, match="start_region"):
+        PointMazeEnv(layout="medium", start_region=[4, 0, 1, 8])
+    empty = PointMazeEnv(layout="medium", image_size=16, start_region=[0.1, 0.1, 0.2, 0.2])
+    with pytest.raises(ValueError, match="start_region"):
+        empty.reset(seed=0)
