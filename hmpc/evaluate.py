@@ -107,6 +107,7 @@ def run_episode(
     controller.reset(observation_for(controller, obs), observation_for(controller, goal_obs))
     start_dist, start_path = float(info["distance"]), int(info.get("path_distance", -1))
     success_step, dists, plan_ms, fallbacks, replans = None, [start_dist], [], 0, 0
+    out_of_bounds = 0  # steps whose commanded action the env had to clip or zero (should stay 0)
     frames: list[np.ndarray] = []
     steps_log: list[dict[str, Any]] = []
     subgoal_px = None
@@ -119,6 +120,7 @@ def run_episode(
             frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption))
         obs, _, terminated, truncated, info = env.step(action)
         dists.append(float(info["distance"]))
+        out_of_bounds += int(bool(info.get("action_clipped", False)))
         plan_ms.append(float(pinfo.get("plan_ms", 0.0)))
         fallbacks += int(bool(pinfo.get("fallback", False)))
         replans += int(bool(pinfo.get("replanned", False)))
@@ -147,6 +149,7 @@ def run_episode(
         "plan_ms_p95": float(np.percentile(plan_ms, 95)) if plan_ms else 0.0,
         "fallbacks": fallbacks,
         "replans": replans,
+        "actions_out_of_bounds": out_of_bounds,
         "guardrail_violations": violations if monitored else None,
         "predicted_violations": predicted if monitored else None,
     }

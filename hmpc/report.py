@@ -47,6 +47,9 @@ def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> 
             "plan_ms_mean": _mean(ok, "plan_ms_mean"),
             "plan_ms_p95": float(np.percentile([r["plan_ms_p95"] for r in ok], 95)) if ok else float("nan"),
             "fallbacks": int(sum(r.get("fallbacks", 0) for r in ok)),
+            # commanded actions the env had to clip or zero, over all steps (guardrails: 0)
+            "actions_out_of_bounds": int(sum(r.get("actions_out_of_bounds", 0) for r in ok)),
+            "steps": int(sum(r.get("steps", 0) for r in ok)),
             # guardrails: per-episode mean of violating steps (None: no bounds/regions configured)
             "guardrail_violations_mean": _mean_set(ok, "guardrail_violations"),
             "predicted_violations_mean": _mean_set(ok, "predicted_violations"),
@@ -117,7 +120,7 @@ def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[st
 
 CSV_FIELDS = (
     "n_episodes", "pc_success", "ci95_low", "ci95_high", "avg_final_distance", "avg_min_distance",
-    "plan_ms_mean", "plan_ms_p95", "fallbacks", "errors", "eval_s",
+    "plan_ms_mean", "plan_ms_p95", "fallbacks", "actions_out_of_bounds", "steps", "errors", "eval_s",
 )
 
 

@@ -51,6 +51,25 @@ def test_controller_never_receives_ground_truth():
         assert not any(np.array_equal(v, goal_state) for v in obs.values())
 
 
+class Wild(Controller):
+    """Commands out-of-range and non-finite actions on alternate steps."""
+
+    def reset(self, obs, goal_obs):
+        self.t = 0
+
+    def act(self, obs):
+        self.t += 1
+        a = np.array([3.0, np.nan] if self.t % 2 else [0.5, -0.5], np.float32)
+        return a, {}
+
+
+def test_out_of_bounds_commands_are_counted():
+    env = make_env("point_maze", image_size=32)
+    rec = run_episode(env, Wild(), seed=3, max_steps=6)
+    assert rec["actions_out_of_bounds"] == (rec["steps"] + 1) // 2
+    assert run_episode(env, Spy(), seed=3, max_steps=6)["actions_out_of_bounds"] == 0
+
+
 def _square(_state, x: int) -> int:
     return x * x
 
