@@ -1,0 +1,130 @@
+"""World-model quality: linear-probe R² of the simulator state and 10-step prediction error.
+
+    python bench/probe.py --env maze        # PointMaze medium, OU exploration, ~20 min on 2 CPU cores
+    python bench/probe.py --env push_t      # Push-T, noisy scripted expert, ~30 min
+    python bench/probe.py --env maze --frames 200000 --train-steps 2500 --out outputs/bench/probe
+
+Collects data with ``hmpc-collect``, trains the env's preset with ``hmpc-train`` (its wall time
+is printed next to the 15-minute goal), then scores the checkpoint on a separately collected
+held-out dataset (other seeds):
+- linear-probe R² of state groups from the level-1 latent (maze: the ball's (x, y); Push-T: the
+  block's (x, y) and its angle as (cos, sin)): a ridge probe fit on the first half of the held-out
+  episodes, scored on the second half;
+- 10-step open-loop prediction error of level 1 (real actions) divided by the error of copying
+  the last latent (s_10 predicted as s_0), over every other 11-frame window of the held-out episodes.
+Issue goals: maze R² >= 0.95 and error ratio <= 0.3 within 15 minutes of training from <= 200k
+frames; Push-T block position R² >= 0.9, block angle R² >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hmpc.checkpoint import load_checkpoint
+from hmpc.data import LeRobotDataset
+from hmpc.data.windows import WindowSampler, build_frame_cache
+from hmpc.diagnostics import linear_probe_r2
+
+
+def _run(module: str, overrides: list[str]) -> float:
+    cmd = [sys.executable, "-m", f"hmpc.cli.{module}", *overrides]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+# Per env: collection overrides, model preset, probe targets {name: (state dims, goal R²)}.
+SETUPS = {
+    "maze": {
+        "collect": ["env=point_maze", "env.layout=medium", "policy=correlated"],
+        "model": "small",
+        "probes": {"ball (x, y)": ([0, 1], 0.95)},
+        "frames": 100_000, "train_steps": 1500,
+    },
+    "push_t": {
+        "collect": ["env=push_t", "policy=push_t_expert", "policy.noise=0.5"],
+        "model": "push_t",
+        "probes": {"block (x, y)": ([2, 3], 0.9), "block angle (cos, sin)": ([4, 5], 0.8)},
+        "frames": 40_000, "train_steps": 1500,
+    },
+}
+
+
+@torch.no_grad()
+def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float]],
+          steps: int = 10) -> dict[str, float]:
+    """Probe R² of each state group and the ``steps``-step error ratio on the dataset at ``data``."""
+    model, _ = load_checkpoint(checkpoint)
+    model.eval()
+    frames = build_frame_cache(LeRobotDataset(data), progress=False)
+    e = frames.num_episodes
+    fit = WindowSampler(frames, steps + 1, episodes=range(e // 2))
+    held = WindowSampler(frames, steps + 1, episodes=range(e // 2, e))
+    out: dict[str, float] = {}
+    zs, ys = [], []
+    for sampler in (fit, held):
+        starts = sampler.starts[:: steps + 1]  # non-overlapping windows
+        z, y = [], []
+        for i in range(0, len(starts), 64):
+            b = sampler.gather(starts[i : i + 64])
+            z.append(model.encode_window(b["pixels"], b["state"]).flatten(0, 1))
+            y.append(b["state"].flatten(0, 1))
+        zs.append(torch.cat(z))
+        ys.append(torch.cat(y))
+    for name, (dims, _) in probes.items():
+        out[f"probe_r2 {name}"] = linear_probe_r2(zs[0], ys[0][:, dims], zs[1], ys[1][:, dims])
+    err = base = 0.0
+    starts = held.starts[::2]  # every other window: overlapping, but half the encoding
+    for i in range(0, len(starts), 256):
+        b = held.gather(starts[i : i + 256])
+        s = model.encode_window(b["pixels"], b["state"])  # (B, steps + 1, D)
+        pred = model.rollout(s[:, 0], b["action"], 1)[:, -1]
+        err += float((pred - s[:, -1]).pow(2).sum())
+        base += float((s[:, 0] - s[:, -1]).pow(2).sum())
+    out[f"pred_err_ratio_{steps}"] = err / base
+    out["held_out_windows"] = len(starts)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", choices=sorted(SETUPS), default="maze")
+    parser.add_argument("--frames", type=int, default=None, help="training frames (<= 200k)")
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    setup = SETUPS[args.env]
+    frames = args.frames or setup["frames"]
+    train_steps = args.train_steps or setup["train_steps"]
+    out = Path(args.out or tempfile.mkdtemp(prefix=f"hmpc-probe-{args.env}-"))
+    env = [*setup["collect"], "steps=100", f"workers={args.workers}"]
+    _run("collect", [*env, f"episodes={frames // 100}", f"output_dir={out / 'dataset'}"])
+    _run("collect", [*env, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
+    train_s = _run("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
+                             f"trainer.steps={train_steps}", f"output_dir={out / 'train'}"])  # fmt: skip
+    res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"])
+    res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps)
+    (out / "probe.json").write_text(json.dumps(res, indent=1))
+    print(f"\n# {args.env}: model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
+          f"{train_steps} steps; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
+    print("| metric | measured | goal |\n|---|---:|---:|")
+    for name, (_, goal) in setup["probes"].items():
+        print(f"| probe R² {name}, level 1 | {res[f'probe_r2 {name}']:.3f} | >= {goal} |")
+    print(f"| 10-step error / copy-last | {res['pred_err_ratio_10']:.3f} | "
+          f"{'<= 0.3' if args.env == 'maze' else '-'} |")  # fmt: skip
+    print(f"| training wall time | {train_s / 60:.1f} min (incl. start-up and frame cache) | "
+          f"{'<= 15 min' if args.env == 'maze' else '-'} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
