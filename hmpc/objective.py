@@ -8,9 +8,9 @@ Targets: with ``target="online"`` the prediction targets are the online encoder'
 (collapse is held off by VICReg and inverse dynamics); with ``target="ema"`` they come from an
 exponential-moving-average copy of the model under stop-grad (BYOL / I-JEPA style).
 
-Video-only windows (``batch["has_action"]`` False): level 1 uses the action inferred by the
-inverse model from (s_t, s_t+1), levels >= 2 the macro code inferred by their own inverse model,
-both detached; the inverse-dynamics terms are scored on action-labelled windows only.
+Video-only windows (``batch["has_action"]`` False) train the encoder (VICReg terms) and the
+levels >= 2, whose macro codes are inferred by their own inverse model (detached); the level-1
+prediction and inverse-dynamics terms are scored on action-labelled windows only.
 
 Optional level-1 heads: with ``num_predictors`` > 1 every ensemble member is trained on the same
 batch with its own prediction loss (the ``pred`` term is their mean); with ``state_probe`` > 0 the
@@ -171,8 +171,19 @@ def _level_terms(
         z = model.infer_latent(s[:, :-1], tgt[:, 1:])  # (B, n, Z)
         terms["z_l2"] = (w.latent_l2, z.pow(2).mean())
     members = model.spec.num_predictors if level == 1 else 1
-    pred = sum(multistep_prediction(model, s, a, level, w.rollout_horizon, tgt, z, member=i)
-               for i in range(members)) / members  # each ensemble member's own loss, averaged
+    ps, pa, pt, pz = s, a, tgt, z
+    if level == 1 and has is not None:
+        # level 1 predicts the effect of *real* actions: video-only windows do not train it (with
+        # inferred actions it learned the inverse model's bias and planning collapsed, 100 % ->
+        # 5 % success on U-maze with 90 % video-only data); they still shape the encoder (VICReg)
+        # and the levels above (inferred macro codes)
+        ps, pa, pt = s[has], a[has], tgt[has]
+        pz = None if z is None else z[has]
+    if ps.shape[0]:
+        pred = sum(multistep_prediction(model, ps, pa, level, w.rollout_horizon, pt, pz, member=i)
+                   for i in range(members)) / members  # each ensemble member's own loss, averaged
+    else:  # no labelled window in this batch
+        pred = s.sum() * 0.0
     terms["pred"] = (w.prediction, pred)
     if w.variance:
         terms["var"] = (w.variance, losses.variance_loss(flat))

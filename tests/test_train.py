@@ -182,7 +182,7 @@ def test_video_only_episodes_are_used_or_ignored(tmp_path):
     assert ignore.metrics["loss"] != use.metrics["loss"]
 
 
-def test_video_only_windows_get_inferred_actions_and_no_idm_loss():
+def test_video_only_windows_train_no_level1_prediction_nor_idm():
     from hmpc.world_model import build_world_model
 
     m = build_world_model(SPEC, 0)
@@ -199,6 +199,11 @@ def test_video_only_windows_get_inferred_actions_and_no_idm_loss():
     assert masked == with_mask
     _, labelled = world_model_loss(m, {k: v[:2] for k, v in batch.items()}, LossWeights())
     assert masked["l1/idm"] == pytest.approx(labelled["l1/idm"], rel=1e-5)
+    # level 1 predicts the effect of real actions only: video-only windows do not train it
+    assert masked["l1/pred"] == pytest.approx(labelled["l1/pred"], rel=1e-5)
+    assert masked["l1/var"] != pytest.approx(labelled["l1/var"], rel=1e-5)  # the encoder sees all
+    _, none_labelled = world_model_loss(m, {k: v[2:] for k, v in batch.items()}, LossWeights())
+    assert none_labelled["l1/pred"] == 0.0 and np.isfinite(none_labelled["loss"])
 
 
 def test_three_level_preset_trains_from_config(square_dataset, tmp_path, capsys):
