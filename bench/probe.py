@@ -1,7 +1,7 @@
 """World-model quality: linear-probe R² of the simulator state and 10-step prediction error.
 
     python bench/probe.py --env maze        # PointMaze medium, OU exploration, ~20 min on 2 CPU cores
-    python bench/probe.py --env push_t      # Push-T, noisy scripted expert, ~30 min
+    python bench/probe.py --env push_t      # Push-T, noisy scripted expert (not run yet)
     python bench/probe.py --env maze --frames 200000 --train-steps 2500 --out outputs/bench/probe
 
 Collects data with ``hmpc-collect``, trains the env's preset with ``hmpc-train`` (its wall time
