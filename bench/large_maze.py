@@ -1,6 +1,6 @@
 """Hierarchy where it should pay: PointMaze large, start-goal path distance >= 12 cells.
 
-    python bench/large_maze.py --out outputs/bench/large          # ~75 min on 2 CPU cores
+    python bench/large_maze.py --out outputs/bench/large          # ~100 min on 2 CPU cores (flat_cem_long: 40 of them)
     python bench/large_maze.py --data D --checkpoint C --episodes 20   # reuse a dataset / model
 
 Steps (each an hmpc CLI, printed before it runs, skipped when --data / --checkpoint are given):
