@@ -94,7 +94,7 @@ def _action_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
 def _fill_unlabelled(
     model: WorldModel, s: torch.Tensor, a: torch.Tensor, level: int, has: torch.Tensor | None
 ) -> torch.Tensor:
-    """Replace the actions (codes) of video-only windows by inverse-dynamics ones, detached."""
+    """Replace the macro codes of video-only windows by inverse-dynamics ones, detached."""
     if has is None:
         return a
     inferred = model.infer_action(s[:, :-1], s[:, 1:], level).detach().clamp(-1.0, 1.0)
@@ -138,7 +138,9 @@ def world_model_loss(
             with torch.no_grad():
                 t = target_model.abstract[level - 2].project(t_prev[:, ::k]) if use_ema else None
             a = model.macro_codes(action, level)  # (B, n_l, M_l)
-        a = _fill_unlabelled(model, s, a, level, has)
+            # video-only windows: macro codes inferred from consecutive abstract states (level 1
+            # needs none: its prediction and inverse-dynamics terms skip those windows)
+            a = _fill_unlabelled(model, s, a, level, has)
         terms = _level_terms(model, s, a, level, w, t, has)
         if level > 1 and w.macro_l2:
             terms["macro_l2"] = (w.macro_l2, a.pow(2).mean())
