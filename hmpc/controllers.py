@@ -46,6 +46,7 @@ class ControllerSpec:
     oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
     policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
     deadline_ms: float | None = None  # planning budget per control step; None: no deadline
+    macro_support: bool = True  # kind hierarchical: abstract plans only realisable macro codes
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -121,7 +122,7 @@ def build_controller(
         opts += [_optimizer(spec.high_optimizer, seed + lv) for lv in range(1, model.spec.num_levels)]
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
-            spec.candidates, weights, device, spec.deadline_ms,
+            spec.candidates, weights, device, spec.deadline_ms, spec.macro_support,
         )
     opt = _optimizer(spec.optimizer, seed)
     return FlatMPC(model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms)

@@ -46,6 +46,9 @@ class HierarchicalMPC(LatentController):
         replan_every: env steps between replans of the abstract levels; they also replan as soon
             as level 1 comes within ``subgoal_tolerance`` (squared latent distance) of the subgoal.
         candidates: parallel restarts / warm-start copies per level.
+        macro_support: keep abstract plans inside the region of realisable macro codes
+            (``WorldModel.macro_support``: codes some chunk of real actions produces). Off, they
+            range over tanh's whole box [-1, 1]^M, where CEM finds shortcuts through walls.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class HierarchicalMPC(LatentController):
         weights: CostWeights | None = None,
         device: torch.device | str = "cpu",
         deadline_ms: float | None = None,
+        macro_support: bool = True,
     ) -> None:
         super().__init__(model, device)
         spec = model.spec
@@ -76,6 +80,9 @@ class HierarchicalMPC(LatentController):
         check_guardrails(spec, self.weights.guardrails)
         self.deadline_ms = deadline_ms
         self.deadline: float | None = None  # absolute time of the current step's deadline
+        self.supports = (
+            {lv: model.macro_support(lv) for lv in range(2, self.top + 1)} if macro_support else {}
+        )
 
     def _horizon(self, level: int) -> int:
         return self.top_horizon if level == self.top else self.model.spec.levels[level - 1].k
@@ -112,12 +119,19 @@ class HierarchicalMPC(LatentController):
     def _plan_level(self, level: int, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any], bool]:
         """Optimise ``level``'s plan from latent s (1, D_l) -> (plan (H_l, A_l), info, ok)."""
 
+        support = self.supports.get(level)
+        low, high = (-1.0, 1.0) if support is None else (support.low, support.high)
+
         def cost_fn(x: torch.Tensor) -> torch.Tensor:
+            if support is not None:  # the box alone still holds unrealisable codes
+                x = support.project(x)
             return sum(self._level_cost(level, s, x).values())
 
         init = self.plans[level].unsqueeze(0).repeat(self.candidates, 1, 1)
         best, info, ok = run_optimizer(
-            self.optimizers[level - 1], cost_fn, init, -1.0, 1.0, self.deadline)
+            self.optimizers[level - 1], cost_fn, init, low, high, self.deadline)
+        if ok and support is not None:
+            best = support.project(best)
         if ok:
             self.plans[level] = best.detach()
         return best, info, ok

@@ -67,9 +67,38 @@ def _merge_top(top: TopK | None, x: torch.Tensor, cost: torch.Tensor, k: int) ->
     return x[order].clone(), cost[order].clone()
 
 
-def _sample(gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor, n: int) -> torch.Tensor:
-    """n Gaussian sequences around mean (H, A) -> (n, H, A); row 0 is the mean itself."""
-    eps = torch.randn((n, *mean.shape), generator=gen).to(mean)  # CPU generator: any device
+def colored_noise(gen: torch.Generator, n: int, horizon: int, dim: int, beta: float) -> torch.Tensor:
+    """n sequences of Gaussian noise with power spectrum ~ 1 / f**beta along time
+    -> (n, horizon, dim), on the CPU; every step is N(0, 1). beta = 0 is white noise; iCEM (Pinneri et al. 2020) uses 2-4:
+    neighbouring steps agree, so samples go somewhere (a random walk of white-noise steps cancels
+    itself out over a long horizon, and a route around a wall is never drawn)."""
+    if beta == 0 or horizon == 1:  # one step has no time axis to colour
+        return torch.randn((n, horizon, dim), generator=gen)
+    freqs = torch.fft.rfftfreq(horizon)  # (F,), F = horizon // 2 + 1, cycles per step
+    freqs[0] = 1.0 / horizon  # the constant component gets the lowest frequency's power
+    scale = freqs.pow(-beta / 2.0)  # amplitude = sqrt(power)
+    re = torch.randn((n, dim, len(freqs)), generator=gen)
+    im = torch.randn((n, dim, len(freqs)), generator=gen)
+    im[..., 0] = 0.0  # the constant and (even horizons) the Nyquist components are real
+    real_only = [0, len(freqs) - 1] if horizon % 2 == 0 else [0]
+    if horizon % 2 == 0:
+        im[..., -1] = 0.0
+    x = torch.fft.irfft(torch.complex(re, im) * scale, n=horizon)  # (n, dim, horizon)
+    # every x_t has variance (sum_real s^2 + 4 sum_complex s^2) / horizon^2: divide that out, so
+    # each step is N(0, 1) as with white noise (a sequence's own spread is left as drawn)
+    weight = torch.full_like(scale, 4.0)
+    weight[real_only] = 1.0
+    sigma = (weight * scale.pow(2)).sum().sqrt() / horizon
+    x = x / sigma
+    return x.transpose(1, 2).contiguous()
+
+
+def _sample(
+    gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor, n: int, beta: float = 0.0
+) -> torch.Tensor:
+    """n Gaussian sequences around mean (H, A) -> (n, H, A) (noise coloured by ``beta`` along
+    time, see :func:`colored_noise`); row 0 is the mean itself."""
+    eps = colored_noise(gen, n, *mean.shape, beta).to(mean)  # CPU generator: any device
     cand = mean + std * eps
     cand[0] = mean  # always score the current mean (the warm start on the first iteration)
     return cand
@@ -159,7 +188,13 @@ class GradientDescent:
 
 @dataclass
 class CEM:
-    """Cross-entropy method: Gaussian over sequences refit to the elites each iteration."""
+    """Cross-entropy method: Gaussian over sequences refit to the elites each iteration.
+
+    iCEM options (Pinneri et al. 2020): ``noise_beta`` > 0 colours the sampling noise along the
+    horizon (:func:`colored_noise`; 2-3 for long horizons, where white noise rarely draws a
+    sequence that goes anywhere), and ``keep_elites`` carries that many of the previous
+    iteration's elites into the next population, so a good sequence found once is not lost.
+    """
 
     iters: int = 5
     population: int = 64
@@ -167,9 +202,15 @@ class CEM:
     init_std: float = 0.5
     min_std: float = 0.05
     momentum: float = 0.1
+    noise_beta: float = 0.0
+    keep_elites: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.noise_beta < 0:
+            raise ValueError(f"CEM noise_beta={self.noise_beta} must be >= 0 (0 = white noise)")
+        if not 0 <= self.keep_elites <= self.elites:
+            raise ValueError(f"CEM keep_elites={self.keep_elites} must be in [0, elites={self.elites}]")
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @torch.no_grad()
@@ -183,17 +224,24 @@ class CEM:
         mean = init[0].clone()  # (H, A)
         std = torch.full_like(mean, self.init_std)
         top: TopK | None = None
+        kept: TopK | None = None  # the previous iteration's best elites (keep_elites of them)
         done = 0
         for _ in range(self.iters):
             if expired(deadline):
                 break
-            cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
+            cand = _sample(self._gen, mean, std, self.population, self.noise_beta)
+            cand = cand.clamp(low, high)  # (N, H, A)
             cost = _rank_cost(cost_fn(cand))
             if expired(deadline):  # finished too late: discarded
                 break
             done += 1
-            elite = cand[torch.argsort(cost)[: self.elites]]
             top = _merge_top(top, cand, cost, keep)
+            if kept is not None:  # carried elites compete with the new samples (not rescored)
+                cand, cost = torch.cat([kept[0], cand]), torch.cat([kept[1], cost])
+            order = torch.argsort(cost)[: self.elites]
+            elite = cand[order]
+            if self.keep_elites:
+                kept = elite[: self.keep_elites].clone(), cost[order][: self.keep_elites].clone()
             mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
             std = (self.momentum * std + (1 - self.momentum) * elite.std(0)).clamp_min(self.min_std)
         return _or_warm_start(top, init, low, high, keep), done

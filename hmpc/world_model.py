@@ -95,6 +95,26 @@ class WorldModelSpec:
         return self.action_dim if level == 1 else self.levels[level - 2].macro_dim
 
 
+@dataclass(frozen=True)
+class MacroSupport:
+    """Region of realisable macro codes of one level (see ``WorldModel.macro_support``): the box
+    [low, high] (M,) intersected with the ball of ``radius`` around ``center`` (M,)."""
+
+    center: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    radius: float
+
+    def project(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (..., M) moved into the region: clamped to the box, then pulled radially onto the
+        ball where they lie outside it. Differentiable; identity inside the region."""
+        x = torch.maximum(torch.minimum(codes, self.high), self.low)
+        offset = x - self.center
+        norm = offset.norm(dim=-1, keepdim=True)
+        shrink = torch.clamp(self.radius / norm.clamp_min(1e-12), max=1.0)
+        return self.center + offset * shrink
+
+
 class AbstractLevel(nn.Module):
     """Projector from the level below, macro-action encoder, predictor and macro inverse model."""
 
@@ -179,6 +199,35 @@ class WorldModel(nn.Module):
         if t % span:
             raise ValueError(f"{t} actions do not split into level-{level} chunks of {span}")
         return self.encode_macro(action.reshape(b, t // span, span * a), level)
+
+    @torch.no_grad()
+    def macro_support(self, level: int, samples: int = 4096, seed: int = 0) -> MacroSupport:
+        """Where level ``level``'s macro codes can be: the image of the action box [-1, 1]^(span*A)
+        under the macro encoder, estimated from ``samples`` chunks (box vertices, constant
+        chunks and uniform ones; seeded, the caller's RNG untouched).
+
+        Planners must stay inside it: a code no chunk of real actions produces has never been
+        seen by the predictor, and level 1 cannot carry it out. tanh bounds codes to [-1, 1]^M,
+        but the image is usually much smaller (a disc of radius ~0.9 for a 2-D code of 2-D
+        actions), and a box planner's favourite corners lie outside it, where the predictor
+        extrapolates through walls.
+        """
+        self._check_level(level, abstract=True)
+        width = self.spec.span(level) * self.spec.action_dim
+        gen = torch.Generator().manual_seed(seed)
+        third = max(1, samples // 3)
+        vertices = torch.randint(0, 2, (third, width), generator=gen).float() * 2 - 1
+        direction = torch.rand(third, self.spec.action_dim, generator=gen) * 2 - 1
+        direction = direction / direction.abs().amax(-1, keepdim=True).clamp_min(1e-6)
+        constant = direction.repeat(1, self.spec.span(level))  # one action held for the chunk
+        uniform = torch.rand(third, width, generator=gen) * 2 - 1
+        chunks = torch.cat([vertices, constant, uniform, torch.zeros(1, width)]).to(self.device)
+        codes = self.encode_macro(chunks, level)  # (n, M); the last row is the zero chunk's code
+        center = codes[-1]
+        return MacroSupport(
+            center=center, low=codes.amin(0), high=codes.amax(0),
+            radius=float((codes - center).norm(dim=-1).max()),
+        )
 
     # -- predict ------------------------------------------------------------------------------
     def predict(

@@ -17,7 +17,7 @@ from hmpc.costs import CostWeights
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import FlatMPC
 from hmpc.optimizers import CEM, GradientDescent
-from hmpc.world_model import LevelSpec, WorldModel, WorldModelSpec
+from hmpc.world_model import LevelSpec, MacroSupport, WorldModel, WorldModelSpec
 
 LENGTH, GOAL, K, SCALE = 24.0, 20.0, 4, 10.0
 CENTRES = torch.arange(-8.0, LENGTH + 9.0)  # bump centres, 1 cell apart, beyond both ends
@@ -50,6 +50,14 @@ class CorridorModel(nn.Module):
 
     def project_from(self, s: torch.Tensor, from_level: int, to_level: int) -> torch.Tensor:
         return s if from_level == to_level else self.project(s, to_level)
+
+    def __init__(self, code_range: float = 1.0) -> None:
+        super().__init__()
+        self.code_range = code_range  # |macro code| a chunk of real actions can produce
+
+    def macro_support(self, level: int) -> MacroSupport:
+        r = self.code_range
+        return MacroSupport(center=torch.zeros(1), low=torch.tensor([-r]), high=torch.tensor([r]), radius=r)
 
     def predict(self, s: torch.Tensor, a: torch.Tensor, level: int = 1) -> torch.Tensor:
         if level == 1:
@@ -128,3 +136,22 @@ def test_abstract_warm_start_is_shifted_by_the_macro_steps_lived_through():
         x = float(np.clip(x + a[0], 0.0, LENGTH))
     first_plan, second_init = seen[1], seen[2]
     assert torch.equal(second_init, torch.cat([first_plan[1:], first_plan[-1:]]))
+
+
+@pytest.mark.parametrize("use_support", [True, False])
+def test_abstract_plans_stay_in_the_realisable_macro_codes(use_support):
+    """The stand-in's chunks can only produce codes in [-0.5, 0.5]: with ``macro_support`` the
+    top level never plans (or hands down a subgoal of) a code outside it; without, it does, since
+    the goal is far and the box allows 1."""
+    model = CorridorModel(code_range=0.5)
+    hier = HierarchicalMPC(
+        model, [GradientDescent(iters=5, lr=0.3), CEM(iters=3, population=32, elites=6)],
+        top_horizon=3, candidates=2, weights=CostWeights(goal_mode="sum", macro_prior=0.0),
+        macro_support=use_support,
+    )
+    hier.reset(obs(0.0), obs(GOAL))
+    largest = 0.0
+    for _ in range(3):
+        hier.act(obs(0.0))
+        largest = max(largest, float(hier.plans[2].abs().max()))
+    assert (largest <= 0.5 + 1e-6) == use_support, largest

@@ -4,7 +4,7 @@ restarts matter, and NaN costs that must never be returned as the best."""
 import pytest
 import torch
 
-from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid, make_optimizer
+from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid, colored_noise, make_optimizer
 
 
 def quadratic(target: torch.Tensor):
@@ -21,17 +21,22 @@ def two_wells(x: torch.Tensor) -> torch.Tensor:
     return -(shallow + deep).sum((1, 2))
 
 
+def _name(opt) -> str:
+    return type(opt).__name__ + ("-icem" if getattr(opt, "noise_beta", 0) else "")
+
+
 def all_optimizers() -> list:
     return [
         GradientDescent(iters=200, lr=0.1),
         CEM(iters=30, population=256, elites=16),
+        CEM(iters=30, population=256, elites=16, noise_beta=2.0, keep_elites=4),  # iCEM
         MPPI(iters=30, population=256, temperature=0.05, adapt_std=True),
         Hybrid(sampler={"name": "mppi", "iters": 3, "population": 64, "temperature": 0.1},
                refine={"iters": 100, "lr": 0.05}),
     ]
 
 
-@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize("opt", all_optimizers(), ids=_name)
 def test_finds_minimum_inside_box(opt):
     target = torch.tensor([[0.3, -0.5], [0.1, 0.7], [-0.8, 0.2]])  # (H=3, A=2)
     best, info = opt.optimize(quadratic(target), torch.zeros(4, 3, 2), -1.0, 1.0)
@@ -40,7 +45,7 @@ def test_finds_minimum_inside_box(opt):
     assert info["cost"] < 0.01 and info["iters"] >= 1
 
 
-@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize("opt", all_optimizers(), ids=_name)
 def test_respects_bounds_when_minimum_is_outside(opt):
     target = torch.full((2, 2), 3.0)
     best, _ = opt.optimize(quadratic(target), torch.zeros(2, 2, 2), -1.0, 1.0)
@@ -48,7 +53,7 @@ def test_respects_bounds_when_minimum_is_outside(opt):
     assert torch.allclose(best, torch.ones(2, 2), atol=0.05)
 
 
-@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize("opt", all_optimizers(), ids=_name)
 def test_per_element_bounds_optimum_on_the_bound(opt):
     """Tensor bounds (H, A): the first action's optimum is on its own (tighter) bound."""
     target = torch.tensor([[0.9, -0.9], [0.2, -0.3]])
@@ -76,7 +81,7 @@ def test_multimodal_restarts_matter():
         assert info["cost"] < -3.9, type(opt).__name__
 
 
-@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize("opt", all_optimizers(), ids=_name)
 def test_nan_costs_are_never_the_best(opt):
     """NaN for every candidate whose first entry is > 0: the best is the bounded optimum at 0."""
     target = torch.tensor([[0.5, 0.2]])
@@ -91,7 +96,7 @@ def test_nan_costs_are_never_the_best(opt):
     assert info["cost"] < 0.4  # init: 1.49; NaN-free optimum (0, 0.2): 0.25
 
 
-@pytest.mark.parametrize("opt", all_optimizers(), ids=lambda o: type(o).__name__)
+@pytest.mark.parametrize("opt", all_optimizers(), ids=_name)
 def test_all_nan_costs_report_infinite_cost(opt):
     best, info = opt.optimize(lambda x: x.sum((1, 2)) * float("nan"), torch.zeros(4, 2, 2), -1.0, 1.0)
     assert torch.isfinite(best).all() and info["cost"] == float("inf")
@@ -137,3 +142,32 @@ def test_make_optimizer_errors():
     assert isinstance(make_optimizer("hybrid", refine={"iters": 3}), Hybrid)
     with pytest.raises(ValueError, match=r"\(B, H, A\)"):
         GradientDescent().optimize(quadratic(torch.zeros(2)), torch.zeros(3, 2), -1, 1)
+
+
+def _lag1(x: torch.Tensor) -> float:
+    """Mean lag-1 autocorrelation along time of noise (n, H, A)."""
+    x = x - x.mean(1, keepdim=True)
+    return float(((x[:, 1:] * x[:, :-1]).sum(1) / x.pow(2).sum(1)).mean())
+
+
+def test_colored_noise_is_standard_normal_per_step_and_correlated_in_time():
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    white = colored_noise(gen(), 2000, 16, 2, 0.0)
+    assert torch.equal(white, torch.randn((2000, 16, 2), generator=gen()))  # beta 0: plain randn
+    for horizon in (16, 15):  # even and odd lengths (the Nyquist term exists only for even)
+        pink = colored_noise(gen(), 2000, horizon, 2, 2.0)
+        assert pink.shape == (2000, horizon, 2) and torch.isfinite(pink).all()
+        assert torch.allclose(pink.std(0), torch.ones(horizon, 2), atol=0.08)  # N(0, 1) per step
+        assert pink.mean().abs() < 0.05
+        assert _lag1(pink) > 0.5 > 0.1 > abs(_lag1(white))
+    # coloured noise goes somewhere: the sum over the horizon spreads far wider than white's
+    assert colored_noise(gen(), 2000, 16, 2, 2.0).sum(1).std() > 1.4 * white.sum(1).std()
+    assert torch.equal(colored_noise(gen(), 8, 16, 2, 2.0), colored_noise(gen(), 8, 16, 2, 2.0))
+
+
+def test_icem_options_are_checked():
+    with pytest.raises(ValueError, match="noise_beta"):
+        CEM(noise_beta=-1.0)
+    with pytest.raises(ValueError, match="keep_elites"):
+        CEM(elites=4, keep_elites=5)
+

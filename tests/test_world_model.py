@@ -7,7 +7,7 @@ import torch
 
 from hmpc.checkpoint import load_checkpoint, save_checkpoint
 from hmpc.objective import LossWeights, world_model_loss
-from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
+from hmpc.world_model import LevelSpec, MacroSupport, WorldModelSpec, build_world_model
 
 SPEC = WorldModelSpec(
     image_size=16, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
@@ -50,6 +50,44 @@ def test_three_levels_build_and_train_step():
     loss, metrics = world_model_loss(m, batch(spec), LossWeights())
     loss.backward()
     assert torch.isfinite(loss) and "l3/pred" in metrics and "l2/idm" in metrics
+
+
+class FirstActionsCode(torch.nn.Module):
+    """Macro encoder with a known image: tanh(0.5 * the chunk's first M entries)."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(0.5 * chunk[..., : self.m])
+
+
+def test_macro_support_is_the_image_of_the_action_box():
+    m = build_world_model(SPEC, seed=0)
+    m.abstract[0].macro = FirstActionsCode(2)
+    state = torch.random.get_rng_state()
+    sup = m.macro_support(2)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded privately
+    edge = float(torch.tanh(torch.tensor(0.5)))
+    assert torch.allclose(sup.low, torch.full((2,), -edge)) and torch.allclose(sup.high, torch.full((2,), edge))
+    assert torch.allclose(sup.center, torch.zeros(2)) and sup.radius == pytest.approx(2**0.5 * edge)
+    with pytest.raises(ValueError, match="out of range"):
+        m.macro_support(1)  # level 1 has real actions, no macro codes
+
+
+def test_macro_support_projection():
+    sup = MacroSupport(center=torch.tensor([0.1, 0.0]), low=torch.tensor([-0.5, -0.8]),
+                       high=torch.tensor([0.6, 0.8]), radius=0.5)
+    inside = torch.tensor([[0.2, 0.3], [0.1, -0.4]])
+    assert torch.equal(sup.project(inside), inside)  # identity inside the region
+    outside = torch.tensor([[1.0, 0.0], [0.1, 0.9], [-1.0, -1.0]], requires_grad=True)
+    p = sup.project(outside)
+    assert torch.all(p >= sup.low) and torch.all(p <= sup.high)
+    assert torch.allclose((p - sup.center).norm(dim=-1), torch.full((3,), 0.5))  # on the ball
+    assert torch.allclose(p[0], torch.tensor([0.6, 0.0]))  # clamped to the box, then on the ball
+    p.sum().backward()
+    assert torch.isfinite(outside.grad).all()
 
 
 def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
