@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _cli import ci, evaluate
 
 # name -> (controller config, overrides of its optimiser)
 ROWS = {
@@ -43,14 +43,10 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-gd-vs-cem-"))
     results = {}
     for i, (name, (ctrl, overrides)) in enumerate(ROWS.items()):
-        folder = out / f"row{i}"
-        cmd = [sys.executable, "-m", "hmpc.cli.evaluate", f"checkpoint={args.checkpoint}",
-               "env=point_maze", f"controllers=[{ctrl}]", f"episodes={args.episodes}",
-               "seed=1000", "max_steps=100", "videos=0", f"workers={args.workers}",
-               *[f"controllers.{ctrl}.{o}" for o in overrides], f"output_dir={folder}"]  # fmt: skip
-        print(f"[{name}] running:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        results[name] = json.loads((folder / "eval_info.json").read_text())["aggregated"][ctrl]
+        results[name] = evaluate(args.checkpoint, [ctrl], [
+            "env=point_maze", f"episodes={args.episodes}", "seed=1000", "max_steps=100",
+            "videos=0", f"workers={args.workers}", *[f"controllers.{ctrl}.{o}" for o in overrides],
+        ], out / f"row{i}", name)[ctrl]  # fmt: skip
     (out / "gd_vs_cem.json").write_text(json.dumps(results, indent=1))
     ref = results[REFERENCE]
     print(f"\n# Flat MPC, U-maze, {args.episodes} episodes, horizon 16, checkpoint "
@@ -59,8 +55,7 @@ def main() -> None:
           f"time / {REFERENCE} |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, a in results.items():
-        lo, hi = a["pc_success_ci95"]
-        print(f"| {name} | {a['pc_success']:.0f} | [{lo:.0f}, {hi:.0f}] | {a['plan_ms_mean']:.1f} "
+        print(f"| {name} | {a['pc_success']:.0f} | {ci(a)} | {a['plan_ms_mean']:.1f} "
               f"| {a['plan_ms_p95']:.1f} | {a['pc_success'] - ref['pc_success']:+.0f} | "
               f"{a['plan_ms_mean'] / ref['plan_ms_mean']:.2f} |")  # fmt: skip
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _cli import ci, evaluate
 
 CTRL = "flat_gd_guarded"
 ROWS = {
@@ -37,14 +37,10 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-guardrails-"))
     results = {}
     for i, (name, overrides) in enumerate(ROWS.items()):
-        folder = out / f"row{i}"
-        cmd = [sys.executable, "-m", "hmpc.cli.evaluate", f"checkpoint={args.checkpoint}",
-               "env=point_maze", f"controllers=[{CTRL}]", f"episodes={args.episodes}", "seed=1000",
-               "max_steps=100", "videos=0", f"workers={args.workers}", *overrides,
-               f"output_dir={folder}"]  # fmt: skip
-        print(f"[{name}] running:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        results[name] = json.loads((folder / "eval_info.json").read_text())["aggregated"][CTRL]
+        results[name] = evaluate(args.checkpoint, [CTRL], [
+            "env=point_maze", f"episodes={args.episodes}", "seed=1000", "max_steps=100",
+            "videos=0", f"workers={args.workers}", *overrides,
+        ], out / f"row{i}", name)[CTRL]  # fmt: skip
     (out / "guardrails.json").write_text(json.dumps(results, indent=1))
     print(f"\n# Guardrails, U-maze, {args.episodes} episodes, {CTRL}, checkpoint {args.checkpoint}; "
           f"outputs in {out}\n")  # fmt: skip
@@ -52,11 +48,10 @@ def main() -> None:
           "commands out of bounds | plan ms |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, a in results.items():
-        lo, hi = a["pc_success_ci95"]
         steps = max(a["steps"], 1)
         viol = a["guardrail_violations_mean"] * a["n_episodes"] / steps
         pred = a["predicted_violations_mean"] * a["n_episodes"] / steps
-        print(f"| {name} | {a['pc_success']:.0f} | [{lo:.0f}, {hi:.0f}] | {100 * viol:.1f} % | "
+        print(f"| {name} | {a['pc_success']:.0f} | {ci(a)} | {100 * viol:.1f} % | "
               f"{100 * pred:.1f} % | {a['actions_out_of_bounds']} of {a['steps']} | "
               f"{a['plan_ms_mean']:.1f} |")  # fmt: skip
 

@@ -17,19 +17,12 @@ lookahead (64 env steps) and its top level's sampling budget: the fair "no hiera
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from _cli import ci, evaluate, run_cli
+
 CONTROLLERS = "hierarchical_long,flat_gd,flat_cem,flat_cem_long,oracle"
-
-
-def _run(module: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", f"hmpc.cli.{module}", *overrides]
-    print("running:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def main() -> None:
@@ -49,19 +42,17 @@ def main() -> None:
     maze = ["env=point_maze", "env.layout=large"]
     data = Path(args.data) if args.data else out / "dataset"
     if not args.data and not args.checkpoint:
-        _run("collect", [*maze, "policy=maze_mixture", f"episodes={args.collect_episodes}",
+        run_cli("collect", [*maze, "policy=maze_mixture", f"episodes={args.collect_episodes}",
                          "steps=200", f"workers={args.workers}", f"output_dir={data}"])  # fmt: skip
     ckpt = Path(args.checkpoint) if args.checkpoint else out / "train" / "checkpoint"
     if not args.checkpoint:
-        _run("train", [f"data={data}", "model=maze", "trainer=long_horizon",
+        run_cli("train", [f"data={data}", "model=maze", "trainer=long_horizon",
                        f"trainer.steps={args.train_steps}", f"output_dir={out / 'train'}"])  # fmt: skip
-    _run("evaluate", [
-        f"checkpoint={ckpt}", *maze, f"env.min_goal_distance={args.min_path}",
-        f"env.max_episode_steps={args.max_steps}", f"max_steps={args.max_steps}",
-        f"episodes={args.episodes}", "videos=2", f"workers={args.workers}",
-        f"controllers=[{args.controllers}]", f"output_dir={out / 'eval'}",
-    ])  # fmt: skip
-    agg = json.loads((out / "eval" / "eval_info.json").read_text())["aggregated"]
+    agg = evaluate(ckpt, args.controllers.split(","), [
+        *maze, f"env.min_goal_distance={args.min_path}", f"env.max_episode_steps={args.max_steps}",
+        f"max_steps={args.max_steps}", f"episodes={args.episodes}", "videos=2",
+        f"workers={args.workers}",
+    ], out / "eval")  # fmt: skip
     ref = {name: agg[name] for name in ("flat_gd", "flat_cem") if name in agg}
     cem_ms = ref["flat_cem"]["plan_ms_mean"] if "flat_cem" in ref else float("nan")
     print(f"\n# PointMaze large, path distance >= {args.min_path} cells, {args.episodes} episodes "
@@ -70,10 +61,9 @@ def main() -> None:
           "time / flat_cem | commands out of bounds |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for name, a in agg.items():
-        lo, hi = a["pc_success_ci95"]
         vs = [f"{a['pc_success'] - ref[r]['pc_success']:+.0f}" if r in ref else "-"
               for r in ("flat_gd", "flat_cem")]  # fmt: skip
-        print(f"| {name} | {a['pc_success']:.0f} | [{lo:.0f}, {hi:.0f}] | {vs[0]} | {vs[1]} | "
+        print(f"| {name} | {a['pc_success']:.0f} | {ci(a)} | {vs[0]} | {vs[1]} | "
               f"{a['plan_ms_mean']:.1f} | {a['plan_ms_mean'] / cem_ms:.2f} | "
               f"{a.get('actions_out_of_bounds', '-')} of {a.get('steps', '-')} |")  # fmt: skip
 

@@ -20,27 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from _cli import run_cli
 
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.diagnostics import linear_probe_r2
-
-
-def _run(module: str, overrides: list[str]) -> float:
-    cmd = [sys.executable, "-m", f"hmpc.cli.{module}", *overrides]
-    print("running:", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
-
 
 # Per env: collection overrides, model preset, probe targets {name: (state dims, goal R²)}.
 SETUPS = {
@@ -108,9 +97,9 @@ def main() -> None:
     train_steps = args.train_steps or setup["train_steps"]
     out = Path(args.out or tempfile.mkdtemp(prefix=f"hmpc-probe-{args.env}-"))
     env = [*setup["collect"], "steps=100", f"workers={args.workers}"]
-    _run("collect", [*env, f"episodes={frames // 100}", f"output_dir={out / 'dataset'}"])
-    _run("collect", [*env, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
-    train_s = _run("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
+    run_cli("collect", [*env, f"episodes={frames // 100}", f"output_dir={out / 'dataset'}"])
+    run_cli("collect", [*env, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
+    train_s = run_cli("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
                              f"trainer.steps={train_steps}", f"output_dir={out / 'train'}"])  # fmt: skip
     res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"])
     res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps)

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _cli import ci, evaluate, run_cli
 
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
@@ -36,12 +35,6 @@ from hmpc.data.lerobot import Episode
 from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.data.writer import write_episodes
 from hmpc.diagnostics import representation_report
-
-
-def _run(module: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", f"hmpc.cli.{module}", *overrides]
-    print("running:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def split_labels(source: Path, labelled: Path, mixed: Path, fraction: float, seed: int) -> int:
@@ -89,8 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-video-only-"))
     collect = ["env=point_maze", "policy=correlated", "steps=100", f"workers={args.workers}"]
-    _run("collect", [*collect, f"episodes={args.episodes}", "seed=0", f"output_dir={out / 'full'}"])  # fmt: skip
-    _run("collect", [*collect, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
+    run_cli("collect", [*collect, f"episodes={args.episodes}", "seed=0", f"output_dir={out / 'full'}"])  # fmt: skip
+    run_cli("collect", [*collect, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
     if not (out / "mixed").exists():
         n_lab = split_labels(out / "full", out / "labelled", out / "mixed", args.fraction, seed=0)
         print(f"{n_lab} of {args.episodes} episodes keep their actions", flush=True)
@@ -101,13 +94,11 @@ def main() -> None:
     for name, extra in runs.items():
         run = out / f"train_{name}"
         if not (run / "checkpoint").exists():
-            _run("train", [f"data={out / name}", "model=small", f"trainer.steps={args.train_steps}",
+            run_cli("train", [f"data={out / name}", "model=small", f"trainer.steps={args.train_steps}",
                            *extra, f"output_dir={run}"])  # fmt: skip
-        _run("evaluate", [f"checkpoint={run / 'checkpoint'}", "env=point_maze",
-                          "controllers=[hierarchical]", f"episodes={args.eval_episodes}",
-                          "seed=1000", "max_steps=100", "videos=0", f"workers={args.workers}",
-                          f"output_dir={out / f'eval_{name}'}"])  # fmt: skip
-        agg = json.loads((out / f"eval_{name}" / "eval_info.json").read_text())["aggregated"]
+        agg = evaluate(run / "checkpoint", ["hierarchical"], [
+            "env=point_maze", f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
+            "videos=0", f"workers={args.workers}"], out / f"eval_{name}", name)  # fmt: skip
         rows[name] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: U-maze, {args.episodes} episodes, {args.fraction:.0%} labelled, "
@@ -119,9 +110,8 @@ def main() -> None:
              "mixed": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only",
              "full": "100 % labelled"}  # fmt: skip
     for name, r in rows.items():
-        lo, hi = r["pc_success_ci95"]
         print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "
-              f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | [{lo:.0f}, {hi:.0f}] |")
+              f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | {ci(r)} |")
 
 
 if __name__ == "__main__":
