@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--full", action="store_true", help="also train on 100 %% labelled data")
+    parser.add_argument("--labelled-share", type=float, default=None,
+                        help="adds a mixed row with this fraction of each batch labelled")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -87,14 +89,17 @@ def main() -> None:
     if not (out / "mixed").exists():
         n_lab = split_labels(out / "full", out / "labelled", out / "mixed", args.fraction, seed=0)
         print(f"{n_lab} of {args.episodes} episodes keep their actions", flush=True)
-    runs = {"labelled": [], "mixed": ["trainer.video_only=use"]}
+    runs = {"labelled": ("labelled", []), "mixed": ("mixed", ["trainer.video_only=use"])}
+    if args.labelled_share is not None:
+        runs["mixed_share"] = ("mixed", ["trainer.video_only=use",
+                                         f"trainer.labelled_share={args.labelled_share}"])
     if args.full:
-        runs["full"] = ["model.loss.state_probe=1.0"]
+        runs["full"] = ("full", ["model.loss.state_probe=1.0"])
     rows = {}
-    for name, extra in runs.items():
+    for name, (data, extra) in runs.items():
         run = out / f"train_{name}"
         if not (run / "checkpoint").exists():
-            run_cli("train", [f"data={out / name}", "model=small", f"trainer.steps={args.train_steps}",
+            run_cli("train", [f"data={out / data}", "model=small", f"trainer.steps={args.train_steps}",
                            *extra, f"output_dir={run}"])  # fmt: skip
         agg = evaluate(run / "checkpoint", ["hierarchical"], [
             "env=point_maze", f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
@@ -108,6 +113,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     names = {"labelled": f"{args.fraction:.0%} labelled alone",
              "mixed": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only",
+             "mixed_share": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only, "
+                            f"{args.labelled_share or 0:.0%} of each batch labelled",
              "full": "100 % labelled"}  # fmt: skip
     for name, r in rows.items():
         print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "

@@ -55,10 +55,14 @@ class TrainConfig:
     tensorboard: bool = True  # scalars under <out_dir>/tb
     plots: bool = True  # training_curves.png at the end (about 1-2 s)
     video_only: str = "ignore"  # "use": also train on windows without actions (see objective)
+    labelled_share: float | None = None  # with video_only=use: batch fraction with actions; None: uniform
 
     def __post_init__(self) -> None:
         if self.video_only not in VIDEO_ONLY:
             raise ValueError(f"trainer.video_only={self.video_only!r}; use one of {list(VIDEO_ONLY)}")
+        if self.labelled_share is not None and not 0.0 < self.labelled_share <= 1.0:
+            raise ValueError(f"trainer.labelled_share={self.labelled_share} must be in (0, 1], or "
+                             "null to sample windows uniformly")
         for key in ("steps", "batch_size", "val_every", "val_batches", "log_every", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key}={getattr(self, key)} must be >= 1")
@@ -101,7 +105,8 @@ def _make_samplers(
     frames = build_frame_cache(dataset)
     train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.val_fraction, rng)
     use_video = cfg.video_only == "use"
-    train = WindowSampler(frames, window, episodes=train_ids, require_actions=not use_video)
+    train = WindowSampler(frames, window, episodes=train_ids, require_actions=not use_video,
+                          labelled_share=cfg.labelled_share if use_video else None)
     try:
         val = WindowSampler(frames, window, episodes=val_ids if len(val_ids) else train_ids)
     except DatasetError:  # every held-out episode is video-only

@@ -204,6 +204,13 @@ def test_sampler_video_only(tmp_path: Path) -> None:
     has, ep = batch["has_action"].numpy(), batch["state"][:, 0, 0].numpy()
     np.testing.assert_array_equal(has, ep == 0)
     assert (batch["action"][~batch["has_action"]] == 0).all()
+    for share, n_lab in ((0.25, 50), (1.0, 200)):
+        mixed = WindowSampler(frames, window=3, require_actions=False, labelled_share=share)
+        batch = mixed.sample(200, np.random.default_rng(0))
+        assert int(batch["has_action"].sum()) == n_lab  # exactly that share, every batch
+        assert (batch["state"][:, 0, 0].numpy() == 0).sum() == n_lab
+    with pytest.raises(ValueError, match="labelled_share"):
+        WindowSampler(frames, window=3, require_actions=False, labelled_share=0.0)
 
 
 def test_frame_cache_reuse_and_rebuild(ds_root: Path) -> None:

@@ -133,12 +133,21 @@ class WindowSampler:
 
     With frameskip k, the k actions between two kept frames are concatenated into one
     macro-action of size k*A (as DINO-WM does): action[b, t] = a[f_t], ..., a[f_t + k - 1].
+
+    With ``require_actions=False`` windows without actions (video-only) are sampled too; by default
+    uniformly over all windows, or with ``labelled_share`` set, that fraction of every batch comes
+    from windows with actions and the rest from the others (with 10 % of episodes labelled, uniform
+    batches are 90 % video-only, where only the anti-collapse terms train the encoder).
     """
 
     def __init__(self, frames: FrameArrays, window: int, frameskip: int = 1,
-                 require_actions: bool = True, episodes: Sequence[int] | None = None) -> None:
+                 require_actions: bool = True, episodes: Sequence[int] | None = None,
+                 labelled_share: float | None = None) -> None:
         if window < 1 or frameskip < 1:
             raise DatasetError(f"window ({window}) and frameskip ({frameskip}) must be >= 1")
+        if labelled_share is not None and not 0.0 < labelled_share <= 1.0:
+            raise ValueError(f"labelled_share={labelled_share} must be in (0, 1] (the fraction of "
+                             "each batch with actions), or null to sample windows uniformly")
         self.frames, self.window, self.frameskip = frames, window, frameskip
         self.span = (window - 1) * frameskip + 1  # frames covered by one window
         self.n_actions = (window - 1) * frameskip  # raw actions inside one window
@@ -153,6 +162,9 @@ class WindowSampler:
                 cand = cand[missing[cand + self.n_actions] - missing[cand] == 0]
             starts.append(cand)
         self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        labelled = missing[self.starts + self.n_actions] - missing[self.starts] == 0
+        self._labelled, self._unlabelled = self.starts[labelled], self.starts[~labelled]
+        self.labelled_share = labelled_share
         if self.starts.size == 0:
             longest = int(frames.episode_lengths[ids].max()) if len(ids) else 0
             raise DatasetError(
@@ -177,7 +189,15 @@ class WindowSampler:
             "action" float32 (B, T-1, frameskip*A), "has_action" bool (B,),
             "index" int64 (B,) global index of each window's first frame.
         """
-        start = self.starts[rng.integers(0, self.num_windows, size=batch_size)]  # (B,)
+        share = self.labelled_share
+        if share is None or not len(self._unlabelled) or not len(self._labelled):
+            start = self.starts[rng.integers(0, self.num_windows, size=batch_size)]  # (B,)
+        else:  # first round(share * B) windows with actions, then video-only ones
+            n_lab = round(share * batch_size)
+            start = np.concatenate([
+                self._labelled[rng.integers(0, len(self._labelled), size=n_lab)],
+                self._unlabelled[rng.integers(0, len(self._unlabelled), size=batch_size - n_lab)],
+            ])  # fmt: skip
         return self.gather(start, device)
 
     def gather(self, start: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
