@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from hmpc.checkpoint import atomic_write_json
 from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_episodes
 from hmpc.data.video import DatasetError
+from hmpc.data.windows import FrameArrays
 from hmpc.diagnostics import pooled_probe_r2, representation_report, window_diagnostics
 from hmpc.objective import LossWeights, update_ema, world_model_loss
 from hmpc.train_log import MetricsLog, plot_training_curves
@@ -96,6 +97,25 @@ class _Run:
     bad: int = 0
 
 
+def _split(frames: FrameArrays, val_fraction: float, rng: np.random.Generator,
+           use_video: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out episodes. Mixing video-only episodes in, the labelled and the video-only ones are
+    split separately, each by ``val_fraction``: a plain split of 10 % labelled data can hold out
+    every labelled episode (it did: the bench's label split and this one drew the same seeded
+    permutation), and then no action ever reaches training."""
+    n = frames.num_episodes
+    starts = frames.episode_starts.astype(np.int64)
+    labelled = np.add.reduceat(frames.has_action, starts) > 0 if n else np.zeros(0, bool)
+    if not use_video or labelled.all() or not labelled.any():
+        return split_episodes(n, val_fraction, rng)
+    parts = []
+    for ids in (np.flatnonzero(labelled), np.flatnonzero(~labelled)):
+        tr, va = split_episodes(len(ids), val_fraction, rng)
+        parts.append((ids[tr], ids[va]))
+    return (np.sort(np.concatenate([p[0] for p in parts])),
+            np.sort(np.concatenate([p[1] for p in parts])))
+
+
 def _make_samplers(
     data_root: Path, window: int, cfg: TrainConfig, rng: np.random.Generator
 ) -> tuple[WindowSampler, WindowSampler, LeRobotDataset]:
@@ -103,10 +123,15 @@ def _make_samplers(
     actions (validation scores action-conditioned prediction; falls back to train episodes)."""
     dataset = LeRobotDataset(data_root)
     frames = build_frame_cache(dataset)
-    train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.val_fraction, rng)
     use_video = cfg.video_only == "use"
+    train_ids, val_ids = _split(frames, cfg.val_fraction, rng, use_video)
     train = WindowSampler(frames, window, episodes=train_ids, require_actions=not use_video,
                           labelled_share=cfg.labelled_share if use_video else None)
+    if use_video and not train.num_labelled:
+        raise DatasetError(
+            f"dataset {data_root}: no training window of {window} frames has actions, so nothing "
+            "trains level 1's predictor; label more (or longer) episodes, or shorten the window "
+            "(trainer.top_steps)")
     try:
         val = WindowSampler(frames, window, episodes=val_ids if len(val_ids) else train_ids)
     except DatasetError:  # every held-out episode is video-only

@@ -182,6 +182,24 @@ def test_video_only_episodes_are_used_or_ignored(tmp_path):
     assert ignore.metrics["loss"] != use.metrics["loss"]
 
 
+def test_labelled_episodes_are_split_apart_from_video_only_ones(tmp_path):
+    """10 % labelled: validation takes its share of each group, so training keeps labelled
+    episodes whatever the seed (a plain split could hold out all of them)."""
+    from hmpc.data import LeRobotDataset, build_frame_cache
+    from hmpc.train import _split
+
+    root = tmp_path / "mixed"
+    write_episodes(root, [square_episode(i, with_action=i < 2) for i in range(20)], fps=10)
+    frames = build_frame_cache(LeRobotDataset(root), progress=False)
+    for seed in range(20):
+        tr, va = _split(frames, 0.5, np.random.default_rng(seed), use_video=True)
+        assert sorted([*tr, *va]) == list(range(20))
+        assert (tr < 2).sum() == 1 and (va < 2).sum() == 1  # one labelled episode each side
+        assert len(va) == 10
+    plain = _split(frames, 0.5, np.random.default_rng(0), use_video=False)
+    assert len(plain[1]) == 10
+
+
 def test_video_only_windows_train_no_level1_prediction_nor_idm():
     from hmpc.world_model import build_world_model
 

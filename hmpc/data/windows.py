@@ -177,6 +177,11 @@ class WindowSampler:
     def num_windows(self) -> int:
         return int(self.starts.size)
 
+    @property
+    def num_labelled(self) -> int:
+        """Windows whose every action is present."""
+        return int(self._labelled.size)
+
     def __len__(self) -> int:
         return self.num_windows
 
