@@ -8,6 +8,8 @@ data): the guardrails read the *predicted* state through it. ``flat_gd_guarded``
 U's bottom-left cell) runs twice on the same seeded episodes: with its guardrail weights, and
 with both weights 0 (the same bounds and box are only monitored). The harness counts violations
 from the true state, which the controller never sees, and commanded actions outside [-1, 1].
+Starts and goals are never drawn in the forbidden cell (``env.exclude_regions``): a goal inside
+it would pit the goal cost against the guardrail, and no controller could satisfy both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from _cli import ci, evaluate
 
 CTRL = "flat_gd_guarded"
+FORBIDDEN = "[[1,1,2,2]]"  # the forbidden box of flat_gd_guarded.yaml (x, y in cells)
 ROWS = {
     "guardrails on": [],
     "guardrails off (monitored)": [f"controllers.{CTRL}.weights.guardrails.state_bounds=0",
@@ -38,8 +41,8 @@ def main() -> None:
     results = {}
     for i, (name, overrides) in enumerate(ROWS.items()):
         results[name] = evaluate(args.checkpoint, [CTRL], [
-            "env=point_maze", f"episodes={args.episodes}", "seed=1000", "max_steps=100",
-            "videos=0", f"workers={args.workers}", *overrides,
+            "env=point_maze", f"env.exclude_regions={FORBIDDEN}", f"episodes={args.episodes}",
+            "seed=1000", "max_steps=100", "videos=0", f"workers={args.workers}", *overrides,
         ], out / f"row{i}", name)[CTRL]  # fmt: skip
     (out / "guardrails.json").write_text(json.dumps(results, indent=1))
     print(f"\n# Guardrails, U-maze, {args.episodes} episodes, {CTRL}, checkpoint {args.checkpoint}; "

@@ -62,6 +62,8 @@ class PointMazeEnv(BulletGoalEnv):
         random_size: (rows, cols) of random mazes, odd, wall border included.
         layout_seeds: [low, high) range the per-episode random layout id is drawn from.
         min_goal_distance, max_goal_distance: path-distance range (cells) of sampled pairs.
+        start_region: [x_lo, y_lo, x_hi, y_hi]: starts only in cells whose centre lies inside.
+        exclude_regions: boxes like ``start_region``; no start or goal in cells centred inside.
         camera: overrides of the default top-down :class:`robots.base.Camera`.
     """
 
@@ -81,6 +83,7 @@ class PointMazeEnv(BulletGoalEnv):
         min_goal_distance: int = 1,
         max_goal_distance: int | None = None,
         start_region: Sequence[float] | None = None,
+        exclude_regions: Sequence[Sequence[float]] = (),
         random_size: Sequence[int] = (9, 9),
         layout_seeds: Sequence[int] = (0, 2**31 - 1),
         camera: dict[str, Any] | None = None,
@@ -94,6 +97,9 @@ class PointMazeEnv(BulletGoalEnv):
         # [x_lo, y_lo, x_hi, y_hi]: starts only in cells whose centre lies inside (e.g. collect
         # on one side of the maze, then evaluate starts on the other: an out-of-distribution row)
         self.start_region = None if start_region is None else tuple(float(v) for v in start_region)
+        # [[x_lo, y_lo, x_hi, y_hi], ...]: neither starts nor goals in cells whose centre lies
+        # inside one (e.g. a forbidden region a guardrail keeps the ball out of)
+        self.exclude_regions = tuple(tuple(float(v) for v in r) for r in exclude_regions)
         self.layout_seeds = (int(layout_seeds[0]), int(layout_seeds[1]))
         self._random_size = (int(random_size[0]), int(random_size[1]))
         self._check_args()
@@ -144,10 +150,12 @@ class PointMazeEnv(BulletGoalEnv):
         if self.max_goal_distance is not None and self.max_goal_distance < self.min_goal_distance:
             raise ValueError(f"max_goal_distance={self.max_goal_distance} is below "
                              f"min_goal_distance={self.min_goal_distance}")  # fmt: skip
-        r = self.start_region
-        if r is not None and not (len(r) == 4 and r[0] < r[2] and r[1] < r[3]):
-            raise ValueError(f"start_region={list(r)} must be [x_lo, y_lo, x_hi, y_hi] with "
-                             "x_lo < x_hi and y_lo < y_hi (maze cells), or null")  # fmt: skip
+        boxes = [("start_region", self.start_region)]
+        boxes += [(f"exclude_regions[{i}]", r) for i, r in enumerate(self.exclude_regions)]
+        for key, r in boxes:
+            if r is not None and not (len(r) == 4 and r[0] < r[2] and r[1] < r[3]):
+                raise ValueError(f"{key}={list(r)} must be [x_lo, y_lo, x_hi, y_hi] with "
+                                 "x_lo < x_hi and y_lo < y_hi (maze cells)")  # fmt: skip
         if not self.layout_seeds[0] < self.layout_seeds[1]:
             raise ValueError(
                 f"layout_seeds={list(self.layout_seeds)} must be [low, high), low < high"
@@ -335,11 +343,16 @@ class PointMazeEnv(BulletGoalEnv):
     def _pair_mask(self, lo: int, hi: int | None) -> np.ndarray:
         """bool (N, N): which (start cell, goal cell) pairs may be sampled."""
         ok = self._cell_dist >= max(lo, 0)  # -1 (unreachable) never ok
+        c = self.free_cells
+        x, y = c[:, 1] + 0.5, self.n_rows - c[:, 0] - 0.5  # cell centres
+
+        def inside(box: Sequence[float]) -> np.ndarray:
+            return (x >= box[0]) & (x <= box[2]) & (y >= box[1]) & (y <= box[3])
+
         if self.start_region is not None:
-            x0, y0, x1, y1 = self.start_region
-            c = self.free_cells
-            x, y = c[:, 1] + 0.5, self.n_rows - c[:, 0] - 0.5
-            ok &= ((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))[:, None]
+            ok &= inside(self.start_region)[:, None]
+        for box in self.exclude_regions:
+            ok &= ~inside(box)[:, None] & ~inside(box)[None, :]
         return ok if hi is None else ok & (self._cell_dist <= hi)
 
     def _sample_episode(self, options: dict[str, Any]) -> None:
@@ -361,7 +374,8 @@ class PointMazeEnv(BulletGoalEnv):
         if not ok.any():
             raise ValueError(f"no start/goal pair has a path distance in [{lo}, {hi}] cells in "
                              f"this layout (longest: {int(self._cell_dist.max())}) with starts in "
-                             f"start_region={self.start_region}")  # fmt: skip
+                             f"start_region={self.start_region}, outside "
+                             f"exclude_regions={[list(r) for r in self.exclude_regions]}")  # fmt: skip
         rng = self.np_random
         i = int(rng.choice(np.flatnonzero(ok.any(axis=1))))
         j = int(rng.choice(np.flatnonzero(ok[i])))

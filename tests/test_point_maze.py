@@ -308,3 +308,23 @@ def test_start_region_restricts_starts_and_rejects_bad_boxes():
     empty = PointMazeEnv(layout="medium", image_size=16, start_region=[0.1, 0.1, 0.2, 0.2])
     with pytest.raises(ValueError, match="start_region"):
         empty.reset(seed=0)
+
+
+def test_exclude_regions_keep_starts_and_goals_out_and_reject_bad_boxes():
+    # U-maze: the bottom-left free cell spans x, y in [1, 2]; 40 seeds would hit it without exclusion
+    env = PointMazeEnv(layout="umaze", image_size=16, exclude_regions=[[1, 1, 2, 2]])
+    hits = 0
+    plain = PointMazeEnv(layout="umaze", image_size=16)
+    for seed in range(40):
+        state = env.reset(seed=seed)[0]["state"]
+        for xy in (state[:2], env.task_state()["goal"]):
+            assert not (xy[0] < 2.0 and xy[1] < 2.0), (seed, xy)
+        s, g = plain.reset(seed=seed)[0]["state"][:2], plain.task_state()["goal"]
+        hits += sum(bool(p[0] < 2.0 and p[1] < 2.0) for p in (s, g))
+    assert hits > 0
+    assert env.clone().exclude_regions == ((1.0, 1.0, 2.0, 2.0),)
+    with pytest.raises(ValueError, match=r"exclude_regions\[0\]"):
+        PointMazeEnv(layout="umaze", exclude_regions=[[2, 1, 1, 2]])
+    everything = PointMazeEnv(layout="umaze", image_size=16, exclude_regions=[[0, 0, 5, 5]])
+    with pytest.raises(ValueError, match="exclude_regions"):
+        everything.reset(seed=0)
