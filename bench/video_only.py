@@ -2,8 +2,9 @@
 
     python bench/video_only.py --out outputs/bench/video_only      # ~25 min on 2 CPU cores
     python bench/video_only.py --full                              # adds the 100 %-labelled row
+    python bench/video_only.py --layout medium --labelled-share 0.5   # a harder maze to plan in
 
-The demo's setting (U-maze, 200 OU-exploration episodes x 100 frames, ``model=small``, 1000
+The demo's setting (U-maze unless ``--layout``, 200 OU-exploration episodes x 100 frames, ``model=small``, 1000
 training steps, 20 evaluation episodes on seed 1000). From one collection it writes two datasets
 that hold the same 10 % of episodes with their actions:
 - ``labelled``: those episodes only;
@@ -79,11 +80,13 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train on 100 %% labelled data")
     parser.add_argument("--labelled-share", type=float, default=None,
                         help="adds a mixed row with this fraction of each batch labelled")
+    parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-video-only-"))
-    collect = ["env=point_maze", "policy=correlated", "steps=100", f"workers={args.workers}"]
+    maze = ["env=point_maze", f"env.layout={args.layout}"]
+    collect = [*maze, "policy=correlated", "steps=100", f"workers={args.workers}"]
     run_cli("collect", [*collect, f"episodes={args.episodes}", "seed=0", f"output_dir={out / 'full'}"])  # fmt: skip
     run_cli("collect", [*collect, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
     if not (out / "mixed").exists():
@@ -102,11 +105,11 @@ def main() -> None:
             run_cli("train", [f"data={out / data}", "model=small", f"trainer.steps={args.train_steps}",
                            *extra, f"output_dir={run}"])  # fmt: skip
         agg = evaluate(run / "checkpoint", ["hierarchical"], [
-            "env=point_maze", f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
+            *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
             "videos=0", f"workers={args.workers}"], out / f"eval_{name}", name)  # fmt: skip
         rows[name] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
-    print(f"\n# Video-only study: U-maze, {args.episodes} episodes, {args.fraction:.0%} labelled, "
+    print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
           f"{args.train_steps} steps; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
     print("| training data | l2 err / copy-last | l1 err / copy-last | probe R² l1 | "
           "hierarchical success % | 95 % CI |")  # fmt: skip

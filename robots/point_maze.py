@@ -32,8 +32,8 @@ from robots.layouts import (
     all_pairs_cell_distances,
     parse_layout,
     random_maze,
-    wall_runs,
 )
+from robots.maze_scene import build_wall_bodies
 
 FLOOR_RGB = (255, 255, 255)  # TinyRenderer's clear colour: the floor is empty space
 WALL_RGB = (63, 63, 63)
@@ -41,7 +41,6 @@ BALL_RGB = (255, 0, 0)
 
 _BALL_Z = 0.5  # the ball's centre height: mid-height of the walls, so contacts are horizontal
 _CAMERA_HEIGHT = 100.0  # far away + narrow field of view ~ orthographic (TinyRenderer has no ortho)
-_MAX_COMPOUND = 16  # PyBullet's MAX_COMPOUND_COLLISION_SHAPES
 _FIXED_LAYOUT = -1  # layout id of a layout given by name or rows
 
 
@@ -186,7 +185,7 @@ class PointMazeEnv(BulletGoalEnv):
         for body in self._wall_bodies:
             self._client.removeBody(body)
         self.walls, self.layout_id = walls, layout_id
-        self._wall_bodies = self._build_walls()
+        self._wall_bodies = build_wall_bodies(self._client, self.walls, WALL_RGB, self._speck)
         # All-pairs BFS once per layout: sampling start/goal by distance is then a lookup.
         self._cells, self._cell_dist = all_pairs_cell_distances(self.walls)
         self._cell_index = np.full(self.walls.shape, -1, dtype=np.int64)  # (row, col) -> index
@@ -196,53 +195,6 @@ class PointMazeEnv(BulletGoalEnv):
                 f"min_goal_distance={self.min_goal_distance} but the longest path in this layout "
                 f"is {int(self._cell_dist.max())} cells; lower min_goal_distance or use a larger maze"
             )
-
-    def _build_walls(self) -> list[int]:
-        """Static compound collision boxes per wall run plus the border, and the top-face mesh.
-
-        Rendering cost in TinyRenderer grows with covered pixels per triangle, so the scene has
-        no floor body (the white clear colour is the floor) and walls are drawn as one mesh of
-        their top faces only (a top-down camera never sees the sides).
-        """
-        c = self._client
-        h, w = self.n_rows, self.n_cols
-        centers: list[list[float]] = []
-        halves: list[list[float]] = []
-        vertices: list[list[float]] = []
-        indices: list[int] = []
-        # Merged row runs: fewer shapes and triangles, and no internal edges to snag the ball.
-        for r, c0, c1 in wall_runs(self.walls):
-            y0 = h - r - 1
-            centers.append([(c0 + c1) / 2, y0 + 0.5, 0.5])
-            halves.append([(c1 - c0) / 2, 0.5, 0.5])
-            n = len(vertices)
-            vertices += [[c0, y0, 1.0], [c1, y0, 1.0], [c1, y0 + 1, 1.0], [c0, y0 + 1, 1.0]]
-            indices += [n, n + 1, n + 2, n, n + 2, n + 3]  # counter-clockwise seen from +z
-        # Border walls just outside the grid: layouts need not be closed; they are out of view.
-        centers += [
-            [w / 2, -0.5, 0.5],
-            [w / 2, h + 0.5, 0.5],
-            [-0.5, h / 2, 0.5],
-            [w + 0.5, h / 2, 0.5],
-        ]
-        halves += [[w / 2 + 1, 0.5, 0.5]] * 2 + [[0.5, h / 2 + 1, 0.5]] * 2
-        first_vis = self._speck
-        if vertices:
-            first_vis = c.createVisualShape(pybullet.GEOM_MESH, vertices=vertices, indices=indices,
-                                            rgbaColor=[v / 255.0 for v in WALL_RGB] + [1.0])  # fmt: skip
-        bodies = []
-        # PyBullet caps a compound at 16 children, hence chunks.
-        for k in range(0, len(centers), _MAX_COMPOUND):
-            shape = c.createCollisionShapeArray(
-                shapeTypes=[pybullet.GEOM_BOX] * len(centers[k : k + _MAX_COMPOUND]),
-                halfExtents=halves[k : k + _MAX_COMPOUND],
-                collisionFramePositions=centers[k : k + _MAX_COMPOUND],
-            )
-            bodies.append(
-                c.createMultiBody(0, shape, first_vis if k == 0 else self._speck, [0, 0, 0])
-            )
-            c.changeDynamics(bodies[-1], -1, lateralFriction=0.0, restitution=0.0)
-        return bodies
 
     def _default_camera(self) -> Camera:
         """Top-down camera whose view is exactly the grid, stretched to a square image."""
