@@ -106,7 +106,8 @@ class PushTEnv(BulletGoalEnv):
 
     Episodes: start and goal block poses are sampled with centres uniform in
     ``[m, arena_size - m]^2`` (m = ``BLOCK_RADIUS + 3 * PUSHER_RADIUS`` ~ 0.25) and yaws uniform,
-    the goal yaw within ``max_goal_rotation_deg`` of the start's; a start with both errors
+    the goal yaw within ``max_goal_rotation_deg`` of the start's and, when ``max_goal_offset``
+    (m) is set, the goal centre within that distance of the start's; a start with both errors
     within twice the tolerances is resampled. The pusher starts uniformly in the arena, at least
     2 cm clear of the block.
     """
@@ -124,6 +125,7 @@ class PushTEnv(BulletGoalEnv):
         success_pos_tol: float = 0.03,
         success_angle_tol_deg: float = 15.0,
         max_goal_rotation_deg: float = 180.0,
+        max_goal_offset: float | None = None,
     ) -> None:
         init_kwargs = dict(locals())
         self.arena_size = float(arena_size)
@@ -131,6 +133,7 @@ class PushTEnv(BulletGoalEnv):
         self.success_pos_tol = float(success_pos_tol)
         self.success_angle_tol = float(np.radians(success_angle_tol_deg))
         self.max_goal_rotation = float(np.radians(max_goal_rotation_deg))
+        self.max_goal_offset = None if max_goal_offset is None else float(max_goal_offset)
         check_positive(arena_size=self.arena_size, max_speed=self.max_speed,
                        success_pos_tol=self.success_pos_tol,
                        success_angle_tol_deg=float(success_angle_tol_deg))  # fmt: skip
@@ -142,6 +145,9 @@ class PushTEnv(BulletGoalEnv):
                              "edges (pushes could skip through); use <= 0.05")  # fmt: skip
         if not 0 <= max_goal_rotation_deg <= 180:
             raise ValueError(f"max_goal_rotation_deg={max_goal_rotation_deg} must be in [0, 180]")
+        if self.max_goal_offset is not None and self.max_goal_offset <= 2 * self.success_pos_tol:
+            raise ValueError(f"max_goal_offset={max_goal_offset} m must exceed twice "
+                             f"success_pos_tol ({2 * self.success_pos_tol} m), or be null")  # fmt: skip
         size = self.arena_size
         height = _CAMERA_HEIGHT * size
         default_cam = Camera(
@@ -360,8 +366,12 @@ class PushTEnv(BulletGoalEnv):
             s = start if start is not None else np.array(
                 [*rng.uniform(lo, hi, 2), rng.uniform(-np.pi, np.pi)])  # fmt: skip
             rot = rng.uniform(-self.max_goal_rotation, self.max_goal_rotation)
-            g = goal if goal is not None else np.array(
-                [*rng.uniform(lo, hi, 2), wrap_angle(s[2] + rot)])  # fmt: skip
+            if self.max_goal_offset is None:
+                xy = rng.uniform(lo, hi, 2)
+            else:  # uniform in the disc of that radius around the start, kept in the arena
+                r, phi = self.max_goal_offset * np.sqrt(rng.uniform()), rng.uniform(-np.pi, np.pi)
+                xy = np.clip(s[:2] + r * np.array([np.cos(phi), np.sin(phi)]), lo, hi)
+            g = goal if goal is not None else np.array([*xy, wrap_angle(s[2] + rot)])
             far = (np.hypot(*(s[:2] - g[:2])) > 2 * self.success_pos_tol
                    or abs(wrap_angle(s[2] - g[2])) > 2 * self.success_angle_tol)  # fmt: skip
             if far or (start is not None and goal is not None):

@@ -215,6 +215,7 @@ def test_truncation_and_constructor_validation():
     for kwargs, match in [({"arena_size": 0.5}, "arena_size"), ({"max_speed": 0.2}, "max_speed"),
                           ({"success_pos_tol": 0.0}, "success_pos_tol"),
                           ({"max_goal_rotation_deg": 200}, "max_goal_rotation_deg"),
+                          ({"max_goal_offset": 0.05}, "max_goal_offset"),
                           ({"render_mode": "human"}, "render_mode"),
                           ({"camera": {"fovv": 3}}, "camera key")]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
@@ -235,6 +236,22 @@ def test_camera_override_and_bounded_goal_rotation():
             assert np.all((st["goal"][:2] > lo) & (st["goal"][:2] < hi))
     finally:
         e.close()
+
+
+def test_bounded_goal_offset_keeps_goals_near_the_start():
+    near, anywhere = PushTEnv(image_size=8, max_goal_offset=0.1), PushTEnv(image_size=8)
+    try:
+        gaps = {"near": [], "anywhere": []}
+        for seed in range(20):
+            for name, e in (("near", near), ("anywhere", anywhere)):
+                e.reset(seed=seed)
+                st = e.task_state()
+                gaps[name].append(float(np.hypot(*(st["goal"][:2] - st["block"][:2]))))
+        assert max(gaps["near"]) <= 0.1 + 1e-9, gaps["near"]
+        assert max(gaps["anywhere"]) > 0.2  # the default draws goals across the arena
+    finally:
+        near.close()
+        anywhere.close()
 
 
 # ---------------------------------------------------------------- expert
