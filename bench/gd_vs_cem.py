@@ -8,7 +8,8 @@ Flat MPC on the demo's task (U-maze, 20 seeded start/goal pairs, 100 steps, hori
   budget sampling planners are usually quoted at;
 - gradient descent (Adam through the model, warm-started from the shifted previous plan) with
   4 restarts x 13 iterations (``flat_gd``), 1 x 13, 1 x 5, 1 x 2 and 1 x 1 (replanning every
-  step from the warm start, a few iterations per step keep improving the same plan).
+  step from the warm start, a few iterations per step keep improving the same plan);
+- GD 1 x 5 and 1 x 3 with the model's rollouts compiled (``compile=inductor``).
 Prints success with 95 % intervals, planning ms per step, and each GD row's points and time
 relative to the large CEM. Issue goal: GD within 5 points of CEM at <= 10 % of CEM's planning time.
 """
@@ -32,6 +33,9 @@ ROWS = {
     "gd 1x5": ("flat_gd", ["candidates=1", "optimizer.iters=5"]),
     "gd 1x2": ("flat_gd", ["candidates=1", "optimizer.iters=2"]),
     "gd 1x1": ("flat_gd", ["candidates=1", "optimizer.iters=1"]),
+    # the same with the rollouts compiled by torch.compile (inductor), compiled once per worker
+    "gd 1x5 compiled": ("flat_gd", ["candidates=1", "optimizer.iters=5", "compile=inductor"]),
+    "gd 1x3 compiled": ("flat_gd", ["candidates=1", "optimizer.iters=3", "compile=inductor"]),
 }
 REFERENCE = "cem 512x10"
 
@@ -41,11 +45,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all); "
+                        f"{REFERENCE!r} is always run")  # fmt: skip
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    rows = [REFERENCE, *(r for r in (args.rows.split(",") if args.rows else ROWS) if r != REFERENCE)]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown --rows {unknown}; known: {list(ROWS)}")
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-gd-vs-cem-"))
     results = {}
-    for i, (name, (ctrl, overrides)) in enumerate(ROWS.items()):
+    for i, name in enumerate(rows):
+        ctrl, overrides = ROWS[name]
         results[name] = evaluate(args.checkpoint, [ctrl], [
             "env=point_maze", f"episodes={args.episodes}", "seed=1000", "max_steps=100",
             "videos=0", f"workers={args.workers}", *[f"controllers.{ctrl}.{o}" for o in overrides],

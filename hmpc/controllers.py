@@ -47,6 +47,7 @@ class ControllerSpec:
     policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
     deadline_ms: float | None = None  # planning budget per control step; None: no deadline
     macro_support: bool = True  # kind hierarchical: abstract plans only realisable macro codes
+    compile: str | None = None  # learned kinds: torch.compile backend of the rollouts ("inductor")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,6 +57,9 @@ class ControllerSpec:
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ValueError(f"controllers.{self.name}.deadline_ms={self.deadline_ms} must be > 0 "
                              "(milliseconds per control step), or null for no deadline")
+        if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
+            raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
+                             "torch.compile backend; use inductor (or aot_eager to debug), or null")
 
     def cost_weights(self) -> CostWeights:
         """``weights`` as :class:`CostWeights`; errors name ``controllers.<name>.weights``."""
@@ -122,7 +126,9 @@ def build_controller(
         opts += [_optimizer(spec.high_optimizer, seed + lv) for lv in range(1, model.spec.num_levels)]
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
-            spec.candidates, weights, device, spec.deadline_ms, spec.macro_support,
+            spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,
         )
     opt = _optimizer(spec.optimizer, seed)
-    return FlatMPC(model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms)
+    return FlatMPC(
+        model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms, spec.compile
+    )

@@ -63,8 +63,9 @@ class HierarchicalMPC(LatentController):
         device: torch.device | str = "cpu",
         deadline_ms: float | None = None,
         macro_support: bool = True,
+        compile: str | None = None,
     ) -> None:
-        super().__init__(model, device)
+        super().__init__(model, device, compile)
         spec = model.spec
         if spec.num_levels < 2:
             raise ValueError("hierarchical MPC needs a world model with >= 2 levels (model.levels)")
@@ -87,7 +88,7 @@ class HierarchicalMPC(LatentController):
     def _horizon(self, level: int) -> int:
         return self.top_horizon if level == self.top else self.model.spec.levels[level - 1].k
 
-    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+    def _reset(self, obs: Obs, goal_obs: Obs) -> None:
         self.goal_top = self.model.project(self.encode(goal_obs), self.top)[0]  # (D_top,)
         spec = self.model.spec
         self.plans = {
@@ -102,7 +103,7 @@ class HierarchicalMPC(LatentController):
     def _level_cost(self, level: int, s: torch.Tensor, plan: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted terms for candidates ``plan`` (N, H, A_l) from latent s (1, D_l)."""
         w = self.weights
-        pred = self.model.rollout(s, plan, level)  # (N, H, D_l)
+        pred = self.rollout(s, plan, level)  # (N, H, D_l)
         if level == self.top:
             terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode, w.goal_mix)}
         else:

@@ -117,13 +117,33 @@ class RandomController(Controller):
 class LatentController(Controller):
     """Shared plumbing of controllers that plan in a world model's latent space."""
 
-    def __init__(self, model: WorldModel, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, model: WorldModel, device: torch.device | str = "cpu", compile: str | None = None
+    ) -> None:
         self.model = model.eval()
         self.device = torch.device(device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # planning differentiates w.r.t. actions only
         # proprioception only for models trained to fuse it; for PointMaze it would be the answer
         self.observation_keys = ("pixels", "state") if model.spec.state_dim else ("pixels",)
+        # compile: a torch.compile backend ("inductor") for the planner's rollouts: GD planning
+        # is latency-bound (small batches, one op at a time), which fused kernels cut. Compiled
+        # graphs are cached per model, shape and grad mode; the first reset() compiles them.
+        rollout = model.rollout
+        self.rollout = rollout if compile is None else torch.compile(rollout, backend=compile)
+        self._cold = compile is not None
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        """Start an episode toward ``goal_obs``. With ``compile``, the first reset also plans one
+        throw-away step from ``obs`` (compiling every rollout a step uses outside act()'s timing)."""
+        self._reset(obs, goal_obs)
+        if self._cold:
+            self._cold = False
+            self.act(obs)
+            self._reset(obs, goal_obs)
+
+    @abstractmethod
+    def _reset(self, obs: Obs, goal_obs: Obs) -> None: ...
 
     @torch.no_grad()
     def encode(self, obs: Obs) -> torch.Tensor:
@@ -154,8 +174,9 @@ class FlatMPC(LatentController):
         weights: CostWeights | None = None,
         device: torch.device | str = "cpu",
         deadline_ms: float | None = None,
+        compile: str | None = None,
     ) -> None:
-        super().__init__(model, device)
+        super().__init__(model, device, compile)
         self.optimizer = optimizer
         self.horizon = horizon
         self.candidates = candidates
@@ -164,7 +185,7 @@ class FlatMPC(LatentController):
         self.deadline_ms = deadline_ms
         self.action_dim = model.spec.action_dim
 
-    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+    def _reset(self, obs: Obs, goal_obs: Obs) -> None:
         self.goal = self.encode(goal_obs)[0]  # (D_1,)
         self.plan = torch.zeros(self.horizon, self.action_dim, device=self.device)
         self.prev = torch.zeros(self.action_dim, device=self.device)
@@ -172,7 +193,7 @@ class FlatMPC(LatentController):
     def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term of the objective for candidates (N, H, A) from latent s (1, D)."""
         w = self.weights
-        pred = self.model.rollout(s, actions)  # (N, H, D_1)
+        pred = self.rollout(s, actions)  # (N, H, D_1)
         return {
             "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode, w.goal_mix),
             "smoothness": w.smoothness * action_smoothness(actions, self.prev),

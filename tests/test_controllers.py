@@ -140,3 +140,32 @@ def test_goal_modes_on_known_distances():
     assert goal_distance(pred, goal, "mixed", mix=0.3).item() == pytest.approx(0.3 * 10 / 3)
     with pytest.raises(ValueError, match="goal_mix"):
         CostWeights(goal_mode="mixed", goal_mix=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hierarchical"])
+def test_compiled_rollouts_plan_like_eager_ones(model, kind):
+    # aot_eager traces the rollout with TorchDynamo and its backward with AOTAutograd (what
+    # inductor compiles) in well under a second; "inductor" itself takes tens of seconds
+    spec = ControllerSpec(name=kind, kind=kind, optimizer={"name": "gd", "iters": 3},
+                          high_optimizer={"name": "cem", "iters": 2, "population": 16, "elites": 4},
+                          horizon=4, top_horizon=2)  # fmt: skip
+    eager, compiled = (
+        build_controller(replace(spec, compile=c), model, 2, seed=0) for c in (None, "aot_eager")
+    )
+    compiled.reset(obs(0), obs(1))  # also plans one throw-away step, then resets again
+    eager.reset(obs(0), obs(1))
+    eager.act(obs(0))  # the same throw-away step: it draws from the optimiser's random stream
+    eager.reset(obs(0), obs(1))
+    assert compiled.rollout is not model.rollout and not compiled._cold
+    if kind == "flat":
+        assert torch.equal(compiled.plan, torch.zeros_like(compiled.plan))
+    for t in range(3):
+        a_eager, _ = eager.act(obs(2 + t))
+        a_compiled, info = compiled.act(obs(2 + t))
+        np.testing.assert_allclose(a_compiled, a_eager, atol=1e-4)
+        assert not info["fallback"]
+
+
+def test_unknown_compile_backend_is_named():
+    with pytest.raises(ValueError, match=r"controllers\.g\.compile='fast'.*inductor"):
+        ControllerSpec(name="g", kind="flat", compile="fast")
