@@ -9,7 +9,7 @@ Flat MPC on the demo's task (U-maze, 20 seeded start/goal pairs, 100 steps, hori
 - gradient descent (Adam through the model, warm-started from the shifted previous plan) with
   4 restarts x 13 iterations (``flat_gd``), 1 x 13, 1 x 5, 1 x 2 and 1 x 1 (replanning every
   step from the warm start, a few iterations per step keep improving the same plan);
-- GD 1 x 5 and 1 x 3 with the model's rollouts compiled (``compile=inductor``).
+- GD 1 x 5 and 1 x 3 and the large CEM with the model's rollouts compiled (``compile=inductor``).
 Prints success with 95 % intervals, planning ms per step, and each GD row's points and time
 relative to the large CEM. Issue goal: GD within 5 points of CEM at <= 10 % of CEM's planning time.
 """
@@ -33,7 +33,9 @@ ROWS = {
     "gd 1x5": ("flat_gd", ["candidates=1", "optimizer.iters=5"]),
     "gd 1x2": ("flat_gd", ["candidates=1", "optimizer.iters=2"]),
     "gd 1x1": ("flat_gd", ["candidates=1", "optimizer.iters=1"]),
-    # the same with the rollouts compiled by torch.compile (inductor), compiled once per worker
+    # the rollouts compiled by torch.compile (inductor), once per worker, for GD and for CEM
+    "cem 512x10 compiled": ("flat_cem", ["optimizer.population=512", "optimizer.iters=10",
+                                         "optimizer.elites=32", "compile=inductor"]),  # fmt: skip
     "gd 1x5 compiled": ("flat_gd", ["candidates=1", "optimizer.iters=5", "compile=inductor"]),
     "gd 1x3 compiled": ("flat_gd", ["candidates=1", "optimizer.iters=3", "compile=inductor"]),
 }
