@@ -49,6 +49,8 @@ class HierarchicalMPC(LatentController):
         macro_support: keep abstract plans inside the region of realisable macro codes
             (``WorldModel.macro_support``: codes some chunk of real actions produces). Off, they
             range over tanh's whole box [-1, 1]^M, where CEM finds shortcuts through walls.
+        compile: a ``torch.compile`` backend for every level's rollouts, or None (see
+            :class:`hmpc.mpc.LatentController`).
     """
 
     def __init__(
