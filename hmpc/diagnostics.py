@@ -5,6 +5,8 @@ All functions take tensors and return plain floats, so they log to CSV/TensorBoa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from hmpc.losses import collapse_metrics
@@ -53,9 +55,7 @@ def level_views(
 
 
 @torch.no_grad()
-def window_diagnostics(
-    model: WorldModel, batch: dict[str, torch.Tensor], probe_dims: int = 2
-) -> dict[str, float]:
+def window_diagnostics(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """Collapse metrics and k-step error ratios of one batch, per level (``l<l>/...`` keys).
 
     The error ratio divides the open-loop prediction error over the whole window by the error of
@@ -75,9 +75,9 @@ def window_diagnostics(
 
 @torch.no_grad()
 def pooled_probe_r2(
-    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: int = 2
+    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: Sequence[int] = (0, 1)
 ) -> dict[str, float]:
-    """Linear-probe R² of the first ``probe_dims`` state dims, per level (``l<l>/probe_r2``).
+    """Linear-probe R² of the state dims ``probe_dims``, per level (``l<l>/probe_r2``).
 
     The windows of all ``batches`` are pooled; the probe is fit on the first half of the windows
     and scored on the second half. Frames of one window are nearly the same state, so a probe fit
@@ -89,7 +89,8 @@ def pooled_probe_r2(
     for batch in batches:
         for level, (s, _, y) in enumerate(level_views(model, batch), start=1):
             zs.setdefault(level, []).append(s.float().cpu())
-            ys.setdefault(level, []).append(y[..., :probe_dims].float().cpu())
+            y = y[..., list(probe_dims)] if y.shape[-1] else y  # no observation.state: no probe
+            ys.setdefault(level, []).append(y.float().cpu())
     out: dict[str, float] = {}
     for level in zs:
         z, y = torch.cat(zs[level]), torch.cat(ys[level])  # (N_windows, n_l + 1, .)
@@ -103,7 +104,7 @@ def pooled_probe_r2(
 
 @torch.no_grad()
 def representation_report(
-    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: int = 2
+    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: Sequence[int] = (0, 1)
 ) -> dict[str, dict]:
     """End-of-training health report, per level, over held-out ``batches``.
 
@@ -116,7 +117,7 @@ def representation_report(
     sums: dict[str, float] = {}
     latents: dict[int, list[torch.Tensor]] = {}
     for batch in batches:
-        for k, v in window_diagnostics(model, batch, probe_dims).items():
+        for k, v in window_diagnostics(model, batch).items():
             sums[k] = sums.get(k, 0.0) + v / len(batches)
         for level, (s, _, _) in enumerate(level_views(model, batch), start=1):
             latents.setdefault(level, []).append(s.flatten(0, 1).float().cpu())

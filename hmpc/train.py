@@ -57,6 +57,7 @@ class TrainConfig:
     plots: bool = True  # training_curves.png at the end (about 1-2 s)
     video_only: str = "ignore"  # "use": also train on windows without actions (see objective)
     labelled_share: float | None = None  # with video_only=use: batch fraction with actions; None: uniform
+    probe_dims: tuple[int, ...] = (0, 1)  # observation.state dims the probe R² diagnostics read
 
     def __post_init__(self) -> None:
         if self.video_only not in VIDEO_ONLY:
@@ -64,6 +65,9 @@ class TrainConfig:
         if self.labelled_share is not None and not 0.0 < self.labelled_share <= 1.0:
             raise ValueError(f"trainer.labelled_share={self.labelled_share} must be in (0, 1], or "
                              "null to sample windows uniformly")
+        if not self.probe_dims or min(self.probe_dims) < 0:
+            raise ValueError(f"trainer.probe_dims={list(self.probe_dims)} must list observation.state "
+                             "dims (>= 0), e.g. [0, 1]")  # fmt: skip
         for key in ("steps", "batch_size", "val_every", "val_batches", "log_every", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key}={getattr(self, key)} must be >= 1")
@@ -139,7 +143,14 @@ def _make_samplers(
     return train, val, dataset
 
 
-def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
+def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec, cfg: TrainConfig) -> None:
+    try:
+        state = dataset.state_dim
+    except KeyError:  # no observation.state feature: no probe diagnostics
+        state = 0
+    if state and max(cfg.probe_dims) >= state:
+        raise ValueError(f"trainer.probe_dims={list(cfg.probe_dims)} but observation.state of "
+                         f"{dataset.root} has {state} dims; use dims in [0, {state - 1}]")  # fmt: skip
     h = dataset.image_shape[0]
     if h != spec.image_size:
         raise ValueError(
@@ -193,7 +204,7 @@ def validate(
         m.update(window_diagnostics(model, batch))
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
-    sums.update(pooled_probe_r2(model, batches))
+    sums.update(pooled_probe_r2(model, batches, cfg.probe_dims))
     model.train()
     return {f"val/{k}": v for k, v in sums.items()}
 
@@ -279,7 +290,7 @@ def train_world_model(
     rng = np.random.default_rng(cfg.seed)
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
-    _check_compatible(dataset, spec)
+    _check_compatible(dataset, spec, cfg)
     spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)
     meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root)}
@@ -291,7 +302,7 @@ def train_world_model(
         ckpt = _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)
     finally:
         log.close()
-    report = representation_report(run.model, _val_batches(val_s, cfg, device))
+    report = representation_report(run.model, _val_batches(val_s, cfg, device), cfg.probe_dims)
     atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report})
     if cfg.plots:
         plot_training_curves(log.rows, out_dir / "training_curves.png", spec.num_levels)

@@ -45,3 +45,23 @@ def test_pooled_probe_reads_a_decodable_state_and_flags_a_collapsed_encoder():
         per_batch.append(linear_probe_r2(z[:2].flatten(0, 1), y[:2].flatten(0, 1),
                                          z[2:].flatten(0, 1), y[2:].flatten(0, 1)))
     assert sum(per_batch) / len(per_batch) < 0.5
+
+
+class _PusherOnlyEncoder(_StateEncoder):
+    """Encodes state dims 0-1 (the part the actions move) and drops dims 2-3 (what they push)."""
+
+    def encode_window(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return super().encode_window(pixels, state[..., :2])
+
+
+def test_probe_dims_choose_which_state_the_diagnostics_read():
+    # Push-T-like: a model that tracks the pusher and ignores the block reads healthy on the
+    # default dims (0, 1) and fails on the block's dims, which trainer.probe_dims selects
+    batches = _window_batches(16)
+    gen = torch.Generator().manual_seed(2)
+    for b in batches:
+        block = torch.rand(b["state"].shape[0], 1, 2, generator=gen).expand(-1, b["state"].shape[1], 2)
+        b["state"] = torch.cat([b["state"], block], dim=-1)
+    enc = _PusherOnlyEncoder(nuisance=29)
+    assert pooled_probe_r2(enc, batches)["l1/probe_r2"] > 0.95
+    assert pooled_probe_r2(enc, batches, probe_dims=(2, 3))["l1/probe_r2"] < 0.3

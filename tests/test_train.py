@@ -109,6 +109,8 @@ def test_resume_errors_name_the_fix(square_dataset, tmp_path):
         train(square_dataset, tmp_path / "a", replace(CFG, steps=4, resume=True), spec=other)
     with pytest.raises(ValueError, match="video_only"):
         replace(CFG, video_only="maybe")
+    with pytest.raises(ValueError, match=r"trainer.probe_dims=\[0, 2\].*has 2 dims"):
+        train(square_dataset, tmp_path / "b", replace(CFG, probe_dims=(0, 2)))
 
 
 def test_nan_steps_are_skipped_then_training_stops_without_broken_checkpoint(square_dataset, tmp_path, monkeypatch):
