@@ -44,6 +44,7 @@ SETUPS = {
         "model": "push_t",
         "probes": {"block (x, y)": ([2, 3], 0.9), "block angle (cos, sin)": ([4, 5], 0.8)},
         "frames": 40_000, "train_steps": 1500,
+        "train": ["trainer.probe_dims=[2,3,4,5]"],  # training diagnostics watch the block
     },
 }
 
@@ -89,6 +90,8 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(SETUPS), default="maze")
     parser.add_argument("--frames", type=int, default=None, help="training frames (<= 200k)")
     parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra hmpc-train override, e.g. model.loss.inverse_dynamics=0.1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -100,12 +103,13 @@ def main() -> None:
     run_cli("collect", [*env, f"episodes={frames // 100}", f"output_dir={out / 'dataset'}"])
     run_cli("collect", [*env, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
     train_s = run_cli("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
-                             f"trainer.steps={train_steps}", f"output_dir={out / 'train'}"])  # fmt: skip
+                             f"trainer.steps={train_steps}", *setup.get("train", []), *args.set,
+                             f"output_dir={out / 'train'}"])  # fmt: skip
     res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"])
     res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps)
     (out / "probe.json").write_text(json.dumps(res, indent=1))
     print(f"\n# {args.env}: model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
-          f"{train_steps} steps; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
+          f"{train_steps} steps {' '.join(args.set)}; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
     print("| metric | measured | goal |\n|---|---:|---:|")
     for name, (_, goal) in setup["probes"].items():
         print(f"| probe R² {name}, level 1 | {res[f'probe_r2 {name}']:.3f} | >= {goal} |")
