@@ -143,14 +143,17 @@ def _make_samplers(
     return train, val, dataset
 
 
-def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec, cfg: TrainConfig) -> None:
+def _check_probe_dims(dataset: LeRobotDataset, cfg: TrainConfig) -> None:
     try:
         state = dataset.state_dim
     except KeyError:  # no observation.state feature: no probe diagnostics
-        state = 0
-    if state and max(cfg.probe_dims) >= state:
+        return
+    if max(cfg.probe_dims) >= state:
         raise ValueError(f"trainer.probe_dims={list(cfg.probe_dims)} but observation.state of "
                          f"{dataset.root} has {state} dims; use dims in [0, {state - 1}]")  # fmt: skip
+
+
+def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
     h = dataset.image_shape[0]
     if h != spec.image_size:
         raise ValueError(
@@ -290,7 +293,8 @@ def train_world_model(
     rng = np.random.default_rng(cfg.seed)
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
-    _check_compatible(dataset, spec, cfg)
+    _check_compatible(dataset, spec)
+    _check_probe_dims(dataset, cfg)
     spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)
     meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root)}
