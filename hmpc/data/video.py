@@ -85,6 +85,10 @@ class VideoWriter:
                 raise DatasetError(f"frame {self.count} of {self.name} has shape {frame_rgb.shape}; "
                                    f"earlier frames are {(self._stream.height, self._stream.width, 3)}")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+            # RGB -> YUV here, on one thread: left to the encoder, swscale picks its thread count
+            # per call (0 = auto), and the same frames then came out as different bytes in some
+            # test runs (tests/test_data.py, tests/test_end_to_end.py compare them).
+            frame = frame.reformat(format=pix_fmt, threads=1)
             frame.pts = self.count
             frame.time_base = Fraction(1, fps)
             for packet in self._stream.encode(frame):
@@ -144,7 +148,9 @@ def _open_stream(container, path: Path | str, shape: tuple[int, ...], fps: int, 
     stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.codec_context.time_base = Fraction(1, fps)
-    options = {"g": str(gop)}
+    # One encoder thread, so the bytes never depend on the machine's thread count (Ray workers
+    # and in-process collection must write identical files); frames are small.
+    options = {"g": str(gop), "threads": "1"}
     if codec in ("libx264", "libx265", "libsvtav1", "libaom-av1"):
         options["crf"] = str(crf)
     stream.options = options
