@@ -77,6 +77,31 @@ def inverse_dynamics_loss(
     return (err * keep).sum() / keep.sum().clamp_min(1.0)
 
 
+def predictive_nce_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Contrastive prediction (CPC / InfoNCE): each prediction must be nearer its own target than
+    the other windows' targets at the same time step.
+
+    Logits are negative mean squared distances (the geometry of :func:`prediction_loss` and of
+    the planners' costs) divided by ``temperature``. It keeps what tells windows apart (e.g. a
+    block's pose that stays put in most frames), which variance/covariance terms do not demand.
+
+    Args:
+        pred: (B, T, D) predicted latents; target: (B, T, D) encoded latents, same shape. B >= 2.
+    Returns:
+        scalar: mean over t and b of cross-entropy(-||pred[b, t] - target[:, t]||² / (D τ), b).
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[0] < 2:
+        raise ValueError(f"predictive_nce_loss needs pred and target (B>=2, T, D) of one shape, "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"predictive_nce_loss: temperature={temperature} must be > 0")
+    p, t = pred.transpose(0, 1), target.transpose(0, 1)  # (T, B, D)
+    d2 = (p.unsqueeze(2) - t.unsqueeze(1)).pow(2).mean(-1)  # (T, B, B): [t, i, j] = |p_i - t_j|²/D
+    logits = -d2 / temperature
+    labels = torch.arange(pred.shape[0], device=pred.device).expand(pred.shape[1], -1)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
 def state_probe_loss(pred_state: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     """State-probe regression: MSE between probed and observed physical states.
 

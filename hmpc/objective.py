@@ -46,6 +46,8 @@ class LossWeights:
     target: str = "online"  # "online" | "ema": where prediction targets come from
     ema_decay: float = 0.996  # target <- decay * target + (1 - decay) * online, every step
     state_probe: float = 0.0  # > 0 trains the state probe head (detached latents -> state)
+    contrastive: float = 0.0  # > 0: InfoNCE of one-step predictions against the batch's targets
+    temperature: float = 0.1  # of the contrastive term's logits (negative mean squared distances)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -54,6 +56,9 @@ class LossWeights:
             raise ValueError(f"model.loss.ema_decay={self.ema_decay} must be in [0, 1), e.g. 0.996")
         if self.rollout_horizon < 1:
             raise ValueError(f"model.loss.rollout_horizon={self.rollout_horizon} must be >= 1")
+        if self.contrastive < 0 or self.temperature <= 0:
+            raise ValueError(f"model.loss.contrastive={self.contrastive} must be >= 0 and "
+                             f"model.loss.temperature={self.temperature} > 0 (e.g. 1.0 and 0.1)")
         if self.state_probe < 0:
             raise ValueError(f"model.loss.state_probe={self.state_probe} must be >= 0 "
                              "(0 = no probe, e.g. 1.0 to train one)")
@@ -187,10 +192,20 @@ def _level_terms(
     else:  # no labelled window in this batch
         pred = s.sum() * 0.0
     terms["pred"] = (w.prediction, pred)
+    if w.contrastive and ps.shape[0] > 1:
+        one = model.predict(ps[:, :-1], pa, level, pz)  # (B', n, D)
+        terms["nce"] = (w.contrastive, losses.predictive_nce_loss(one, pt[:, 1:], w.temperature))
+    # with an expander (level 1, model.expander_dim > 0) covariance is decorrelated in its wider,
+    # nonlinear space, as in VICReg; the variance hinge holds on both, so the latent itself can
+    # neither shrink under the prediction loss nor hide its information in a few dimensions
+    wide = model.expand(flat) if level == 1 and model.expander is not None else None
     if w.variance:
-        terms["var"] = (w.variance, losses.variance_loss(flat))
+        var = losses.variance_loss(flat)
+        if wide is not None:
+            var = 0.5 * (var + losses.variance_loss(wide))
+        terms["var"] = (w.variance, var)
     if w.covariance:
-        terms["cov"] = (w.covariance, losses.covariance_loss(flat))
+        terms["cov"] = (w.covariance, losses.covariance_loss(flat if wide is None else wide))
     if w.inverse_dynamics:
         # at level >= 2 the target is the macro code itself: it makes codes recoverable from
         # consecutive abstract states, which is what video-only episodes rely on

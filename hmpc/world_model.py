@@ -4,7 +4,8 @@ Level 1 works at the env's time step with real actions. Level l >= 2 sees every 
 level l-1 through a projector (its own, more abstract space) and acts through *macro-actions*:
 latent codes of the chunk of real actions that spans one of its steps.
 
-Optional heads on level 1: an ensemble of ``num_predictors`` predictors (member 0 is the one
+Optional heads on level 1: a VICReg expander (``expand``, used by the training objective only), an
+ensemble of ``num_predictors`` predictors (member 0 is the one
 planners roll out; the others exist only to measure their disagreement, an out-of-distribution
 signal) and a state probe (``decode_state``) that reads the physical state off a latent. The probe
 is trained on detached latents, so it never shapes the representation: the JEPA stays video-only.
@@ -56,11 +57,15 @@ class WorldModelSpec:
     probe_dim: int = 0  # > 0: state probe head level-1 latent -> observation.state (S = probe_dim)
     probe_hidden: int = 0  # 0: linear probe; > 0: an MLP with one hidden layer of this width
     num_predictors: int = 1  # level-1 predictor ensemble size; > 1 enables the OOD guardrail
+    expander_dim: int = 0  # > 0: VICReg terms of level 1 also act on an MLP expander of this width
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
             raise ValueError(f"model.num_predictors={self.num_predictors} must be >= 1 "
                              "(1 = a single level-1 predictor, e.g. 5 for an ensemble)")
+        if self.expander_dim < 0:
+            raise ValueError(f"model.expander_dim={self.expander_dim} must be >= 0 "
+                             "(0 = VICReg on the latent itself, e.g. 512 for an expander head)")
         if self.probe_dim < 0 or self.probe_hidden < 0:
             raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
                              f"{self.probe_hidden} must be >= 0")
@@ -154,6 +159,8 @@ class WorldModel(nn.Module):
         if spec.probe_dim:
             d, h, out = spec.latent_dim, spec.probe_hidden, spec.probe_dim
             self.probe = nn.Linear(d, out) if h == 0 else mlp(d, h, out, depth=1)
+        e = spec.expander_dim
+        self.expander = mlp(spec.latent_dim, e, e, depth=2) if e else None
 
     @property
     def device(self) -> torch.device:
@@ -268,6 +275,12 @@ class WorldModel(nn.Module):
             raise ValueError("this world model has no state probe head (model.probe_dim=0); "
                              "retrain with model.loss.state_probe=1.0 to get one")
         return self.probe(s1)
+
+    def expand(self, s1: torch.Tensor) -> torch.Tensor:
+        """VICReg expander: level-1 latents (..., D_1) -> (..., E), E = ``expander_dim``."""
+        if self.expander is None:
+            raise ValueError("this world model has no expander head (model.expander_dim=0)")
+        return self.expander(s1)
 
     def _with_z(self, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Level-1 predictor input: actions (..., A) with z (or zeros) appended -> (..., A + Z)."""

@@ -60,3 +60,16 @@ def test_collapse_metrics_detects_collapse():
     assert h["eff_rank"] > 7.0 and c["eff_rank"] < 1.5
     assert h["std_min"] > 0.8
 
+
+
+def test_predictive_nce_loss_known_value_and_ordering():
+    a, tau = 1.5, 0.5
+    z = torch.eye(2).mul(a).unsqueeze(1)  # (B=2, T=1, D=2): off-diagonal mean sq distance a²
+    assert losses.predictive_nce_loss(z, z, tau).item() == pytest.approx(
+        math.log(1 + math.exp(-(a**2) / tau)), rel=1e-6)
+    swapped = z.flip(0)  # every prediction nearest the *other* target: worse than chance
+    assert losses.predictive_nce_loss(swapped, z, tau).item() > math.log(2)
+    with pytest.raises(ValueError, match="temperature"):
+        losses.predictive_nce_loss(z, z, 0.0)
+    with pytest.raises(ValueError, match="B>=2"):
+        losses.predictive_nce_loss(z[:1], z[:1])

@@ -132,3 +132,48 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises((ValueError, RuntimeError)):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_expander_carries_the_vicreg_terms_and_leaves_the_rest_of_the_model_unchanged():
+    from dataclasses import replace
+
+    from hmpc import losses
+
+    spec = replace(SPEC, expander_dim=12)
+    m, plain = build_world_model(spec, seed=0), build_world_model(SPEC, seed=0)
+    for k, v in plain.state_dict().items():  # built last: same init for everything else
+        assert torch.equal(m.state_dict()[k], v), k
+    x = batch(spec)
+    _, metrics = world_model_loss(m, x, LossWeights())
+    with torch.no_grad():
+        flat = m.encode_window(x["pixels"]).flatten(0, 1)
+        wide = m.expand(flat)
+    assert wide.shape == (flat.shape[0], 12)
+    var = 0.5 * (losses.variance_loss(flat) + losses.variance_loss(wide))
+    assert metrics["l1/var"] == pytest.approx(float(var), rel=1e-5)
+    assert metrics["l1/cov"] == pytest.approx(float(losses.covariance_loss(wide)), rel=1e-5)
+    assert metrics["l2/cov"] != pytest.approx(metrics["l1/cov"])  # level 2 keeps its own latent
+    loss, _ = world_model_loss(m, x, LossWeights())
+    loss.backward()
+    assert m.expander[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no expander head"):
+        plain.expand(flat)
+    with pytest.raises(ValueError, match="expander_dim=-1"):
+        WorldModelSpec(expander_dim=-1)
+
+
+def test_contrastive_term_scores_one_step_predictions_against_the_batch():
+    from hmpc import losses
+
+    m = build_world_model(SPEC, seed=0)
+    x = batch(SPEC)
+    _, off = world_model_loss(m, x, LossWeights())
+    assert "l1/nce" not in off
+    _, metrics = world_model_loss(m, x, LossWeights(contrastive=1.0, temperature=0.2))
+    with torch.no_grad():
+        s = m.encode_window(x["pixels"])
+        expected = losses.predictive_nce_loss(m.predict(s[:, :-1], x["action"]), s[:, 1:], 0.2)
+    assert metrics["l1/nce"] == pytest.approx(float(expected), rel=1e-5)
+    assert "l2/nce" in metrics
+    with pytest.raises(ValueError, match="temperature"):
+        LossWeights(contrastive=1.0, temperature=0.0)
