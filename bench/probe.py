@@ -1,17 +1,20 @@
 """World-model quality: linear-probe R² of the simulator state and 10-step prediction error.
 
     python bench/probe.py --env maze        # PointMaze medium, OU exploration, ~20 min on 2 CPU cores
-    python bench/probe.py --env push_t      # Push-T, noisy scripted expert (not run yet)
+    python bench/probe.py --env push_t      # Push-T, noisy scripted expert, ~12 min
     python bench/probe.py --env maze --frames 200000 --train-steps 2500 --out outputs/bench/probe
 
 Collects data with ``hmpc-collect``, trains the env's preset with ``hmpc-train`` (its wall time
 is printed next to the 15-minute goal), then scores the checkpoint on a separately collected
 held-out dataset (other seeds):
 - linear-probe R² of state groups from the level-1 latent (maze: the ball's (x, y); Push-T: the
-  block's (x, y) and its angle as (cos, sin)): a ridge probe fit on the first half of the held-out
-  episodes, scored on the second half;
+  block's (x, y) and its angle as (cos, sin)): a ridge probe fit on frames of the training
+  episodes (up to 20k), scored on every frame of the held-out episodes; also, as a small-sample
+  check, fit on the first half of the held-out episodes and scored on the second half (with 20
+  Push-T episodes, about 20 block angles, to fit, that one overfits the angle);
 - 10-step open-loop prediction error of level 1 (real actions) divided by the error of copying
   the last latent (s_10 predicted as s_0), over every other 11-frame window of the held-out episodes.
+``--reuse`` keeps the datasets of an earlier run in ``--out`` to compare training settings.
 Issue goals: maze R² >= 0.95 and error ratio <= 0.3 within 15 minutes of training from <= 200k
 frames; Push-T block position R² >= 0.9, block angle R² >= 0.8.
 """
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from _cli import run_cli
 
@@ -42,7 +47,8 @@ SETUPS = {
     "push_t": {
         "collect": ["env=push_t", "policy=push_t_expert", "policy.noise=0.5"],
         "model": "push_t",
-        "probes": {"block (x, y)": ([2, 3], 0.9), "block angle (cos, sin)": ([4, 5], 0.8)},
+        "probes": {"block (x, y)": ([2, 3], 0.9), "block angle (cos, sin)": ([4, 5], 0.8),
+                   "pusher (x, y)": ([0, 1], None)},  # no goal: planning needs it, though
         "frames": 40_000, "train_steps": 1500,
         "train": ["trainer.probe_dims=[2,3,4,5]"],  # training diagnostics watch the block
     },
@@ -50,28 +56,43 @@ SETUPS = {
 
 
 @torch.no_grad()
-def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float]],
-          steps: int = 10) -> dict[str, float]:
-    """Probe R² of each state group and the ``steps``-step error ratio on the dataset at ``data``."""
+def encode_frames(model, frames, max_frames: int = 20_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level-1 latents (N, D) and states (N, S) of every frame (strided down to ``max_frames``)."""
+    idx = np.arange(0, frames.pixels.shape[0], max(1, -(-frames.pixels.shape[0] // max_frames)))
+    z, y = [], []
+    for i in range(0, len(idx), 512):
+        j = idx[i : i + 512]
+        pixels = torch.from_numpy(np.ascontiguousarray(frames.pixels[j])).permute(0, 3, 1, 2)
+        state = torch.from_numpy(frames.state[j])
+        z.append(model.encode(pixels, state if model.spec.state_dim else None))
+        y.append(state)
+    return torch.cat(z), torch.cat(y)
+
+
+@torch.no_grad()
+def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float | None]],
+          train_data: Path | None = None, steps: int = 10) -> dict[str, float]:
+    """Probe R² of each state group and the ``steps``-step error ratio on the dataset at ``data``.
+
+    With ``train_data`` the probe is fit on its frames (the world model's training episodes) and
+    scored on every frame of ``data``; either way it is also fit on the first half of ``data``'s
+    episodes and scored on the second half (keys ending in "half/half").
+    """
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     frames = build_frame_cache(LeRobotDataset(data), progress=False)
     e = frames.num_episodes
-    fit = WindowSampler(frames, steps + 1, episodes=range(e // 2))
-    held = WindowSampler(frames, steps + 1, episodes=range(e // 2, e))
+    first = frames.episode_starts[e // 2]  # first frame of the second half
+    z, y = encode_frames(model, frames, max_frames=frames.pixels.shape[0])
     out: dict[str, float] = {}
-    zs, ys = [], []
-    for sampler in (fit, held):
-        starts = sampler.starts[:: steps + 1]  # non-overlapping windows
-        z, y = [], []
-        for i in range(0, len(starts), 64):
-            b = sampler.gather(starts[i : i + 64])
-            z.append(model.encode_window(b["pixels"], b["state"]).flatten(0, 1))
-            y.append(b["state"].flatten(0, 1))
-        zs.append(torch.cat(z))
-        ys.append(torch.cat(y))
     for name, (dims, _) in probes.items():
-        out[f"probe_r2 {name}"] = linear_probe_r2(zs[0], ys[0][:, dims], zs[1], ys[1][:, dims])
+        out[f"probe_r2 {name} half/half"] = linear_probe_r2(
+            z[:first], y[:first, dims], z[first:], y[first:, dims])
+    if train_data is not None:
+        zt, yt = encode_frames(model, build_frame_cache(LeRobotDataset(train_data), progress=False))
+        for name, (dims, _) in probes.items():
+            out[f"probe_r2 {name}"] = linear_probe_r2(zt, yt[:, dims], z, y[:, dims])
+    held = WindowSampler(frames, steps + 1, episodes=range(e))
     err = base = 0.0
     starts = held.starts[::2]  # every other window: overlapping, but half the encoding
     for i in range(0, len(starts), 256):
@@ -94,25 +115,36 @@ def main() -> None:
                         help="extra hmpc-train override, e.g. model.loss.inverse_dynamics=0.1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep --out's dataset/ and held_out/ if present (compare training "
+                        "settings on the same data); train/ is always rewritten")
     args = parser.parse_args()
     setup = SETUPS[args.env]
     frames = args.frames or setup["frames"]
     train_steps = args.train_steps or setup["train_steps"]
     out = Path(args.out or tempfile.mkdtemp(prefix=f"hmpc-probe-{args.env}-"))
     env = [*setup["collect"], "steps=100", f"workers={args.workers}"]
-    run_cli("collect", [*env, f"episodes={frames // 100}", f"output_dir={out / 'dataset'}"])
-    run_cli("collect", [*env, "episodes=40", "seed=777", f"output_dir={out / 'held_out'}"])
+    for name, extra in (("dataset", [f"episodes={frames // 100}"]),
+                        ("held_out", ["episodes=40", "seed=777"])):
+        if args.reuse and (out / name / "meta" / "info.json").exists():
+            print(f"reusing {out / name}")
+        else:
+            run_cli("collect", [*env, *extra, f"output_dir={out / name}"])
+    shutil.rmtree(out / "train", ignore_errors=True)
     train_s = run_cli("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
                              f"trainer.steps={train_steps}", *setup.get("train", []), *args.set,
                              f"output_dir={out / 'train'}"])  # fmt: skip
-    res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"])
+    res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"], out / "dataset")
     res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps)
     (out / "probe.json").write_text(json.dumps(res, indent=1))
     print(f"\n# {args.env}: model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
           f"{train_steps} steps {' '.join(args.set)}; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
     print("| metric | measured | goal |\n|---|---:|---:|")
     for name, (_, goal) in setup["probes"].items():
-        print(f"| probe R² {name}, level 1 | {res[f'probe_r2 {name}']:.3f} | >= {goal} |")
+        print(f"| probe R² {name}, level 1 | {res[f'probe_r2 {name}']:.3f} | "
+              f"{'-' if goal is None else f'>= {goal}'} |")
+        print(f"| same, probe fit on half the held-out episodes | "
+              f"{res[f'probe_r2 {name} half/half']:.3f} | - |")
     print(f"| 10-step error / copy-last | {res['pred_err_ratio_10']:.3f} | "
           f"{'<= 0.3' if args.env == 'maze' else '-'} |")  # fmt: skip
     print(f"| training wall time | {train_s / 60:.1f} min (incl. start-up and frame cache) | "
