@@ -12,6 +12,10 @@ Video-only windows (``batch["has_action"]`` False) train the encoder (VICReg ter
 levels >= 2, whose macro codes are inferred by their own inverse model (detached); the level-1
 prediction and inverse-dynamics terms are scored on action-labelled windows only.
 
+Optional anti-collapse terms: with ``model.expander_dim`` > 0 the level-1 covariance term acts
+on an MLP expander of the latent (VICReg); with ``contrastive`` > 0 every level's one-step
+predictions are also scored against the other windows' latents (InfoNCE).
+
 Optional level-1 heads: with ``num_predictors`` > 1 every ensemble member is trained on the same
 batch with its own prediction loss (the ``pred`` term is their mean); with ``state_probe`` > 0 the
 state probe regresses ``batch["state"]`` from *detached* level-1 latents (term ``state_probe``),
