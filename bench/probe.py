@@ -92,7 +92,7 @@ def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float
         zt, yt = encode_frames(model, build_frame_cache(LeRobotDataset(train_data), progress=False))
         for name, (dims, _) in probes.items():
             out[f"probe_r2 {name}"] = linear_probe_r2(zt, yt[:, dims], z, y[:, dims])
-    held = WindowSampler(frames, steps + 1, episodes=range(e))
+    held = WindowSampler(frames, steps + 1)
     err = base = 0.0
     starts = held.starts[::2]  # every other window: overlapping, but half the encoding
     for i in range(0, len(starts), 256):

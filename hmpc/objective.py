@@ -200,8 +200,9 @@ def _level_terms(
         one = model.predict(ps[:, :-1], pa, level, pz)  # (B', n, D)
         terms["nce"] = (w.contrastive, losses.predictive_nce_loss(one, pt[:, 1:], w.temperature))
     # with an expander (level 1, model.expander_dim > 0) covariance is decorrelated in its wider,
-    # nonlinear space, as in VICReg; the variance hinge holds on both, so the latent itself can
-    # neither shrink under the prediction loss nor hide its information in a few dimensions
+    # nonlinear space, as in VICReg; the variance hinge holds on both, so the latent cannot shrink
+    # under the prediction loss. Nothing decorrelates the latent itself: its effective rank can
+    # fall (about 3.4 of 64 on Push-T, bench/probe.py), which the diagnostics report
     wide = model.expand(flat) if level == 1 and model.expander is not None else None
     if w.variance:
         var = losses.variance_loss(flat)

@@ -4,11 +4,11 @@ Level 1 works at the env's time step with real actions. Level l >= 2 sees every 
 level l-1 through a projector (its own, more abstract space) and acts through *macro-actions*:
 latent codes of the chunk of real actions that spans one of its steps.
 
-Optional heads on level 1: a VICReg expander (``expand``, used by the training objective only), an
-ensemble of ``num_predictors`` predictors (member 0 is the one
-planners roll out; the others exist only to measure their disagreement, an out-of-distribution
-signal) and a state probe (``decode_state``) that reads the physical state off a latent. The probe
-is trained on detached latents, so it never shapes the representation: the JEPA stays video-only.
+Optional heads on level 1: a VICReg expander (``expand``, used by the training objective only),
+an ensemble of ``num_predictors`` predictors (member 0 is the one planners roll out; the others
+exist only to measure their disagreement, an out-of-distribution signal) and a state probe
+(``decode_state``) that reads the physical state off a latent. The probe is trained on detached
+latents, so it never shapes the representation: the JEPA stays video-only.
 
 Shapes: B = batch, D_l = latent size of level l, A = real action size, M_l = macro code size,
 S = probe size (``probe_dim``, the dataset's observation.state size), M = ensemble members.
@@ -57,7 +57,7 @@ class WorldModelSpec:
     probe_dim: int = 0  # > 0: state probe head level-1 latent -> observation.state (S = probe_dim)
     probe_hidden: int = 0  # 0: linear probe; > 0: an MLP with one hidden layer of this width
     num_predictors: int = 1  # level-1 predictor ensemble size; > 1 enables the OOD guardrail
-    expander_dim: int = 0  # > 0: VICReg terms of level 1 also act on an MLP expander of this width
+    expander_dim: int = 0  # > 0: level-1 covariance on an MLP expander this wide (variance on both)
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
