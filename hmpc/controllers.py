@@ -42,6 +42,7 @@ class ControllerSpec:
     candidates: int = 4
     replan_every: int = 1
     subgoal_tolerance: float = 0.0
+    goal_switch: float = 0.0  # kind hierarchical: final approach (see hmpc.hierarchy.HierarchicalMPC)
     weights: dict[str, Any] = field(default_factory=dict)
     oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
     policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
@@ -127,6 +128,7 @@ def build_controller(
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
             spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,
+            spec.goal_switch,
         )
     opt = _optimizer(spec.optimizer, seed)
     return FlatMPC(

@@ -51,6 +51,10 @@ class HierarchicalMPC(LatentController):
             range over tanh's whole box [-1, 1]^M, where CEM finds shortcuts through walls.
         compile: a ``torch.compile`` backend for every level's rollouts, or None (see
             :class:`hmpc.mpc.LatentController`).
+        goal_switch: the final approach. Once level 2's subgoal lies within this squared level-2
+            distance of the goal, level 1 plans toward the goal image's own level-1 latent
+            (``weights.goal_mode`` over its k steps) instead of the subgoal: the finest latent
+            tells positions apart that the coarser one merges. 0 never switches.
     """
 
     def __init__(
@@ -66,8 +70,13 @@ class HierarchicalMPC(LatentController):
         deadline_ms: float | None = None,
         macro_support: bool = True,
         compile: str | None = None,
+        goal_switch: float = 0.0,
     ) -> None:
         super().__init__(model, device, compile)
+        if not goal_switch >= 0:
+            raise ValueError(f"goal_switch={goal_switch} must be >= 0 (0: never plan level 1 "
+                             "toward the goal itself)")
+        self.goal_switch = goal_switch
         spec = model.spec
         if spec.num_levels < 2:
             raise ValueError("hierarchical MPC needs a world model with >= 2 levels (model.levels)")
@@ -91,7 +100,9 @@ class HierarchicalMPC(LatentController):
         return self.top_horizon if level == self.top else self.model.spec.levels[level - 1].k
 
     def _reset(self, obs: Obs, goal_obs: Obs) -> None:
-        self.goal_top = self.model.project(self.encode(goal_obs), self.top)[0]  # (D_top,)
+        self.goal_1 = self.encode(goal_obs)[0]  # (D_1,)
+        self.goal_top = self.model.project(self.goal_1[None], self.top)[0]  # (D_top,)
+        self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
         self.plans = {
             lv: torch.zeros(self._horizon(lv), spec.action_size(lv), device=self.device)
@@ -108,6 +119,8 @@ class HierarchicalMPC(LatentController):
         pred = self.rollout(s, plan, level)  # (N, H, D_l)
         if level == self.top:
             terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode, w.goal_mix)}
+        elif level == 1 and self.final_approach:
+            terms = {"goal": w.goal * goal_distance(pred, self.goal_1, w.goal_mode, w.goal_mix)}
         else:
             up = self.model.project_from(pred[:, -1:], level, level + 1)  # (N, 1, D_{l+1})
             terms = {"subgoal": w.goal * goal_distance(up, self.subgoals[level + 1], "final")}
@@ -155,6 +168,10 @@ class HierarchicalMPC(LatentController):
             with torch.no_grad():
                 first = self.model.predict(s, best[:1], level)  # (1, D_l)
             self.subgoals[level] = first[0]
+        if self.goal_switch > 0 and 2 in self.subgoals:
+            goal_2 = self.model.project(self.goal_1[None], 2)[0]
+            self.final_approach = float((self.subgoals[2] - goal_2).pow(2).sum()) < self.goal_switch
+        info["final_approach"] = self.final_approach
         return info
 
     def _align_warm_start(self, level: int) -> None:

@@ -155,3 +155,43 @@ def test_abstract_plans_stay_in_the_realisable_macro_codes(use_support):
         hier.act(obs(0.0))
         largest = max(largest, float(hier.plans[2].abs().max()))
     assert (largest <= 0.5 + 1e-6) == use_support, largest
+
+
+class CoarseNearGoal(CorridorModel):
+    """Level 2 cannot tell positions beyond x = SAT apart (it saturates there), so a subgoal
+    handed down near the goal is met anywhere past SAT: only level 1 sees the goal itself."""
+
+    SAT = GOAL - 2.0
+
+    def project(self, s1: torch.Tensor, level: int) -> torch.Tensor:
+        return s1 if level == 1 else (self.position(s1).clamp(max=self.SAT) / SCALE).unsqueeze(-1)
+
+    def predict(self, s: torch.Tensor, a: torch.Tensor, level: int = 1) -> torch.Tensor:
+        if level == 1:
+            return super().predict(s, a, level)
+        return (s + K * a / SCALE).clamp(0.0, self.SAT / SCALE)
+
+
+@pytest.mark.parametrize("goal_switch", [0.0, 1e-3])
+def test_final_approach_plans_level1_toward_the_goal_itself(goal_switch):
+    """Without the switch the hierarchy ends wherever level 2 stops telling positions apart; with
+    it, level 1 plans toward the goal's own latent once the subgoal handed down is at the goal."""
+    weights = CostWeights(goal_mode="sum", smoothness=0.01, macro_prior=0.01)
+    hier = HierarchicalMPC(
+        CoarseNearGoal(), [GradientDescent(iters=15, lr=0.3), CEM(iters=3, population=32, elites=6)],
+        top_horizon=3, candidates=4, weights=weights, goal_switch=goal_switch,
+    )
+    x = 0.0
+    hier.reset(obs(x), obs(GOAL))
+    for _ in range(40):  # no early stop: the goal must be held, not passed through
+        a, _ = hier.act(obs(x))
+        x = float(np.clip(x + a[0], 0.0, LENGTH))
+    if goal_switch > 0:
+        assert abs(x - GOAL) < 0.5 and hier.final_approach, f"ended at x={x:.2f}, goal {GOAL}"
+    else:  # any x past SAT meets the subgoal: nothing holds the ball at the goal
+        assert abs(x - GOAL) > 1.0 and x >= CoarseNearGoal.SAT - 1.0, f"ended at x={x:.2f}"
+
+
+def test_goal_switch_must_be_non_negative():
+    with pytest.raises(ValueError, match="goal_switch=-1"):
+        HierarchicalMPC(CoarseNearGoal(), [GradientDescent(), CEM()], goal_switch=-1.0)
