@@ -32,7 +32,7 @@ _NO_ORACLE = "hierarchical,flat_gd,flat_cem,random"  # the Panda oracle takes ~4
 SETUPS = {
     "panda_reach": {"collect": ["env=panda_reach", "policy=mixture",
                                 _mixture("panda_reach_expert", 0.3)],
-                    "episodes": 300, "steps": 50, "model": "panda", "train_steps": 1500,
+                    "episodes": 300, "steps": 50, "model": "panda", "train_steps": 3000,
                     "max_steps": 50, "goal": 100, "controllers": _NO_ORACLE},  # fmt: skip
     "push_t": {"collect": ["env=push_t", "policy=mixture", _mixture("push_t_expert", 0.5)],
                "episodes": 400, "steps": 100, "model": "push_t", "train_steps": 1500,
