@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", default=None, help="an existing dataset: skip collection")
     parser.add_argument("--checkpoint", default=None, help="an existing model: skip training")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra hmpc-eval override, e.g. controllers.hierarchical_long.goal_switch=1")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="hmpc-large-maze-"))
@@ -51,7 +53,7 @@ def main() -> None:
     agg = evaluate(ckpt, args.controllers.split(","), [
         *maze, f"env.min_goal_distance={args.min_path}", f"env.max_episode_steps={args.max_steps}",
         f"max_steps={args.max_steps}", f"episodes={args.episodes}", "videos=2",
-        f"workers={args.workers}",
+        f"workers={args.workers}", *args.set,
     ], out / "eval")  # fmt: skip
     ref = {name: agg[name] for name in ("flat_gd", "flat_cem") if name in agg}
     cem_ms = ref["flat_cem"]["plan_ms_mean"] if "flat_cem" in ref else float("nan")

@@ -54,18 +54,78 @@ class ConvEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """pixels: uint8 or float in [0, 255], (B, 3, H, W); state: (B, state_dim) or None."""
-        if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-            raise ValueError(
-                f"encoder expects {self.image_size}x{self.image_size} images, got "
-                f"{tuple(pixels.shape[-2:])}; the checkpoint was trained at image_size={self.image_size}"
-            )
-        x = pixels.float() / 255.0 - 0.5
-        h = self.convs(x).flatten(1)  # (B, C * side * side)
-        if self.state_dim:
-            if state is None:
-                raise ValueError("this encoder fuses observation.state; pass state (B, state_dim)")
-            h = torch.cat([h, state.float()], dim=-1)
-        return self.head(h)
+        h = self.convs(_normalised(pixels, self.image_size)).flatten(1)  # (B, C * side * side)
+        return self.head(_fuse(h, state, self.state_dim))
+
+
+def _normalised(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 or float [0, 255] images (B, 3, S, S) -> float in [-0.5, 0.5]; checks S."""
+    if pixels.shape[-1] != image_size or pixels.shape[-2] != image_size:
+        raise ValueError(
+            f"encoder expects {image_size}x{image_size} images, got "
+            f"{tuple(pixels.shape[-2:])}; the checkpoint was trained at image_size={image_size}"
+        )
+    return pixels.float() / 255.0 - 0.5
+
+
+def _fuse(h: torch.Tensor, state: torch.Tensor | None, state_dim: int) -> torch.Tensor:
+    """Append observation.state (B, state_dim) to features (B, F) when the encoder fuses it."""
+    if not state_dim:
+        return h
+    if state is None:
+        raise ValueError("this encoder fuses observation.state; pass state (B, state_dim)")
+    return torch.cat([h, state.float()], dim=-1)
+
+
+class KeypointEncoder(nn.Module):
+    """CNN with a spatial-softmax keypoint bottleneck: images (B, 3, H, W) -> latents (B, D).
+
+    Two stride-2 convs (``widths[0]``, ``widths[1]``) bring the image to a quarter of its side,
+    3x3 stride-1 convs (``widths[2:]``) widen the receptive field at that resolution, a 1x1 conv
+    makes ``keypoints`` heat maps, and each map's softmax-weighted mean (x, y) in [-1, 1] is one
+    keypoint (Finn et al. 2016, "Deep spatial autoencoders"). The latent is a linear map of the
+    2K coordinates: positions of what moves are linear in it, and so is a rigid body's
+    orientation when two keypoints sit on different parts of it (the difference of their
+    positions is (cos, sin) times their distance).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 32,
+        widths: Sequence[int] = (16, 32, 64, 64),
+        state_dim: int = 0,
+        keypoints: int = 16,
+    ) -> None:
+        super().__init__()
+        if len(widths) < 2 or image_size % 4 != 0:
+            raise ValueError(f"a keypoint encoder needs >= 2 widths (got {list(widths)}) and an "
+                             f"image_size divisible by 4 (got {image_size})")
+        self.image_size, self.state_dim = image_size, state_dim
+        convs: list[nn.Module] = []
+        c_in = 3
+        for i, c in enumerate(widths):
+            conv = nn.Conv2d(c_in, c, 4, stride=2, padding=1) if i < 2 else nn.Conv2d(c_in, c, 3, padding=1)
+            convs += [conv, nn.GroupNorm(1, c), nn.GELU()]
+            c_in = c
+        self.convs = nn.Sequential(*convs)
+        self.maps = nn.Conv2d(c_in, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        side = image_size // 4
+        grid = torch.linspace(-1.0, 1.0, side)
+        self.register_buffer("grid_x", grid.repeat(side), persistent=False)  # (side*side,)
+        self.register_buffer("grid_y", grid.repeat_interleave(side), persistent=False)
+        self.head = nn.Linear(2 * keypoints + state_dim, latent_dim)
+
+    def keypoints(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Keypoint coordinates (B, K, 2), (x, y) in [-1, 1] (x to the right, y down)."""
+        maps = self.maps(self.convs(_normalised(pixels, self.image_size))).flatten(2)  # (B, K, h*w)
+        attn = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
+        return torch.stack([attn @ self.grid_x, attn @ self.grid_y], dim=-1)
+
+    def forward(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels: uint8 or float in [0, 255], (B, 3, H, W); state: (B, state_dim) or None."""
+        return self.head(_fuse(self.keypoints(pixels).flatten(1), state, self.state_dim))
 
 
 class ResidualPredictor(nn.Module):

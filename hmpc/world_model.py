@@ -24,6 +24,7 @@ from torch import nn
 
 from hmpc.models import (
     ConvEncoder,
+    KeypointEncoder,
     InverseDynamics,
     LatentPosterior,
     MacroActionEncoder,
@@ -58,6 +59,7 @@ class WorldModelSpec:
     probe_hidden: int = 0  # 0: linear probe; > 0: an MLP with one hidden layer of this width
     num_predictors: int = 1  # level-1 predictor ensemble size; > 1 enables the OOD guardrail
     expander_dim: int = 0  # > 0: level-1 covariance on an MLP expander this wide (variance on both)
+    keypoints: int = 0  # > 0: a spatial-softmax keypoint encoder with this many keypoints
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
@@ -66,6 +68,9 @@ class WorldModelSpec:
         if self.expander_dim < 0:
             raise ValueError(f"model.expander_dim={self.expander_dim} must be >= 0 "
                              "(0 = VICReg on the latent itself, e.g. 512 for an expander head)")
+        if self.keypoints < 0:
+            raise ValueError(f"model.keypoints={self.keypoints} must be >= 0 (0 = the flat CNN "
+                             "encoder, e.g. 16 for a spatial-softmax keypoint encoder)")
         if self.probe_dim < 0 or self.probe_hidden < 0:
             raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
                              f"{self.probe_hidden} must be >= 0")
@@ -137,7 +142,10 @@ class WorldModel(nn.Module):
     def __init__(self, spec: WorldModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = ConvEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim)
+        self.encoder: nn.Module = (
+            KeypointEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim, spec.keypoints)
+            if spec.keypoints else ConvEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim)
+        )
         z_dim = spec.latent_var_dim
         self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
         self.inverse = InverseDynamics(spec.latent_dim, spec.action_dim, spec.hidden)

@@ -177,3 +177,48 @@ def test_contrastive_term_scores_one_step_predictions_against_the_batch():
     assert "l2/nce" in metrics
     with pytest.raises(ValueError, match="temperature"):
         LossWeights(contrastive=1.0, temperature=0.0)
+
+
+def test_keypoint_encoder_finds_a_bright_spot_where_it_is():
+    """With the convs swapped for 4x pooling and one heat map reading the red channel at a low
+    temperature, the keypoint is the pooled cell of the red square, in [-1, 1] grid units."""
+    import math
+
+    from torch import nn
+
+    from hmpc.models import KeypointEncoder
+
+    enc = KeypointEncoder(image_size=64, latent_dim=4, widths=(8, 8), keypoints=1)
+    enc.convs = nn.AvgPool2d(4)  # (B, 3, 64, 64) -> (B, 3, 16, 16)
+    enc.maps = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        enc.maps.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+        enc.maps.bias.zero_()
+        enc.log_temperature.fill_(math.log(0.01))
+    img = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    img[0, 0, 8:12, 40:44] = 255  # pooled cell (row 2, col 10)
+    img[1, 0, 60:64, 0:4] = 255  # pooled cell (row 15, col 0)
+    kp = enc.keypoints(img)
+    assert kp.shape == (2, 1, 2)
+    cell = lambda i: -1.0 + 2.0 * i / 15  # noqa: E731
+    assert kp[0, 0].tolist() == pytest.approx([cell(10), cell(2)], abs=1e-4)
+    assert kp[1, 0].tolist() == pytest.approx([cell(0), cell(15)], abs=1e-4)
+    assert enc(img).shape == (2, 4)
+
+
+def test_keypoint_world_model_trains_and_round_trips(tmp_path):
+    from dataclasses import replace
+
+    spec = replace(SPEC, keypoints=6)
+    m = build_world_model(spec, seed=0)
+    assert type(m.encoder).__name__ == "KeypointEncoder"
+    loss, _ = world_model_loss(m, batch(spec), LossWeights())
+    loss.backward()
+    assert m.encoder.maps.weight.grad.abs().sum() > 0
+    assert WorldModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    save_checkpoint(tmp_path / "ck", m, {})
+    back, _ = load_checkpoint(tmp_path / "ck")
+    x = batch(spec)["pixels"][:, 0]
+    assert torch.equal(back.encode(x), m.encode(x))
+    with pytest.raises(ValueError, match="keypoints=-2"):
+        WorldModelSpec(keypoints=-2)
