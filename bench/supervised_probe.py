@@ -4,7 +4,7 @@
 
 (``OUT`` from ``bench/probe.py --env push_t --out OUT``; dims 4, 5 are the block's cos, sin.)
 Builds the level-1 encoder of a model preset (``configs/model/<preset>.yaml``: widths, latent
-size) with a linear head, regresses ``observation.state[dims]`` from single frames for ``--steps``
+size, keypoints) with a linear head, regresses ``observation.state[dims]`` from single frames for ``--steps``
 steps and prints the held-out R² at each checkpoint step. A high supervised R² where the
 self-supervised latent's probe is low puts the fault in the training objective, not in the
 encoder's capacity or the image resolution.
@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import build_frame_cache
-from hmpc.models import ConvEncoder
+from hmpc.models import make_encoder
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
@@ -34,7 +34,7 @@ def batch(frames, idx: np.ndarray, dims: list[int]) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def r2(encoder: ConvEncoder, head: torch.nn.Linear, frames, dims: list[int]) -> float:
+def r2(encoder: torch.nn.Module, head: torch.nn.Linear, frames, dims: list[int]) -> float:
     """Mean R² over ``dims`` on every other frame of ``frames``."""
     x, y = batch(frames, np.arange(0, frames.pixels.shape[0], 2), dims)
     pred = torch.cat([head(encoder(x[i : i + 512])) for i in range(0, len(x), 512)])
@@ -56,7 +56,8 @@ def main() -> None:
     held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        encoder = ConvEncoder(train.pixels.shape[1], preset.latent_dim, tuple(preset.widths))
+        encoder = make_encoder(train.pixels.shape[1], preset.latent_dim, tuple(preset.widths),
+                               keypoints=preset.get("keypoints", 0))
         head = torch.nn.Linear(preset.latent_dim, len(args.dims))
     opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-3)
     rng = np.random.default_rng(args.seed)

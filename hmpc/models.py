@@ -128,6 +128,15 @@ class KeypointEncoder(nn.Module):
         return self.head(_fuse(self.keypoints(pixels).flatten(1), state, self.state_dim))
 
 
+def make_encoder(
+    image_size: int, latent_dim: int, widths: Sequence[int], state_dim: int = 0, keypoints: int = 0
+) -> nn.Module:
+    """The level-1 encoder of ``model.*`` settings: keypoints > 0 a KeypointEncoder, else a ConvEncoder."""
+    if keypoints:
+        return KeypointEncoder(image_size, latent_dim, widths, state_dim, keypoints)
+    return ConvEncoder(image_size, latent_dim, widths, state_dim)
+
+
 class ResidualPredictor(nn.Module):
     """s_{t+1} = s_t + MLP([s_t, a_t]): action-conditioned one-step latent dynamics.
 

@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from hmpc.models import (
-    ConvEncoder,
-    KeypointEncoder,
     InverseDynamics,
     LatentPosterior,
     MacroActionEncoder,
     ResidualPredictor,
+    make_encoder,
     mlp,
 )
 
@@ -142,9 +141,8 @@ class WorldModel(nn.Module):
     def __init__(self, spec: WorldModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder: nn.Module = (
-            KeypointEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim, spec.keypoints)
-            if spec.keypoints else ConvEncoder(spec.image_size, spec.latent_dim, spec.widths, spec.state_dim)
+        self.encoder = make_encoder(
+            spec.image_size, spec.latent_dim, spec.widths, spec.state_dim, spec.keypoints
         )
         z_dim = spec.latent_var_dim
         self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
