@@ -86,7 +86,9 @@ class KeypointEncoder(nn.Module):
     keypoint (Finn et al. 2016, "Deep spatial autoencoders"). The latent is a linear map of the
     2K coordinates: positions of what moves are linear in it, and so is a rigid body's
     orientation when two keypoints sit on different parts of it (the difference of their
-    positions is (cos, sin) times their distance).
+    positions is (cos, sin) times their distance). With ``latent_dim == 2 * keypoints`` and no
+    fused state the latent *is* the coordinates (x1, y1, x2, ...), with no linear map between,
+    so regularisers on the latent act on the keypoints themselves.
     """
 
     def __init__(
@@ -115,7 +117,8 @@ class KeypointEncoder(nn.Module):
         grid = torch.linspace(-1.0, 1.0, side)
         self.register_buffer("grid_x", grid.repeat(side), persistent=False)  # (side*side,)
         self.register_buffer("grid_y", grid.repeat_interleave(side), persistent=False)
-        self.head = nn.Linear(2 * keypoints + state_dim, latent_dim)
+        identity = latent_dim == 2 * keypoints and not state_dim
+        self.head = nn.Identity() if identity else nn.Linear(2 * keypoints + state_dim, latent_dim)
 
     def keypoints(self, pixels: torch.Tensor) -> torch.Tensor:
         """Keypoint coordinates (B, K, 2), (x, y) in [-1, 1] (x to the right, y down)."""

@@ -204,6 +204,9 @@ def test_keypoint_encoder_finds_a_bright_spot_where_it_is():
     assert kp[0, 0].tolist() == pytest.approx([cell(10), cell(2)], abs=1e-4)
     assert kp[1, 0].tolist() == pytest.approx([cell(0), cell(15)], abs=1e-4)
     assert enc(img).shape == (2, 4)
+    bare = KeypointEncoder(image_size=64, latent_dim=2, widths=(8, 8), keypoints=1)
+    bare.convs, bare.maps, bare.log_temperature = enc.convs, enc.maps, enc.log_temperature
+    assert torch.equal(bare(img), kp.flatten(1))  # latent_dim == 2K: the coordinates themselves
 
 
 def test_keypoint_world_model_trains_and_round_trips(tmp_path):
