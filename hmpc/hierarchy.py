@@ -102,6 +102,7 @@ class HierarchicalMPC(LatentController):
     def _reset(self, obs: Obs, goal_obs: Obs) -> None:
         self.goal_1 = self.encode(goal_obs)[0]  # (D_1,)
         self.goal_top = self.model.project(self.goal_1[None], self.top)[0]  # (D_top,)
+        self.goal_2 = self.model.project(self.goal_1[None], 2)[0]  # (D_2,), for goal_switch
         self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
         self.plans = {
@@ -169,8 +170,7 @@ class HierarchicalMPC(LatentController):
                 first = self.model.predict(s, best[:1], level)  # (1, D_l)
             self.subgoals[level] = first[0]
         if self.goal_switch > 0 and 2 in self.subgoals:
-            goal_2 = self.model.project(self.goal_1[None], 2)[0]
-            self.final_approach = float((self.subgoals[2] - goal_2).pow(2).sum()) < self.goal_switch
+            self.final_approach = float((self.subgoals[2] - self.goal_2).pow(2).sum()) < self.goal_switch
         info["final_approach"] = self.final_approach
         return info
 

@@ -22,6 +22,18 @@ def mlp(in_dim: int, hidden: int, out_dim: int, depth: int = 2) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+def conv_stack(widths: Sequence[int], strided: int) -> nn.Sequential:
+    """Conv + GroupNorm + GELU per width, from RGB: the first ``strided`` convs are 4x4 with
+    stride 2 (each halves the resolution), the rest 3x3 with stride 1 (resolution kept)."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for i, c in enumerate(widths):
+        conv = nn.Conv2d(c_in, c, 4, stride=2, padding=1) if i < strided else nn.Conv2d(c_in, c, 3, padding=1)
+        layers += [conv, nn.GroupNorm(1, c), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
 class ConvEncoder(nn.Module):
     """CNN from uint8 images (B, 3, H, W) to latents (B, D), optionally fused with proprio state.
 
@@ -43,14 +55,9 @@ class ConvEncoder(nn.Module):
             )
         self.image_size = image_size
         self.state_dim = state_dim
-        convs: list[nn.Module] = []
-        c_in = 3
-        for c in widths:
-            convs += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.GroupNorm(1, c), nn.GELU()]
-            c_in = c
-        self.convs = nn.Sequential(*convs)
+        self.convs = conv_stack(widths, strided=len(widths))
         side = image_size // (2 ** len(widths))
-        self.head = nn.Linear(c_in * side * side + state_dim, latent_dim)
+        self.head = nn.Linear(widths[-1] * side * side + state_dim, latent_dim)
 
     def forward(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """pixels: uint8 or float in [0, 255], (B, 3, H, W); state: (B, state_dim) or None."""
@@ -104,14 +111,8 @@ class KeypointEncoder(nn.Module):
             raise ValueError(f"a keypoint encoder needs >= 2 widths (got {list(widths)}) and an "
                              f"image_size divisible by 4 (got {image_size})")
         self.image_size, self.state_dim = image_size, state_dim
-        convs: list[nn.Module] = []
-        c_in = 3
-        for i, c in enumerate(widths):
-            conv = nn.Conv2d(c_in, c, 4, stride=2, padding=1) if i < 2 else nn.Conv2d(c_in, c, 3, padding=1)
-            convs += [conv, nn.GroupNorm(1, c), nn.GELU()]
-            c_in = c
-        self.convs = nn.Sequential(*convs)
-        self.maps = nn.Conv2d(c_in, keypoints, 1)
+        self.convs = conv_stack(widths, strided=2)
+        self.maps = nn.Conv2d(widths[-1], keypoints, 1)
         self.log_temperature = nn.Parameter(torch.zeros(()))
         side = image_size // 4
         grid = torch.linspace(-1.0, 1.0, side)
