@@ -40,6 +40,7 @@ class LossWeights:
 
     prediction: float = 1.0
     variance: float = 1.0
+    variance_target: float = 1.0  # std the variance hinge asks of each latent dim (expander: 1)
     covariance: float = 0.04
     inverse_dynamics: float = 1.0
     smoothness: float = 0.0
@@ -63,6 +64,10 @@ class LossWeights:
         if self.contrastive < 0 or self.temperature <= 0:
             raise ValueError(f"model.loss.contrastive={self.contrastive} must be >= 0 and "
                              f"model.loss.temperature={self.temperature} > 0 (e.g. 1.0 and 0.1)")
+        if self.variance_target <= 0:
+            raise ValueError(f"model.loss.variance_target={self.variance_target} must be > 0 "
+                             "(1.0 is VICReg's; e.g. 0.3 when the latent is keypoint coordinates "
+                             "in [-1, 1])")
         if self.state_probe < 0:
             raise ValueError(f"model.loss.state_probe={self.state_probe} must be >= 0 "
                              "(0 = no probe, e.g. 1.0 to train one)")
@@ -201,11 +206,12 @@ def _level_terms(
         terms["nce"] = (w.contrastive, losses.predictive_nce_loss(one, pt[:, 1:], w.temperature))
     # with an expander (level 1, model.expander_dim > 0) covariance is decorrelated in its wider,
     # nonlinear space, as in VICReg; the variance hinge holds on both, so the latent cannot shrink
-    # under the prediction loss. Nothing decorrelates the latent itself: its effective rank can
+    # under the prediction loss. ``variance_target`` sets the std asked of the latent (not of the
+    # expander): keypoint coordinates lie in [-1, 1] and cannot give std 1. Nothing decorrelates the latent itself: its effective rank can
     # fall (about 3.4 of 64 on Push-T, bench/probe.py), which the diagnostics report
     wide = model.expand(flat) if level == 1 and model.expander is not None else None
     if w.variance:
-        var = losses.variance_loss(flat)
+        var = losses.variance_loss(flat, gamma=w.variance_target)
         if wide is not None:
             var = 0.5 * (var + losses.variance_loss(wide))
         terms["var"] = (w.variance, var)

@@ -162,6 +162,27 @@ def test_expander_carries_the_vicreg_terms_and_leaves_the_rest_of_the_model_unch
         WorldModelSpec(expander_dim=-1)
 
 
+def test_variance_target_sets_the_std_the_hinge_asks_of_the_latent_not_of_the_expander():
+    from dataclasses import replace
+
+    from hmpc import losses
+
+    spec = replace(SPEC, expander_dim=12)
+    m, x = build_world_model(spec, seed=0), batch(spec)
+    with torch.no_grad():
+        s1 = m.encode_window(x["pixels"])
+        flat, wide = s1.flatten(0, 1), m.expand(s1.flatten(0, 1))
+        flat2 = m.abstract[0].project(s1[:, :: spec.levels[0].k]).flatten(0, 1)
+    _, metrics = world_model_loss(m, x, LossWeights(variance_target=0.05))
+    var = 0.5 * (losses.variance_loss(flat, gamma=0.05) + losses.variance_loss(wide))
+    assert metrics["l1/var"] == pytest.approx(float(var), rel=1e-5)
+    assert metrics["l2/var"] == pytest.approx(float(losses.variance_loss(flat2, gamma=0.05)), rel=1e-5)
+    _, default = world_model_loss(m, x, LossWeights())
+    assert default["l1/var"] > metrics["l1/var"]  # a lower target is easier to meet
+    with pytest.raises(ValueError, match="variance_target=0"):
+        LossWeights(variance_target=0.0)
+
+
 def test_contrastive_term_scores_one_step_predictions_against_the_batch():
     from hmpc import losses
 
