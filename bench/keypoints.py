@@ -48,7 +48,7 @@ def main() -> None:
         img = cv2.resize(obs["pixels"], (side, side), interpolation=cv2.INTER_NEAREST)
         hues = np.uint8([[[180 * k // len(kp), 255, 220] for k in range(len(kp))]])
         colours = cv2.cvtColor(hues, cv2.COLOR_HSV2RGB)[0]
-        for (x, y), c in zip(kp, colours):
+        for (x, y), c in zip(kp, colours, strict=True):
             centre = (int((x + 1) / 2 * (side - 1)), int((y + 1) / 2 * (side - 1)))
             cv2.circle(img, centre, args.scale + 1, tuple(int(v) for v in c), 2)
         panels.append(img)

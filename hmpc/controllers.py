@@ -13,6 +13,7 @@ import torch
 from hmpc.costs import CostWeights
 from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
+from hmpc.landmarks import LandmarkGraph
 from hmpc.mpc import Controller, FlatMPC, RandomController
 from hmpc.optimizers import make_optimizer
 from hmpc.oracle import OracleMPC
@@ -49,6 +50,8 @@ class ControllerSpec:
     deadline_ms: float | None = None  # planning budget per control step; None: no deadline
     macro_support: bool = True  # kind hierarchical: abstract plans only realisable macro codes
     compile: str | None = None  # learned kinds: torch.compile backend of the rollouts ("inductor")
+    landmarks: int = 0  # kind hierarchical: size of a landmark graph of the training data (0: none)
+    landmark_hops: int = 4  # with landmarks: the top level plans toward the route's node this far ahead
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -58,6 +61,10 @@ class ControllerSpec:
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ValueError(f"controllers.{self.name}.deadline_ms={self.deadline_ms} must be > 0 "
                              "(milliseconds per control step), or null for no deadline")
+        if self.landmarks and (self.kind != "hierarchical" or self.landmarks < 2 or self.landmark_hops < 1):
+            raise ValueError(f"controllers.{self.name}.landmarks={self.landmarks} needs kind "
+                             f"hierarchical (got {self.kind!r}), >= 2 landmarks and landmark_hops >= 1 "
+                             f"(got {self.landmark_hops}); e.g. landmarks: 300, landmark_hops: 4")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")
@@ -93,9 +100,11 @@ def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | Non
 def build_controller(
     spec: ControllerSpec, model: WorldModel | None, action_dim: int, seed: int,
     device: torch.device | str = "cpu", env: Any | None = None,
+    graphs: dict[int, LandmarkGraph] | None = None,
 ) -> Controller:
     """Instantiate ``spec``. ``model`` may be None for kinds "random" and "oracle"; ``env`` (the
-    episode's real env, whose state the oracle reads and clones) is required for "oracle" only."""
+    episode's real env, whose state the oracle reads and clones) is required for "oracle" only;
+    ``graphs`` (size -> graph, :func:`hmpc.landmarks.landmark_graphs`) for ``spec.landmarks`` > 0."""
     if spec.kind == "random":
         return RandomController(action_dim, seed)
     if spec.kind == "rllib":
@@ -125,10 +134,17 @@ def build_controller(
     if spec.kind == "hierarchical":
         opts = [_optimizer(spec.optimizer, seed)]
         opts += [_optimizer(spec.high_optimizer, seed + lv) for lv in range(1, model.spec.num_levels)]
+        graph = None
+        if spec.landmarks:
+            graph = (graphs or {}).get(spec.landmarks)
+            if graph is None:
+                raise ValueError(f"controller {spec.name!r} has landmarks={spec.landmarks} but no graph "
+                                 "of that size was built: build_controller(..., graphs="
+                                 "landmark_graphs(model, frames, {spec.landmarks}))")
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
             spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,
-            spec.goal_switch,
+            spec.goal_switch, graph, spec.landmark_hops if graph is not None else 0,
         )
     opt = _optimizer(spec.optimizer, seed)
     return FlatMPC(

@@ -34,6 +34,7 @@ from hmpc.controllers import (
 from hmpc.costs import Guardrails, guardrail_violated
 from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
+from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
@@ -169,18 +170,31 @@ def _step_entry(t: int, action: np.ndarray, pinfo: dict[str, Any], distance: flo
     return {"t": t, "action": [float(a) for a in action], "distance_after": distance, **entry}
 
 
-def model_blob(checkpoint: str | Path, atlas_size: int = 0, seed: int = 0) -> dict[str, Any]:
+def model_blob(
+    checkpoint: str | Path, atlas_size: int = 0, seed: int = 0, landmarks: set[int] | None = None,
+) -> dict[str, Any]:
     """Checkpoint as plain arrays, so workers on other machines need no shared filesystem.
 
     With ``atlas_size`` > 0 and the training dataset still on disk, a level-2 ``SubgoalAtlas``
-    rides along so videos can show subgoals.
+    rides along so videos can show subgoals; ``landmarks`` (graph sizes) add one
+    :class:`hmpc.landmarks.LandmarkGraph` of that dataset per size (``blob["landmarks"]``).
     """
     model, meta = load_checkpoint(checkpoint, "cpu")
     blob = {"meta": meta, "weights": {k: v.numpy() for k, v in model.state_dict().items()}}
     root = Path(meta.get("dataset", {}).get("root", ""))
-    if atlas_size > 0 and model.spec.num_levels >= 2 and (root / "meta" / "info.json").is_file():
+    have_data = (root / "meta" / "info.json").is_file()
+    if landmarks and not have_data:
+        raise FileNotFoundError(
+            f"controllers with landmarks > 0 build their graph from the checkpoint's training data, "
+            f"but {root} (dataset.root in {Path(checkpoint) / 'config.json'}) is not a dataset; "
+            "restore it there, or set the controllers' landmarks to 0")
+    frames = None
+    if have_data and (landmarks or (atlas_size > 0 and model.spec.num_levels >= 2)):
         frames = build_frame_cache(LeRobotDataset(root), progress=False)
+    if frames is not None and atlas_size > 0 and model.spec.num_levels >= 2:
         blob["atlas"] = build_atlas(model, frames, 2, atlas_size, np.random.default_rng(seed))
+    if landmarks:
+        blob["landmarks"] = landmark_graphs(model, frames, set(landmarks))
     return blob
 
 
@@ -197,7 +211,8 @@ def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: s
     dev = resolve_device(device)
     model = model_from_blob(blob, dev) if blob is not None else None
     atlas = blob.get("atlas") if blob is not None else None
-    return env_specs, {}, model, dev, atlas
+    graphs = blob.get("landmarks") if blob is not None else None
+    return env_specs, {}, model, dev, atlas, graphs
 
 
 def row_label(name: str, condition: str) -> str:
@@ -226,7 +241,7 @@ def _run(
 
     The first ``cfg.videos`` episodes of each controller come back with an mp4 as bytes.
     """
-    env_specs, envs, model, dev, atlas = state
+    env_specs, envs, model, dev, atlas, graphs = state
     index, seed, name, cond = item
     record = _record(item)
     t0 = time.perf_counter()
@@ -234,7 +249,8 @@ def _run(
         if cond not in envs:  # one env per condition per worker, built on first use
             envs[cond] = env_specs[cond].make()
         env = envs[cond]
-        ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env)
+        ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env,
+                                graphs=graphs)
         try:
             rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos,
                               guardrails=specs[name].cost_weights().guardrails)
@@ -273,7 +289,8 @@ def evaluate(
     specs = {c.name: c for c in controllers}
     needs_model = any(c.kind not in NO_MODEL_KINDS for c in controllers)
     atlas_size = cfg.atlas_size if cfg.videos > 0 else 0
-    blob = model_blob(checkpoint, atlas_size, cfg.seed) if needs_model and checkpoint else None
+    sizes = {c.landmarks for c in controllers if c.landmarks}
+    blob = model_blob(checkpoint, atlas_size, cfg.seed, sizes) if needs_model and checkpoint else None
     if needs_model and blob is None:
         raise ValueError(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"

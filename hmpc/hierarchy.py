@@ -32,6 +32,7 @@ from hmpc.costs import (
     magnitude_prior,
 )
 from hmpc.guardrails import check_guardrails, guardrail_terms, predicted_violation
+from hmpc.landmarks import LandmarkGraph
 from hmpc.mpc import LatentController, Obs, deadline_at, run_optimizer, safe_action, shift_plan
 from hmpc.optimizers import Optimizer
 from hmpc.world_model import WorldModel
@@ -55,6 +56,10 @@ class HierarchicalMPC(LatentController):
             distance of the goal, level 1 plans toward the goal image's own level-1 latent
             (``weights.goal_mode`` over its k steps) instead of the subgoal: the finest latent
             tells positions apart that the coarser one merges. 0 never switches.
+        landmarks, landmark_hops: with a :class:`hmpc.landmarks.LandmarkGraph` of the training
+            data and hops > 0, the top level plans toward the landmark ``landmark_hops`` nodes
+            ahead on the graph's shortest route to the goal (the goal itself once the route is
+            that short, or when the graph has no route), re-read at every abstract replan.
     """
 
     def __init__(
@@ -71,8 +76,15 @@ class HierarchicalMPC(LatentController):
         macro_support: bool = True,
         compile: str | None = None,
         goal_switch: float = 0.0,
+        landmarks: LandmarkGraph | None = None,
+        landmark_hops: int = 0,
     ) -> None:
         super().__init__(model, device, compile)
+        if landmark_hops < 0 or (landmark_hops > 0 and landmarks is None):
+            raise ValueError(f"landmark_hops={landmark_hops} must be >= 0, and > 0 needs a landmark "
+                             "graph of the training data (controllers.<name>.landmarks > 0)")
+        self.landmarks = landmarks if landmark_hops > 0 else None
+        self.landmark_hops = landmark_hops
         if not goal_switch >= 0:
             raise ValueError(f"goal_switch={goal_switch} must be >= 0 (0: never plan level 1 "
                              "toward the goal itself)")
@@ -103,6 +115,10 @@ class HierarchicalMPC(LatentController):
         self.goal_1 = self.encode(goal_obs)[0]  # (D_1,)
         self.goal_top = self.model.project(self.goal_1[None], self.top)[0]  # (D_top,)
         self.goal_2 = self.model.project(self.goal_1[None], 2)[0]  # (D_2,), for goal_switch
+        self.target_top = self.goal_top  # what the top level plans toward: goal or waypoint
+        if self.landmarks is not None:
+            goal_mark = int(self.landmarks.nearest(self.goal_1[None].cpu().numpy())[0])
+            self.to_goal = self.landmarks.distances_to(goal_mark)  # (M,) route lengths
         self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
         self.plans = {
@@ -119,7 +135,7 @@ class HierarchicalMPC(LatentController):
         w = self.weights
         pred = self.rollout(s, plan, level)  # (N, H, D_l)
         if level == self.top:
-            terms = {"goal": w.goal * goal_distance(pred, self.goal_top, w.goal_mode, w.goal_mix)}
+            terms = {"goal": w.goal * goal_distance(pred, self.target_top, w.goal_mode, w.goal_mix)}
         elif level == 1 and self.final_approach:
             terms = {"goal": w.goal * goal_distance(pred, self.goal_1, w.goal_mode, w.goal_mix)}
         else:
@@ -156,6 +172,8 @@ class HierarchicalMPC(LatentController):
     def _replan_abstract(self, s1: torch.Tensor) -> dict[str, Any]:
         """Plan levels top..2 and refresh the subgoals they hand down (kept when a level fails)."""
         info: dict[str, Any] = {}
+        if self.landmarks is not None:
+            info["landmark"] = self._route_target(s1)
         for level in range(self.top, 1, -1):
             s = self.model.project(s1, level)  # (1, D_l)
             self._align_warm_start(level)
@@ -173,6 +191,19 @@ class HierarchicalMPC(LatentController):
             self.final_approach = float((self.subgoals[2] - self.goal_2).pow(2).sum()) < self.goal_switch
         info["final_approach"] = self.final_approach
         return info
+
+    def _route_target(self, s1: torch.Tensor) -> int:
+        """Point the top level at the landmark ``landmark_hops`` ahead on the route from s1
+        (1, D_1) to the goal; returns its index, or -1 when it plans toward the goal itself."""
+        here = int(self.landmarks.nearest(s1.detach().cpu().numpy())[0])
+        route = self.landmarks.route(here, self.to_goal, self.landmark_hops)
+        if len(route) < self.landmark_hops:  # the goal is near (or unreachable on the graph)
+            self.target_top = self.goal_top
+            return -1
+        mark = torch.tensor(self.landmarks.latents[route[-1]], device=self.device)  # a copy
+        with torch.no_grad():
+            self.target_top = self.model.project(mark[None], self.top)[0]
+        return route[-1]
 
     def _align_warm_start(self, level: int) -> None:
         """Advance ``level``'s previous plan by the macro steps the env has lived through since it

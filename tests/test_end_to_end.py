@@ -28,7 +28,8 @@ def cfg(name: str, overrides: list[str]):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    demo_cli.run(cfg("demo", [*TINY, f"output_dir={tmp_path}"]))
+    # the hierarchical planner routes by a landmark graph of the demo's data (built in the driver)
+    demo_cli.run(cfg("demo", [*TINY, "controllers.hierarchical.landmarks=8", f"output_dir={tmp_path}"]))
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
     assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "flat_cem", "oracle", "random"}
     ids = [r["episode_id"] for r in info["per_episode"]]

@@ -31,13 +31,15 @@ def run(cfg: DictConfig) -> None:
     if cfg.controller not in specs:
         raise ValueError(f"unknown controller {cfg.controller!r}; known controllers: {sorted(specs)}")
     spec, device = specs[cfg.controller], resolve_device(cfg.device)
-    model = atlas = None
+    model = atlas = graphs = None
     if spec.kind not in NO_MODEL_KINDS:
         ckpt = existing_dir(cfg.checkpoint, "checkpoint", "train one with `hmpc-train` or `hmpc-demo`")
-        blob = model_blob(ckpt, cfg.atlas_size, cfg.seed)
+        blob = model_blob(ckpt, cfg.atlas_size, cfg.seed, {spec.landmarks} - {0})
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
+        graphs = blob.get("landmarks")
     env = env_spec(cfg).make()
-    ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env)
+    ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env,
+                            graphs=graphs)
     rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True,
                       guardrails=spec.cost_weights().guardrails)
     out = Path(cfg.output_dir)

@@ -1,0 +1,132 @@
+"""Landmark graph: a map of the training data's level-1 latents, for routing around obstacles.
+
+The learned predictors can smooth over walls (a macro step that "passes through" one costs the
+top level nothing). Consecutive dataset frames cannot: the ball never crossed a wall in the data.
+So the graph keeps ``M`` landmarks spread over the dataset's latents (farthest-point sampling),
+assigns every frame to its nearest landmark, and links landmark a -> b when some episode stepped
+from a frame of a to a frame of b. Edge lengths are latent distances between the landmarks.
+
+:class:`hmpc.hierarchy.HierarchicalMPC` with ``landmark_hops`` > 0 asks the graph, at each
+abstract replan, for the landmark ``landmark_hops`` nodes ahead on the shortest route from the
+current latent to the goal's, and its top level plans macro-actions toward that waypoint instead
+of the goal (the goal itself once the route is that short). The graph sees only images.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hmpc.data import FrameArrays
+from hmpc.world_model import WorldModel
+
+
+@dataclass
+class LandmarkGraph:
+    """Landmarks (M, D_1) and directed edges between them; plain arrays, picklable."""
+
+    latents: np.ndarray  # float32 (M, D_1)
+    edges: np.ndarray  # int64 (E, 2): (from, to)
+    counts: np.ndarray  # int64 (E,): dataset transitions behind each edge
+    succ: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(next, length)]
+    pred: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(prev, length)]
+
+    def __post_init__(self) -> None:
+        a, b = self.edges[:, 0], self.edges[:, 1]
+        lengths = np.linalg.norm(self.latents[a] - self.latents[b], axis=1).tolist()
+        self.succ = [[] for _ in range(self.size)]
+        self.pred = [[] for _ in range(self.size)]
+        for i, j, w in zip(a.tolist(), b.tolist(), lengths, strict=True):
+            self.succ[i].append((j, w))
+            self.pred[j].append((i, w))
+
+    @property
+    def size(self) -> int:
+        return int(self.latents.shape[0])
+
+    def nearest(self, z: np.ndarray) -> np.ndarray:
+        """Index of the nearest landmark (L2) of each latent z (N, D_1) -> int64 (N,)."""
+        d = ((z[:, None, :] - self.latents[None]) ** 2).sum(-1)  # (N, M)
+        return d.argmin(1)
+
+    def distances_to(self, goal: int) -> np.ndarray:
+        """Shortest route length from every landmark to ``goal`` -> float64 (M,), inf where
+        no route exists (Dijkstra on the reversed edges; length = summed latent distances)."""
+        dist = np.full(self.size, np.inf)
+        dist[goal] = 0.0
+        heap = [(0.0, goal)]
+        while heap:
+            d, node = heapq.heappop(heap)
+            if d > dist[node]:
+                continue
+            for prev, w in self.pred[node]:
+                if d + w < dist[prev]:
+                    dist[prev] = d + w
+                    heapq.heappush(heap, (d + w, prev))
+        return dist
+
+    def route(self, start: int, to_goal: np.ndarray, max_nodes: int) -> list[int]:
+        """Up to ``max_nodes`` landmarks after ``start`` on its shortest route (``to_goal`` from
+        :meth:`distances_to`); empty when start is the goal or cannot reach it."""
+        path, node = [], start
+        while len(path) < max_nodes and np.isfinite(to_goal[node]) and to_goal[node] > 0:
+            node = min(self.succ[node], key=lambda nb: nb[1] + to_goal[nb[0]])[0]
+            path.append(node)
+        return path
+
+
+def farthest_points(z: torch.Tensor, m: int) -> torch.Tensor:
+    """Indices (m,) of ``m`` rows of z (N, D) spread out greedily: each next one is the row
+    farthest from those chosen so far, starting from row 0 (deterministic)."""
+    m = min(m, z.shape[0])
+    chosen = torch.zeros(m, dtype=torch.long, device=z.device)
+    closest = (z - z[0]).pow(2).sum(1)  # (N,) squared distance to the nearest chosen row
+    for i in range(1, m):
+        chosen[i] = int(closest.argmax())
+        closest = torch.minimum(closest, (z - z[chosen[i]]).pow(2).sum(1))
+    return chosen
+
+
+def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int, min_count: int = 1) -> LandmarkGraph:
+    """Landmark graph of latents z (N, D_1) of frames stored episode by episode, in time order
+    (``episode_index`` (N,)): ``size`` farthest-point landmarks; an edge a -> b for every pair of
+    consecutive frames of one episode whose nearest landmarks are a != b, kept when at least
+    ``min_count`` transitions support it."""
+    if size < 2:
+        raise ValueError(f"landmarks={size}: a graph needs at least 2 landmarks (e.g. 300)")
+    if z.shape[0] != len(episode_index):
+        raise ValueError(f"{z.shape[0]} latents but {len(episode_index)} episode indices")
+    marks = z[farthest_points(z, size)]  # (M, D)
+    assign = torch.cat([torch.cdist(chunk, marks).argmin(1) for chunk in z.split(8192)]).cpu().numpy()
+    ep = np.asarray(episode_index)
+    step = (ep[1:] == ep[:-1]) & (assign[1:] != assign[:-1])  # consecutive frames, new landmark
+    pairs = np.stack([assign[:-1][step], assign[1:][step]], 1)
+    edges, counts = np.unique(pairs, axis=0, return_counts=True) if len(pairs) else (
+        np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+    keep = counts >= min_count
+    return LandmarkGraph(marks.float().cpu().numpy(), edges[keep].astype(np.int64),
+                         counts[keep].astype(np.int64))
+
+
+@torch.no_grad()
+def encode_frames(model: WorldModel, frames: FrameArrays, batch: int = 512) -> torch.Tensor:
+    """Level-1 latents of every frame (N, D_1) on the model's device (state fused if it is)."""
+    out = []
+    for i in range(0, frames.num_frames, batch):
+        x = torch.as_tensor(np.array(frames.pixels[i : i + batch]), device=model.device)  # a copy
+        state = None
+        if model.spec.state_dim:
+            state = torch.as_tensor(frames.state[i : i + batch], device=model.device)
+        out.append(model.encode(x.permute(0, 3, 1, 2), state))
+    return torch.cat(out)
+
+
+def landmark_graphs(
+    model: WorldModel, frames: FrameArrays, sizes: set[int], min_count: int = 1
+) -> dict[int, LandmarkGraph]:
+    """One graph per requested size from the frames' level-1 latents (encoded once)."""
+    z = encode_frames(model, frames)
+    return {m: build_graph(z, frames.episode_index, m, min_count) for m in sorted(sizes)}
