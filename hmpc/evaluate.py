@@ -164,7 +164,7 @@ def run_episode(
 def _step_entry(t: int, action: np.ndarray, pinfo: dict[str, Any], distance: float) -> dict[str, Any]:
     """JSON-ready per-step planner log (numbers only; the subgoal latent is left out)."""
     keep = ("cost", "iters", "plan_ms", "fallback", "replanned", "terms", "error",
-            "predicted_violation", "deadline_hit")
+            "predicted_violation", "deadline_hit", "landmark", "final_approach")
     entry = {k: pinfo[k] for k in keep if k in pinfo}
     entry.update({k: v for k, v in pinfo.items() if k.endswith(("_cost", "_iters"))})
     return {"t": t, "action": [float(a) for a in action], "distance_after": distance, **entry}

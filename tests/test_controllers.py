@@ -104,6 +104,7 @@ def test_every_controller_config_builds_and_acts(model):
 
     from omegaconf import OmegaConf
 
+    from hmpc.landmarks import build_graph
     from robots import make_env
 
     files = sorted(Path(__file__).parents[1].glob("configs/controllers/*.yaml"))
@@ -121,7 +122,11 @@ def test_every_controller_config_builds_and_acts(model):
             m = model
             if spec.cost_weights().guardrails.uses_state:  # needs a state probe (point_maze: 4)
                 m = build_world_model(replace(SPEC, probe_dim=4), seed=0)
-            ctrl = build_controller(spec, m, 2, seed=0, env=env)
+            graphs = None
+            if spec.landmarks:  # a graph of random latents: one long episode wandering about
+                z = torch.randn(2 * spec.landmarks, m.spec.latent_dim, generator=torch.Generator().manual_seed(0))
+                graphs = {spec.landmarks: build_graph(z, np.zeros(len(z), np.int64), spec.landmarks)}
+            ctrl = build_controller(spec, m, 2, seed=0, env=env, graphs=graphs)
             o, _ = env.reset(seed=0)
             ctrl.reset(o, env.unwrapped.goal_observation())
             a, info = ctrl.act(o)

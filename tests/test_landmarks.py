@@ -140,3 +140,21 @@ def test_landmark_settings_are_checked():
         build_controller(spec, FoldedTrack(), 1, seed=0)
     with pytest.raises(ValueError, match="landmark_hops=2"):
         HierarchicalMPC(FoldedTrack(), [GradientDescent(), CEM()], landmark_hops=2)
+
+
+def test_model_blob_builds_the_graph_from_the_checkpoint_dataset(square_dataset, tmp_path):
+    from hmpc.checkpoint import save_checkpoint
+    from hmpc.evaluate import model_blob
+    from hmpc.world_model import build_world_model
+
+    spec = WorldModelSpec(image_size=16, action_dim=2, latent_dim=8, widths=(8, 8), hidden=16,
+                          levels=(LevelSpec(latent_dim=4, k=2, macro_dim=2, hidden=16),))
+    model = build_world_model(spec, seed=0)
+    ck = save_checkpoint(tmp_path / "ck", model, {"dataset": {"root": str(square_dataset)}})
+    graphs = model_blob(ck, landmarks={6, 10})["landmarks"]
+    assert sorted(graphs) == [6, 10] and graphs[6].latents.shape == (6, 8)
+    assert len(graphs[10].edges) > 0 and np.all(graphs[10].edges[:, 0] != graphs[10].edges[:, 1])
+    assert "landmarks" not in model_blob(ck)
+    gone = save_checkpoint(tmp_path / "gone", model, {"dataset": {"root": str(tmp_path / "nope")}})
+    with pytest.raises(FileNotFoundError, match="landmarks > 0 build their graph"):
+        model_blob(gone, landmarks={6})
