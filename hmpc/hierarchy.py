@@ -117,7 +117,7 @@ class HierarchicalMPC(LatentController):
         self.goal_2 = self.model.project(self.goal_1[None], 2)[0]  # (D_2,), for goal_switch
         self.target_top = self.goal_top  # what the top level plans toward: goal or waypoint
         if self.landmarks is not None:
-            goal_mark = int(self.landmarks.nearest(self.goal_1[None].cpu().numpy())[0])
+            goal_mark = int(self.landmarks.nearest(self.goal_1[None].detach().cpu().numpy())[0])
             self.to_goal = self.landmarks.distances_to(goal_mark)  # (M,) route lengths
         self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
