@@ -12,8 +12,8 @@ Prints one table: success with 95 % intervals, points above the flat planners, p
 a fraction of flat CEM's. Issue goals: hierarchical >= 90 %, >= 40 points above flat GD and flat
 CEM, at <= 1/3 of flat CEM's planning time. ``flat_cem_long`` is flat CEM with the hierarchy's
 lookahead (64 env steps) and its top level's sampling budget: the fair "no hierarchy" row.
-``hierarchical_landmarks`` is ``hierarchical_long`` routed by a landmark graph of the training
-data (:mod:`hmpc.landmarks`): its top level plans toward a waypoint on the graph's route.
+``hierarchical_landmarks`` is the default ``hierarchical`` planner routed by a landmark graph of
+the training data (:mod:`hmpc.landmarks`): its top level plans toward a waypoint on the route.
 """
 
 from __future__ import annotations

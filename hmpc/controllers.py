@@ -140,7 +140,7 @@ def build_controller(
             if graph is None:
                 raise ValueError(f"controller {spec.name!r} has landmarks={spec.landmarks} but no graph "
                                  "of that size was built: build_controller(..., graphs="
-                                 "landmark_graphs(model, frames, {spec.landmarks}))")
+                                 f"landmark_graphs(model, frames, {{{spec.landmarks}}}))")
         return HierarchicalMPC(
             model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
             spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,

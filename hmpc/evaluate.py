@@ -185,7 +185,7 @@ def model_blob(
     have_data = (root / "meta" / "info.json").is_file()
     if landmarks and not have_data:
         raise FileNotFoundError(
-            f"controllers with landmarks > 0 build their graph from the checkpoint's training data, "
+            f"controllers with landmarks > 0 (controllers.<name>.landmarks) build their graph from the checkpoint's training data, "
             f"but {root} (dataset.root in {Path(checkpoint) / 'config.json'}) is not a dataset; "
             "restore it there, or set the controllers' landmarks to 0")
     frames = None

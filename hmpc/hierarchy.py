@@ -59,7 +59,8 @@ class HierarchicalMPC(LatentController):
         landmarks, landmark_hops: with a :class:`hmpc.landmarks.LandmarkGraph` of the training
             data and hops > 0, the top level plans toward the landmark ``landmark_hops`` nodes
             ahead on the graph's shortest route to the goal (the goal itself once the route is
-            that short, or when the graph has no route), re-read at every abstract replan.
+            that short, or when the graph has no route), re-read at every abstract replan. While
+            it heads for a waypoint the final approach (``goal_switch``) stays off.
     """
 
     def __init__(
@@ -116,9 +117,10 @@ class HierarchicalMPC(LatentController):
         self.goal_top = self.model.project(self.goal_1[None], self.top)[0]  # (D_top,)
         self.goal_2 = self.model.project(self.goal_1[None], 2)[0]  # (D_2,), for goal_switch
         self.target_top = self.goal_top  # what the top level plans toward: goal or waypoint
-        if self.landmarks is not None:
-            goal_mark = int(self.landmarks.nearest(self.goal_1[None].detach().cpu().numpy())[0])
-            self.to_goal = self.landmarks.distances_to(goal_mark)  # (M,) route lengths
+        if self.landmarks is not None:  # the goal's landmark: the nearest one some edge leads into
+            g = self.landmarks
+            self.goal_mark = int(g.nearest(self.goal_1[None].detach().cpu().numpy(), g.entered)[0])
+            self.to_goal = g.distances_to(self.goal_mark)  # (M,) route lengths
         self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
         self.plans = {
@@ -187,17 +189,23 @@ class HierarchicalMPC(LatentController):
             with torch.no_grad():
                 first = self.model.predict(s, best[:1], level)  # (1, D_l)
             self.subgoals[level] = first[0]
-        if self.goal_switch > 0 and 2 in self.subgoals:
+        routing = info.get("landmark", -1) >= 0  # heading for a waypoint, not for the goal
+        if self.goal_switch > 0 and 2 in self.subgoals and not routing:
             self.final_approach = float((self.subgoals[2] - self.goal_2).pow(2).sum()) < self.goal_switch
         info["final_approach"] = self.final_approach
         return info
 
     def _route_target(self, s1: torch.Tensor) -> int:
         """Point the top level at the landmark ``landmark_hops`` ahead on the route from s1
-        (1, D_1) to the goal; returns its index, or -1 when it plans toward the goal itself."""
-        here = int(self.landmarks.nearest(s1.detach().cpu().numpy())[0])
+        (1, D_1) to the goal; returns its index, or -1 when it plans toward the goal itself
+        (the route is that short, or no landmark with a route is near: the info says which)."""
+        reachable = np.isfinite(self.to_goal)
+        if not reachable.any():
+            self.target_top = self.goal_top
+            return -1
+        here = int(self.landmarks.nearest(s1.detach().cpu().numpy(), reachable)[0])
         route = self.landmarks.route(here, self.to_goal, self.landmark_hops)
-        if len(route) < self.landmark_hops:  # the goal is near (or unreachable on the graph)
+        if len(route) < self.landmark_hops or route[-1] == self.goal_mark:  # the goal is near
             self.target_top = self.goal_top
             return -1
         mark = torch.tensor(self.landmarks.latents[route[-1]], device=self.device)  # a copy

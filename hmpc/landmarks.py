@@ -47,9 +47,18 @@ class LandmarkGraph:
     def size(self) -> int:
         return int(self.latents.shape[0])
 
-    def nearest(self, z: np.ndarray) -> np.ndarray:
-        """Index of the nearest landmark (L2) of each latent z (N, D_1) -> int64 (N,)."""
-        d = ((z[:, None, :] - self.latents[None]) ** 2).sum(-1)  # (N, M)
+    @property
+    def entered(self) -> np.ndarray:
+        """bool (M,): landmarks some edge leads into (routes can end there)."""
+        return np.array([len(p) > 0 for p in self.pred], dtype=bool)
+
+    def nearest(self, z: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
+        """Index of the nearest landmark (L2) of each latent z (N, D_1) -> int64 (N,), among the
+        landmarks where the bool mask ``among`` (M,) is True (all when None or all False)."""
+        d = _squared_distances(torch.as_tensor(z, dtype=torch.float32),
+                               torch.as_tensor(self.latents)).numpy()  # (N, M)
+        if among is not None and among.any():
+            d[:, ~among] = np.inf
         return d.argmin(1)
 
     def distances_to(self, goal: int) -> np.ndarray:
@@ -78,16 +87,24 @@ class LandmarkGraph:
         return path
 
 
+def _squared_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """(N, D) x (M, D) -> (N, M) squared L2 distances, exact differences, N in chunks."""
+    return torch.cat([(x[:, None] - b[None]).pow(2).sum(-1) for x in a.split(chunk)])
+
+
 def farthest_points(z: torch.Tensor, m: int) -> torch.Tensor:
-    """Indices (m,) of ``m`` rows of z (N, D) spread out greedily: each next one is the row
-    farthest from those chosen so far, starting from row 0 (deterministic)."""
-    m = min(m, z.shape[0])
-    chosen = torch.zeros(m, dtype=torch.long, device=z.device)
+    """Indices (<= m,) of rows of z (N, D) spread out greedily: each next one is the row
+    farthest from those chosen so far, starting from row 0 (deterministic); stops early when
+    every row coincides with a chosen one."""
+    chosen = [0]
     closest = (z - z[0]).pow(2).sum(1)  # (N,) squared distance to the nearest chosen row
-    for i in range(1, m):
-        chosen[i] = int(closest.argmax())
-        closest = torch.minimum(closest, (z - z[chosen[i]]).pow(2).sum(1))
-    return chosen
+    while len(chosen) < min(m, z.shape[0]):
+        far = int(closest.argmax())
+        if float(closest[far]) == 0.0:
+            break
+        chosen.append(far)
+        closest = torch.minimum(closest, (z - z[far]).pow(2).sum(1))
+    return torch.tensor(chosen, dtype=torch.long, device=z.device)
 
 
 def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int, min_count: int = 1) -> LandmarkGraph:
@@ -99,8 +116,9 @@ def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int, min_count
         raise ValueError(f"landmarks={size}: a graph needs at least 2 landmarks (e.g. 300)")
     if z.shape[0] != len(episode_index):
         raise ValueError(f"{z.shape[0]} latents but {len(episode_index)} episode indices")
+    z = z.detach().float()
     marks = z[farthest_points(z, size)]  # (M, D)
-    assign = torch.cat([torch.cdist(chunk, marks).argmin(1) for chunk in z.split(8192)]).cpu().numpy()
+    assign = torch.cat([_squared_distances(c, marks).argmin(1) for c in z.split(4096)]).cpu().numpy()
     ep = np.asarray(episode_index)
     step = (ep[1:] == ep[:-1]) & (assign[1:] != assign[:-1])  # consecutive frames, new landmark
     pairs = np.stack([assign[:-1][step], assign[1:][step]], 1)
@@ -119,7 +137,7 @@ def encode_frames(model: WorldModel, frames: FrameArrays, batch: int = 512) -> t
         x = torch.as_tensor(np.array(frames.pixels[i : i + batch]), device=model.device)  # a copy
         state = None
         if model.spec.state_dim:
-            state = torch.as_tensor(frames.state[i : i + batch], device=model.device)
+            state = torch.as_tensor(frames.state[i : i + batch], device=model.device, dtype=torch.float32)
         out.append(model.encode(x.permute(0, 3, 1, 2), state))
     return torch.cat(out)
 

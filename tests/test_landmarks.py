@@ -81,6 +81,8 @@ def test_farthest_points_spread_deterministically():
     z = torch.tensor([[0.0, 0], [0.1, 0], [5, 0], [10, 0], [9.9, 0]])
     idx = farthest_points(z, 3)
     assert idx.tolist() == [0, 3, 2] and torch.equal(idx, farthest_points(z, 3))
+    same = torch.tensor([[1.0, 1], [2, 2], [1, 1], [2, 2]])  # two distinct points only
+    assert farthest_points(same, 4).tolist() == [0, 1]
 
 
 def test_graph_routes_along_the_track_not_across_the_wall():
@@ -102,30 +104,35 @@ def test_graph_routes_along_the_track_not_across_the_wall():
         build_graph(z, ep, 1)
 
 
-def run(ctrl, steps: int = 60) -> float:
-    x = 0.0
+def run(ctrl, steps: int = 60) -> tuple[float, set[int]]:
+    """Closed loop on the exact track; returns the final x and the waypoints the planner used."""
+    x, marks = 0.0, set()
     ctrl.reset(obs(x), obs(GOAL))
     for _ in range(steps):
         a, info = ctrl.act(obs(x))
         assert not info["fallback"]
+        marks.add(info.get("landmark", -1))
         x = float(np.clip(x + a[0], 0.0, LENGTH))
         if abs(x - GOAL) < 0.5:
             break
-    return x
+    return x, marks
 
 
-@pytest.mark.parametrize("hops", [0, 4])
-def test_landmarks_lead_the_hierarchy_around_the_wall_its_top_level_ignores(hops):
+@pytest.mark.parametrize("hops,goal_switch", [(0, 0.0), (4, 0.0), (4, 1.0)])
+def test_landmarks_lead_the_hierarchy_around_the_wall_its_top_level_ignores(hops, goal_switch):
+    """Start and goal are 0.2 apart in level 2 (so within goal_switch=1.0 of each other): the
+    final approach must wait until the route itself reaches the goal, or it cuts the corner."""
     z, ep = walks()
     weights = CostWeights(goal_mode="sum", smoothness=0.01, macro_prior=0.01)
     hier = HierarchicalMPC(
         FoldedTrack(), [GradientDescent(iters=15, lr=0.3), CEM(iters=3, population=32, elites=6)],
-        top_horizon=3, candidates=4, weights=weights,
+        top_horizon=3, candidates=4, weights=weights, goal_switch=goal_switch,
         landmarks=build_graph(z, ep, 40) if hops else None, landmark_hops=hops,
     )
-    x = run(hier)
+    x, marks = run(hier)
     if hops:
         assert abs(x - GOAL) < 0.5, f"stopped at x={x:.2f}, goal {GOAL}"
+        assert len(marks - {-1}) >= 5  # it followed waypoints, then the goal
     else:  # straight at the goal through the wall: stuck on the bottom arm
         assert x < ARM, f"x={x:.2f}"
 
@@ -153,8 +160,9 @@ def test_model_blob_builds_the_graph_from_the_checkpoint_dataset(square_dataset,
     ck = save_checkpoint(tmp_path / "ck", model, {"dataset": {"root": str(square_dataset)}})
     graphs = model_blob(ck, landmarks={6, 10})["landmarks"]
     assert sorted(graphs) == [6, 10] and graphs[6].latents.shape == (6, 8)
-    assert len(graphs[10].edges) > 0 and np.all(graphs[10].edges[:, 0] != graphs[10].edges[:, 1])
+    g = graphs[10]
+    assert len(g.edges) > 0 and np.isfinite(g.distances_to(int(g.edges[0, 1]))).sum() >= 2
     assert "landmarks" not in model_blob(ck)
     gone = save_checkpoint(tmp_path / "gone", model, {"dataset": {"root": str(tmp_path / "nope")}})
-    with pytest.raises(FileNotFoundError, match="landmarks > 0 build their graph"):
+    with pytest.raises(FileNotFoundError, match="controllers.<name>.landmarks. build their graph"):
         model_blob(gone, landmarks={6})
