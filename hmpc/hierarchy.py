@@ -59,8 +59,9 @@ class HierarchicalMPC(LatentController):
         landmarks, landmark_hops: with a :class:`hmpc.landmarks.LandmarkGraph` of the training
             data and hops > 0, the top level plans toward the landmark ``landmark_hops`` nodes
             ahead on the graph's shortest route to the goal (the goal itself once the route is
-            that short, or when the graph has no route), re-read at every abstract replan. While
-            it heads for a waypoint the final approach (``goal_switch``) stays off.
+            that short; routes start at the nearest landmark that has one), re-read at every
+            abstract replan. While it heads for a waypoint the final approach (``goal_switch``)
+            stays off.
     """
 
     def __init__(
@@ -120,7 +121,8 @@ class HierarchicalMPC(LatentController):
         if self.landmarks is not None:  # the goal's landmark: the nearest one some edge leads into
             g = self.landmarks
             self.goal_mark = int(g.nearest(self.goal_1[None].detach().cpu().numpy(), g.entered)[0])
-            self.to_goal = g.distances_to(self.goal_mark)  # (M,) route lengths
+            self.to_goal = g.distances_to(self.goal_mark)  # (M,) route lengths, inf: no route
+            self.reachable = np.isfinite(self.to_goal)  # (M,) holds goal_mark at least
         self.final_approach = False  # level 1 plans toward goal_1 (see goal_switch)
         spec = self.model.spec
         self.plans = {
@@ -198,12 +200,8 @@ class HierarchicalMPC(LatentController):
     def _route_target(self, s1: torch.Tensor) -> int:
         """Point the top level at the landmark ``landmark_hops`` ahead on the route from s1
         (1, D_1) to the goal; returns its index, or -1 when it plans toward the goal itself
-        (the route is that short, or no landmark with a route is near: the info says which)."""
-        reachable = np.isfinite(self.to_goal)
-        if not reachable.any():
-            self.target_top = self.goal_top
-            return -1
-        here = int(self.landmarks.nearest(s1.detach().cpu().numpy(), reachable)[0])
+        (the route is that short)."""
+        here = int(self.landmarks.nearest(s1.detach().cpu().numpy(), self.reachable)[0])
         route = self.landmarks.route(here, self.to_goal, self.landmark_hops)
         if len(route) < self.landmark_hops or route[-1] == self.goal_mark:  # the goal is near
             self.target_top = self.goal_top

@@ -30,7 +30,6 @@ class LandmarkGraph:
 
     latents: np.ndarray  # float32 (M, D_1)
     edges: np.ndarray  # int64 (E, 2): (from, to)
-    counts: np.ndarray  # int64 (E,): dataset transitions behind each edge
     succ: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(next, length)]
     pred: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(prev, length)]
 
@@ -55,11 +54,8 @@ class LandmarkGraph:
     def nearest(self, z: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
         """Index of the nearest landmark (L2) of each latent z (N, D_1) -> int64 (N,), among the
         landmarks where the bool mask ``among`` (M,) is True (all when None or all False)."""
-        d = _squared_distances(torch.as_tensor(z, dtype=torch.float32),
-                               torch.as_tensor(self.latents)).numpy()  # (N, M)
-        if among is not None and among.any():
-            d[:, ~among] = np.inf
-        return d.argmin(1)
+        mask = None if among is None or not among.any() else torch.as_tensor(among)
+        return _nearest(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(self.latents), mask).numpy()
 
     def distances_to(self, goal: int) -> np.ndarray:
         """Shortest route length from every landmark to ``goal`` -> float64 (M,), inf where
@@ -87,9 +83,18 @@ class LandmarkGraph:
         return path
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(N, D) x (M, D) -> (N, M) squared L2 distances, exact differences, N in chunks."""
-    return torch.cat([(x[:, None] - b[None]).pow(2).sum(-1) for x in a.split(chunk)])
+def _nearest(
+    z: torch.Tensor, marks: torch.Tensor, among: torch.Tensor | None = None, chunk: int = 4096
+) -> torch.Tensor:
+    """Index (N,) of the nearest row of marks (M, D) to each row of z (N, D), squared L2 by exact
+    differences, z in chunks (never an (N, M) matrix); only rows where ``among`` (M,) is True."""
+    out = []
+    for x in z.split(chunk):
+        d = (x[:, None] - marks[None]).pow(2).sum(-1)  # (chunk, M)
+        if among is not None:
+            d = d.masked_fill(~among, float("inf"))
+        out.append(d.argmin(1))
+    return torch.cat(out)
 
 
 def farthest_points(z: torch.Tensor, m: int) -> torch.Tensor:
@@ -107,26 +112,22 @@ def farthest_points(z: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(chosen, dtype=torch.long, device=z.device)
 
 
-def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int, min_count: int = 1) -> LandmarkGraph:
+def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int) -> LandmarkGraph:
     """Landmark graph of latents z (N, D_1) of frames stored episode by episode, in time order
     (``episode_index`` (N,)): ``size`` farthest-point landmarks; an edge a -> b for every pair of
-    consecutive frames of one episode whose nearest landmarks are a != b, kept when at least
-    ``min_count`` transitions support it."""
+    consecutive frames of one episode whose nearest landmarks are a != b."""
     if size < 2:
         raise ValueError(f"landmarks={size}: a graph needs at least 2 landmarks (e.g. 300)")
     if z.shape[0] != len(episode_index):
         raise ValueError(f"{z.shape[0]} latents but {len(episode_index)} episode indices")
     z = z.detach().float()
     marks = z[farthest_points(z, size)]  # (M, D)
-    assign = torch.cat([_squared_distances(c, marks).argmin(1) for c in z.split(4096)]).cpu().numpy()
+    assign = _nearest(z, marks).cpu().numpy()  # (N,) each frame's landmark
     ep = np.asarray(episode_index)
     step = (ep[1:] == ep[:-1]) & (assign[1:] != assign[:-1])  # consecutive frames, new landmark
     pairs = np.stack([assign[:-1][step], assign[1:][step]], 1)
-    edges, counts = np.unique(pairs, axis=0, return_counts=True) if len(pairs) else (
-        np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
-    keep = counts >= min_count
-    return LandmarkGraph(marks.float().cpu().numpy(), edges[keep].astype(np.int64),
-                         counts[keep].astype(np.int64))
+    edges = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+    return LandmarkGraph(marks.cpu().numpy(), edges.astype(np.int64))
 
 
 @torch.no_grad()
@@ -143,8 +144,8 @@ def encode_frames(model: WorldModel, frames: FrameArrays, batch: int = 512) -> t
 
 
 def landmark_graphs(
-    model: WorldModel, frames: FrameArrays, sizes: set[int], min_count: int = 1
+    model: WorldModel, frames: FrameArrays, sizes: set[int]
 ) -> dict[int, LandmarkGraph]:
     """One graph per requested size from the frames' level-1 latents (encoded once)."""
     z = encode_frames(model, frames)
-    return {m: build_graph(z, frames.episode_index, m, min_count) for m in sorted(sizes)}
+    return {m: build_graph(z, frames.episode_index, m) for m in sorted(sizes)}
