@@ -166,3 +166,38 @@ def test_model_blob_builds_the_graph_from_the_checkpoint_dataset(square_dataset,
     gone = save_checkpoint(tmp_path / "gone", model, {"dataset": {"root": str(tmp_path / "nope")}})
     with pytest.raises(FileNotFoundError, match="controllers.<name>.landmarks. build their graph"):
         model_blob(gone, landmarks={6})
+
+
+def test_graphs_are_cached_beside_the_frame_cache_and_rebuilt_when_the_model_changes(
+    square_dataset, tmp_path, monkeypatch
+):
+    import shutil
+
+    import hmpc.landmarks as lm
+    from hmpc.data import LeRobotDataset, build_frame_cache
+    from hmpc.world_model import build_world_model
+
+    spec = WorldModelSpec(image_size=16, action_dim=2, latent_dim=8, widths=(8, 8), hidden=16,
+                          levels=(LevelSpec(latent_dim=4, k=2, macro_dim=2, hidden=16),))
+    model = build_world_model(spec, seed=0)
+    root = tmp_path / "ds"  # a copy: no cache from other tests
+    shutil.copytree(square_dataset, root, ignore=shutil.ignore_patterns(".cache"))
+    frames = build_frame_cache(LeRobotDataset(root), progress=False)
+    encoded = []
+    real_encode = lm.encode_frames
+    monkeypatch.setattr(lm, "encode_frames", lambda m, f: encoded.append(1) or real_encode(m, f))
+    first = lm.landmark_graphs(model, frames, {6})
+    files = sorted(p.name for p in frames.path.parent.glob("landmarks-*.npz"))
+    assert len(encoded) == 1 and len(files) == 1 and files[0].endswith("-6.npz")
+    again = lm.landmark_graphs(model, frames, {6, 10})  # 6 from the cache, 10 built
+    assert len(encoded) == 2
+    np.testing.assert_array_equal(again[6].latents, first[6].latents)
+    np.testing.assert_array_equal(again[6].edges, first[6].edges)
+    lm.landmark_graphs(model, frames, {6, 10})
+    assert len(encoded) == 2  # both cached now
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)  # other weights: other latents, a new graph
+    changed = lm.landmark_graphs(model, frames, {6})
+    assert len(encoded) == 3 and not np.array_equal(changed[6].latents, first[6].latents)
+    lm.landmark_graphs(model, frames, {6}, cache=False)
+    assert len(encoded) == 4
