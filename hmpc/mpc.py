@@ -129,8 +129,10 @@ class LatentController(Controller):
         # compile: a torch.compile backend ("inductor") for the planner's rollouts: GD planning
         # is latency-bound (small batches, one op at a time), which fused kernels cut. Compiled
         # graphs are cached per model, shape and grad mode; the first reset() compiles them.
-        rollout = model.rollout
+        # The encoder (one image per step) is compiled with them.
+        rollout, encode = model.rollout, model.encode
         self.rollout = rollout if compile is None else torch.compile(rollout, backend=compile)
+        self._encode = encode if compile is None else torch.compile(encode, backend=compile)
         self._cold = compile is not None
 
     def reset(self, obs: Obs, goal_obs: Obs) -> None:
@@ -159,7 +161,7 @@ class LatentController(Controller):
         state = None
         if self.model.spec.state_dim:
             state = torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32)[None]
-        return self.model.encode(pixels, state)
+        return self._encode(pixels, state)
 
 
 class FlatMPC(LatentController):
