@@ -13,7 +13,9 @@ a fraction of flat CEM's. Issue goals: hierarchical >= 90 %, >= 40 points above 
 CEM, at <= 1/3 of flat CEM's planning time. ``flat_cem_long`` is flat CEM with the hierarchy's
 lookahead (64 env steps) and its top level's sampling budget: the fair "no hierarchy" row.
 ``hierarchical_landmarks`` is the default ``hierarchical`` planner routed by a landmark graph of
-the training data (:mod:`hmpc.landmarks`): its top level plans toward a waypoint on the route.
+the training data (:mod:`hmpc.landmarks`): its top level plans toward a waypoint on the route;
+``hierarchical_landmarks_fast`` is the same at a real-time budget (one gradient step per control
+step, the top level replanned every 4 steps).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from _cli import ci, evaluate, run_cli
 
-CONTROLLERS = "hierarchical_landmarks,hierarchical_long,flat_gd,flat_cem,flat_cem_long,oracle"
+CONTROLLERS = "hierarchical_landmarks,hierarchical_landmarks_fast,hierarchical_long,flat_gd,flat_cem,flat_cem_long,oracle"
 
 
 def main() -> None:
