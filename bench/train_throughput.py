@@ -29,7 +29,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu and cuda if any")
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="keep: glibc keeps freed memory, as hmpc-train sets it "
+                             "(hmpc.runtime.keep_freed_memory); default: glibc's defaults")
     args = parser.parse_args()
+    if args.malloc == "keep":
+        from hmpc.runtime import keep_freed_memory
+
+        keep_freed_memory()
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     from omegaconf import OmegaConf
@@ -74,7 +81,7 @@ def main() -> None:
                 f"cpu ({torch.get_num_threads()} threads)")  # fmt: skip
             rows.append((label, args.steps / seconds, args.steps * args.batch * window / seconds))
     print(f"# training throughput: model={args.model}, batch {args.batch} x window {window} "
-          f"frames (64x64), {args.steps} steps, {os.cpu_count()} cores\n")  # fmt: skip
+          f"frames (64x64), {args.steps} steps, {os.cpu_count()} cores, malloc {args.malloc}\n")  # fmt: skip
     print("| device | steps/s | frames/s | ratio vs first |")
     print("|---|---:|---:|---:|")
     for label, sps, fps in rows:
