@@ -158,7 +158,8 @@ def landmark_graphs(
     ``landmarks-<frames>-<weights>-<size>.npz`` and reused while both the dataset and the model's
     weights are unchanged (encoding 140k frames takes ~40 s on 2 CPU cores); a folder that cannot
     be written only costs the rebuild next time (a warning says so)."""
-    paths = {m: _cache_path(model, frames, m) if cache else None for m in sizes}
+    folder = _cache_prefix(model, frames) if cache else None
+    paths = {m: None if folder is None else Path(f"{folder}-{m}.npz") for m in sizes}
     graphs = {m: _load_graph(p) for m, p in paths.items() if p is not None and p.is_file()}
     missing = sorted(set(sizes) - set(graphs))
     if missing:
@@ -180,13 +181,13 @@ def weights_key(model: WorldModel) -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_path(model: WorldModel, frames: FrameArrays, size: int) -> Path | None:
-    """``<frame cache dir>/landmarks-<frames key>-<weights key>-<size>.npz``; None without a
-    frame cache file (frames held in memory only)."""
+def _cache_prefix(model: WorldModel, frames: FrameArrays) -> Path | None:
+    """``<frame cache dir>/landmarks-<frames key>-<weights key>`` (+ ``-<size>.npz``); None
+    without a frame cache file (frames held in memory only)."""
     if frames.path is None:
         return None
     frames_key = frames.path.stem.removeprefix("frames-")  # the dataset's cache key
-    return frames.path.parent / f"landmarks-{frames_key}-{weights_key(model)}-{size}.npz"
+    return frames.path.parent / f"landmarks-{frames_key}-{weights_key(model)}"
 
 
 def _load_graph(path: Path) -> LandmarkGraph:
