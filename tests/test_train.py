@@ -253,9 +253,10 @@ if sys.argv[1] == "keep":
 torch.set_num_threads(1)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.GELU(), torch.nn.Conv2d(16, 32, 3, 2, 1))
 x = torch.randn(64, 3, 64, 64)
-net(x).sum().backward()
+for _ in range(3):  # warm-up: the heap grows to the step's peak once
+    net(x).sum().backward()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(6):
     net(x).sum().backward()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -270,4 +271,4 @@ def test_keep_freed_memory_stops_training_steps_refaulting_their_activations():
     faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], check=True,
                                        capture_output=True, text=True).stdout)
               for mode in ("default", "keep")}
-    assert faults["keep"] < 0.3 * faults["default"], faults
+    assert faults["keep"] < 0.25 * faults["default"], faults  # measured: 0-1025 against 32-37k
