@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import os
-import uuid
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmpc.checkpoint import atomic_write_bytes
 from hmpc.data import FrameArrays
 from hmpc.world_model import WorldModel
 
@@ -37,8 +37,10 @@ class LandmarkGraph:
     edges: np.ndarray  # int64 (E, 2): (from, to)
     succ: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(next, length)]
     pred: list[list[tuple[int, float]]] = field(init=False, repr=False)  # node -> [(prev, length)]
+    marks: torch.Tensor = field(init=False, repr=False)  # float32 (M, D_1) copy of latents, for lookups
 
     def __post_init__(self) -> None:
+        self.marks = torch.tensor(self.latents, dtype=torch.float32)  # Ray's arrays are read-only
         a, b = self.edges[:, 0], self.edges[:, 1]
         lengths = np.linalg.norm(self.latents[a] - self.latents[b], axis=1).tolist()
         self.succ = [[] for _ in range(self.size)]
@@ -60,8 +62,7 @@ class LandmarkGraph:
         """Index of the nearest landmark (L2) of each latent z (N, D_1) -> int64 (N,), among the
         landmarks where the bool mask ``among`` (M,) is True (all when None or all False)."""
         mask = None if among is None or not among.any() else torch.as_tensor(among)
-        marks = torch.from_numpy(np.array(self.latents, np.float32))  # a copy: Ray's are read-only
-        return _nearest(torch.as_tensor(z, dtype=torch.float32), marks, mask).numpy()
+        return _nearest(torch.as_tensor(z, dtype=torch.float32), self.marks, mask).numpy()
 
     def distances_to(self, goal: int) -> np.ndarray:
         """Shortest route length from every landmark to ``goal`` -> float64 (M,), inf where
@@ -196,14 +197,12 @@ def _load_graph(path: Path) -> LandmarkGraph:
 
 
 def _save_graph(path: Path, graph: LandmarkGraph) -> None:
-    """Write to a temp name, then rename: a crash never leaves a half-written cache file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """Written atomically (a crash never leaves a half-written cache file); a folder that cannot be
+    written only warns."""
+    buf = io.BytesIO()
+    np.savez(buf, latents=graph.latents, edges=graph.edges)
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, latents=graph.latents, edges=graph.edges)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:
         warnings.warn(f"landmark graph not cached at {path} ({e}); it is rebuilt next time",
                       stacklevel=3)
-    finally:
-        tmp.unlink(missing_ok=True)

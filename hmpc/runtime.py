@@ -25,11 +25,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed blocks for reuse instead of handing them back to the
-    OS. By default every tensor above 128 KiB (a training step's activations) is a fresh mmap whose
-    pages fault in again at each step, about a fifth of a CPU training step in kernel time; kept,
-    ``bench/train_throughput.py --malloc keep`` against ``default`` ran +21 % steps/s (model=maze,
-    2 CPU cores, 2026-12-03). The process keeps its peak memory instead. The same as starting it
-    with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set. Returns whether it took
+    OS (mallopt: mmap threshold 1 GiB, no trimming), like starting the process with
+    ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set. Under glibc's defaults a CPU
+    training step's activations page-fault in again at every step (kernel time was about a fifth
+    of CPU training on 2 cores); with this, the conv forward + backward of
+    ``tests/test_train.py`` faults 0-1025 pages over 6 steps against 32-37k, and
+    ``bench/train_throughput.py --malloc keep`` ran +21 % steps/s against ``default`` (model=maze,
+    2 CPU cores, 2026-12-03). The process keeps its peak memory instead. Returns whether it took
     effect: False where there is no glibc (macOS, musl), a no-op there."""
     import ctypes
     import ctypes.util
