@@ -14,8 +14,8 @@ CEM, at <= 1/3 of flat CEM's planning time. ``flat_cem_long`` is flat CEM with t
 lookahead (64 env steps) and its top level's sampling budget: the fair "no hierarchy" row.
 ``hierarchical_landmarks`` is the default ``hierarchical`` planner routed by a landmark graph of
 the training data (:mod:`hmpc.landmarks`): its top level plans toward a waypoint on the route;
-``hierarchical_landmarks_fast`` is the same at a real-time budget (one gradient step per control
-step, the top level replanned every 4 steps).
+``hierarchical_landmarks_fast`` is the same at a real-time budget (one gradient step every second
+control step, the top level replanned every 4 steps).
 """
 
 from __future__ import annotations

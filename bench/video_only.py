@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train on 100 %% labelled data")
     parser.add_argument("--labelled-share", type=float, default=None,
                         help="adds a mixed row with this fraction of each batch labelled")
+    parser.add_argument("--runs", default=None,
+                        help="comma-separated subset of labelled,mixed,mixed_share,full to train and score")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -98,6 +100,13 @@ def main() -> None:
                                          f"trainer.labelled_share={args.labelled_share}"])
     if args.full:
         runs["full"] = ("full", ["model.loss.state_probe=1.0"])
+    if args.runs:
+        chosen = args.runs.split(",")
+        unknown = sorted(set(chosen) - set(runs))
+        if unknown:
+            parser.error(f"--runs {args.runs}: {unknown} not among {list(runs)} (mixed_share needs "
+                         "--labelled-share, full needs --full)")
+        runs = {name: runs[name] for name in chosen}
     rows = {}
     for name, (data, extra) in runs.items():
         run = out / f"train_{name}"

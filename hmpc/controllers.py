@@ -42,6 +42,7 @@ class ControllerSpec:
     top_horizon: int = 4
     candidates: int = 4
     replan_every: int = 1
+    low_replan_every: int = 1  # kind hierarchical: env steps between level-1 optimisations (1..k)
     subgoal_tolerance: float = 0.0
     goal_switch: float = 0.0  # kind hierarchical: final approach (see hmpc.hierarchy.HierarchicalMPC)
     weights: dict[str, Any] = field(default_factory=dict)
@@ -141,11 +142,15 @@ def build_controller(
                 raise ValueError(f"controller {spec.name!r} has landmarks={spec.landmarks} but no graph "
                                  "of that size was built: build_controller(..., graphs="
                                  f"landmark_graphs(model, frames, {{{spec.landmarks}}}))")
-        return HierarchicalMPC(
-            model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
-            spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,
-            spec.goal_switch, graph, spec.landmark_hops if graph is not None else 0,
-        )
+        try:
+            return HierarchicalMPC(
+                model, opts, spec.top_horizon, spec.replan_every, spec.subgoal_tolerance,
+                spec.candidates, weights, device, spec.deadline_ms, spec.macro_support, spec.compile,
+                spec.goal_switch, graph, spec.landmark_hops if graph is not None else 0,
+                spec.low_replan_every,
+            )
+        except ValueError as e:
+            raise ValueError(f"controllers.{spec.name}: {e}") from e
     opt = _optimizer(spec.optimizer, seed)
     return FlatMPC(
         model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms, spec.compile

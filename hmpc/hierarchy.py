@@ -46,6 +46,11 @@ class HierarchicalMPC(LatentController):
         top_horizon: macro steps planned at the top level.
         replan_every: env steps between replans of the abstract levels; they also replan as soon
             as level 1 comes within ``subgoal_tolerance`` (squared latent distance) of the subgoal.
+        low_replan_every: env steps between level-1 optimisations (1..k). In between, the step
+            executes the next action of level 1's current plan (already optimised under every cost
+            term, guardrails included); level 1 also replans whenever an abstract level did, and
+            after a fallback. The observation is still encoded every step (subgoal tolerance,
+            predicted violations).
         candidates: parallel restarts / warm-start copies per level.
         macro_support: keep abstract plans inside the region of realisable macro codes
             (``WorldModel.macro_support``: codes some chunk of real actions produces). Off, they
@@ -80,6 +85,7 @@ class HierarchicalMPC(LatentController):
         goal_switch: float = 0.0,
         landmarks: LandmarkGraph | None = None,
         landmark_hops: int = 0,
+        low_replan_every: int = 1,
     ) -> None:
         super().__init__(model, device, compile)
         if landmark_hops < 0 or (landmark_hops > 0 and landmarks is None):
@@ -100,6 +106,11 @@ class HierarchicalMPC(LatentController):
         self.top = spec.num_levels
         self.top_horizon = top_horizon
         self.replan_every = max(1, replan_every)
+        k = spec.levels[0].k
+        if not 1 <= low_replan_every <= k:
+            raise ValueError(f"low_replan_every={low_replan_every} must be in 1..{k} (level 1 "
+                             f"plans k = {k} steps: one step of level 2); 1 replans every step")
+        self.low_replan_every = low_replan_every
         self.subgoal_tolerance = subgoal_tolerance
         self.candidates = candidates
         self.weights = weights or CostWeights()
@@ -133,6 +144,8 @@ class HierarchicalMPC(LatentController):
         self.elapsed = {lv: 0 for lv in range(2, self.top + 1)}  # env steps since the level planned
         self.prev = torch.zeros(spec.action_dim, device=self.device)
         self.since_replan = self.replan_every  # force a replan on the first step
+        self.since_low = self.low_replan_every  # likewise level 1
+        self.low_cost = float("nan")  # cost of level 1's last optimisation
 
     def _level_cost(self, level: int, s: torch.Tensor, plan: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted terms for candidates ``plan`` (N, H, A_l) from latent s (1, D_l)."""
@@ -238,8 +251,13 @@ class HierarchicalMPC(LatentController):
         for level in self.elapsed:
             self.elapsed[level] += 1
         old = self.plans[1]
-        if 2 in self.subgoals:
-            best, linfo, _ = self._plan_level(1, s1)
+        self.since_low += 1
+        if 2 in self.subgoals and (info["replanned"] or self.since_low > self.low_replan_every):
+            best, linfo, ok = self._plan_level(1, s1)
+            self.low_cost = linfo["cost"]
+            self.since_low = 1 if ok else self.low_replan_every  # a failed plan is redone next step
+        elif 2 in self.subgoals:  # between level-1 replans: the current plan's next action
+            best, linfo = old, {"cost": self.low_cost, "iters": 0}
         else:  # the abstract levels never produced a subgoal: nothing to plan toward
             best, linfo = torch.full_like(old, float("nan")), {"cost": float("nan"), "iters": 0}
         # plans[1] is stored shifted: its row 0 is the previous plan's action for this step.

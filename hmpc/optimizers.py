@@ -112,6 +112,11 @@ class GradientDescent:
     ``restart_noise`` Gaussian noise so restarts explore. When the best cost improves by less than
     ``tol`` (relative) over ``patience`` iterations the step size halves (Adam otherwise orbits the
     optimum at a radius ~lr); it stops early once the step is below ``lr * min_lr_ratio``.
+
+    ``score_final`` scores the iterate after the last step too (one more forward pass) and returns
+    the best iterate scored. Off, it returns the last iterate of the row with the lowest last cost,
+    unscored (``info["cost"]`` is from before the step): real-time-iteration MPC, one step per
+    control step from the shifted previous plan. A deadline-cut run returns the best scored.
     """
 
     iters: int = 20
@@ -121,6 +126,7 @@ class GradientDescent:
     tol: float = 1e-4
     patience: int = 5
     seed: int = 0
+    score_final: bool = True
 
     def __post_init__(self) -> None:
         self._gen = torch.Generator().manual_seed(self.seed)
@@ -175,6 +181,10 @@ class GradientDescent:
                         break
                     for group in opt.param_groups:
                         group["lr"] = lr
+        if not self.score_final and it > 0 and not hit:  # the last step's result, unscored
+            i = int(torch.argmin(cost))  # last scored costs, (B,)
+            info = {"cost": float(cost[i]), "iters": it, "time_s": time.perf_counter() - t0}
+            return x.detach()[i].clone(), _deadline_info(info, deadline, expired(deadline))
         with torch.no_grad():  # score the final iterate too (when there is time for it)
             final = None if hit or expired(deadline) else _rank_cost(cost_fn(x.detach()))
             if final is not None and not expired(deadline):

@@ -195,3 +195,45 @@ def test_final_approach_plans_level1_toward_the_goal_itself(goal_switch):
 def test_goal_switch_must_be_non_negative():
     with pytest.raises(ValueError, match="goal_switch=-1"):
         HierarchicalMPC(CoarseNearGoal(), [GradientDescent(), CEM()], goal_switch=-1.0)
+
+
+def test_level1_replans_every_low_replan_every_steps_and_after_every_abstract_replan():
+    """low_replan_every=3 with the top level replanned every k=4 steps: level 1 optimises on steps
+    0, 3 (its period), 4 (a new subgoal), 7, ...; in between the command is the next action of the
+    plan it made, and the controller still reaches the goal."""
+    weights = CostWeights(goal_mode="sum", smoothness=0.01, macro_prior=0.01)
+    hier = HierarchicalMPC(
+        CorridorModel(), [GradientDescent(iters=15, lr=0.3), CEM(iters=3, population=32, elites=6)],
+        top_horizon=3, candidates=4, weights=weights, replan_every=K, low_replan_every=3,
+    )
+    planned: list[torch.Tensor] = []
+    plan_level = hier._plan_level
+
+    def spy(level, s):
+        best, info, ok = plan_level(level, s)
+        if level == 1:
+            planned.append(best.detach().clone())
+        return best, info, ok
+
+    hier._plan_level = spy
+    x, low, iters, top, age = 0.0, [], [], [], 0
+    hier.reset(obs(x), obs(GOAL))
+    for _ in range(8):
+        n = len(planned)
+        a, info = hier.act(obs(x))
+        low.append(len(planned) > n)
+        iters.append(info["iters"] > 0)
+        top.append(info["replanned"])
+        age = 0 if low[-1] else age + 1  # steps since level 1's last plan
+        assert float(a[0]) == pytest.approx(float(planned[-1][age, 0].clamp(-1, 1)))
+        x = float(np.clip(x + a[0], 0.0, LENGTH))
+    assert low == iters == [True, False, False, True, True, False, False, True]
+    assert top == [True, False, False, False] * 2
+    hier._plan_level = plan_level
+    assert run(hier)[0]
+
+
+@pytest.mark.parametrize("bad", [0, K + 1])
+def test_low_replan_every_is_checked(bad):
+    with pytest.raises(ValueError, match=f"low_replan_every={bad} must be in 1..{K}"):
+        HierarchicalMPC(CorridorModel(), [GradientDescent(), CEM()], low_replan_every=bad)

@@ -110,6 +110,33 @@ def test_gd_early_stop_and_warm_start():
     assert info["cost"] == pytest.approx(0.0, abs=1e-8)
 
 
+def test_gd_without_final_scoring_returns_the_stepped_plan_after_one_forward():
+    """score_final=False (real-time iteration): one cost call per iteration, none after the last
+    step, and the result is the last iterate of the row whose last cost was lowest."""
+    target = torch.tensor([[0.5, -0.5]])
+    calls = []
+
+    def cost(x):
+        calls.append(x.shape[0])
+        return quadratic(target)(x)
+
+    init = torch.zeros(2, 1, 2)
+    init[1] = 0.9  # row 1 starts farther: row 0 is chosen (no restart noise on row 0)
+    best, info = GradientDescent(iters=1, lr=0.1, score_final=False).optimize(cost, init, -1, 1)
+    assert len(calls) == 1 and info["iters"] == 1
+    # Adam's first step moves every coordinate by lr against its gradient's sign
+    assert torch.allclose(best, torch.tensor([[0.1, -0.1]]), atol=1e-6)
+    assert info["cost"] == pytest.approx(0.5)  # row 0's cost before the step
+    calls.clear()
+    scored, info = GradientDescent(iters=1, lr=0.1).optimize(cost, init, -1, 1)
+    assert len(calls) == 2 and torch.allclose(scored, best) and info["cost"] == pytest.approx(0.32)
+    # many iterations without final scoring still converge, and stay in the box
+    far = torch.tensor([[2.0, -0.3]])
+    best, _ = GradientDescent(iters=200, lr=0.1, score_final=False).optimize(
+        quadratic(far), torch.zeros(1, 1, 2), -1, 1)
+    assert torch.allclose(best, torch.tensor([[1.0, -0.3]]), atol=0.05)  # the last iterate orbits
+
+
 @pytest.mark.parametrize("cls", [GradientDescent, CEM, MPPI, Hybrid])
 def test_optimizers_are_seeded(cls):
     target = torch.tensor([[0.2, -0.4], [0.6, 0.1]])
