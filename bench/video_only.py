@@ -80,8 +80,12 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also train on 100 %% labelled data")
     parser.add_argument("--labelled-share", type=float, default=None,
                         help="adds a mixed row with this fraction of each batch labelled")
+    parser.add_argument("--video-batch", type=int, default=None,
+                        help="adds a mixed row whose batches hold the labelled row's 32 labelled "
+                             "windows plus this many video-only ones")
     parser.add_argument("--runs", default=None,
-                        help="comma-separated subset of labelled,mixed,mixed_share,full to train and score")
+                        help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,full "
+                             "to train and score")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -98,6 +102,9 @@ def main() -> None:
     if args.labelled_share is not None:
         runs["mixed_share"] = ("mixed", ["trainer.video_only=use",
                                          f"trainer.labelled_share={args.labelled_share}"])
+    if args.video_batch is not None:
+        runs["mixed_extra"] = ("mixed", ["trainer.video_only=use",
+                                         f"trainer.video_batch={args.video_batch}"])
     if args.full:
         runs["full"] = ("full", ["model.loss.state_probe=1.0"])
     if args.runs:
@@ -105,7 +112,7 @@ def main() -> None:
         unknown = sorted(set(chosen) - set(runs))
         if unknown:
             parser.error(f"--runs {args.runs}: {unknown} not among {list(runs)} (mixed_share needs "
-                         "--labelled-share, full needs --full)")
+                         "--labelled-share, mixed_extra --video-batch, full --full)")
         runs = {name: runs[name] for name in chosen}
     rows = {}
     for name, (data, extra) in runs.items():
@@ -127,6 +134,8 @@ def main() -> None:
              "mixed": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only",
              "mixed_share": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only, "
                             f"{args.labelled_share or 0:.0%} of each batch labelled",
+             "mixed_extra": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only, "
+                            f"+{args.video_batch} video-only windows per batch",
              "full": "100 % labelled"}  # fmt: skip
     for name, r in rows.items():
         print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "

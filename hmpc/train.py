@@ -57,6 +57,7 @@ class TrainConfig:
     plots: bool = True  # training_curves.png at the end (about 1-2 s)
     video_only: str = "ignore"  # "use": also train on windows without actions (see objective)
     labelled_share: float | None = None  # with video_only=use: batch fraction with actions; None: uniform
+    video_batch: int = 0  # with video_only=use: video-only windows added to batch_size labelled ones
     probe_dims: tuple[int, ...] = (0, 1)  # observation.state dims the probe R² diagnostics read
 
     def __post_init__(self) -> None:
@@ -65,6 +66,12 @@ class TrainConfig:
         if self.labelled_share is not None and not 0.0 < self.labelled_share <= 1.0:
             raise ValueError(f"trainer.labelled_share={self.labelled_share} must be in (0, 1], or "
                              "null to sample windows uniformly")
+        if self.video_batch < 0 or self.video_batch and (
+                self.labelled_share is not None or self.video_only != "use"):
+            raise ValueError(f"trainer.video_batch={self.video_batch} must be >= 0, and > 0 only with "
+                             "trainer.video_only=use and trainer.labelled_share=null (it adds "
+                             "video-only windows to trainer.batch_size labelled ones; "
+                             "labelled_share splits one batch instead)")
         if not self.probe_dims or min(self.probe_dims) < 0:
             raise ValueError(f"trainer.probe_dims={list(self.probe_dims)} must list observation.state "
                              "dims (>= 0), e.g. [0, 1]")  # fmt: skip
@@ -325,7 +332,10 @@ def _loop(
     bar = tqdm(range(run.state.step, cfg.steps), desc="train", disable=not progress,
                dynamic_ncols=True, initial=run.state.step, total=cfg.steps)
     for step in bar:
-        batch = train_s.sample(cfg.batch_size, run.rng, device)
+        if cfg.video_batch:  # batch_size labelled windows + video_batch video-only ones
+            batch = train_s.sample_split(cfg.batch_size, cfg.video_batch, run.rng, device)
+        else:
+            batch = train_s.sample(cfg.batch_size, run.rng, device)
         m = _train_step(run, batch, weights, cfg)
         run.state.step = done = step + 1
         if m is None:

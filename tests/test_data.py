@@ -211,6 +211,18 @@ def test_sampler_video_only(tmp_path: Path) -> None:
         assert (batch["state"][:, 0, 0].numpy() == 0).sum() == n_lab
     with pytest.raises(ValueError, match="labelled_share"):
         WindowSampler(frames, window=3, require_actions=False, labelled_share=0.0)
+    split = loose.sample_split(7, 5, np.random.default_rng(0))  # 7 labelled, then 5 video-only
+    np.testing.assert_array_equal(split["has_action"].numpy(), [True] * 7 + [False] * 5)
+    np.testing.assert_array_equal(split["state"][:, 0, 0].numpy(), [0] * 7 + [1] * 5)
+    # the share path draws the same windows as the split it amounts to (training stays reproducible)
+    quarter = WindowSampler(frames, window=3, require_actions=False, labelled_share=0.25)
+    np.testing.assert_array_equal(quarter.sample(8, np.random.default_rng(3))["index"],
+                                  loose.sample_split(2, 6, np.random.default_rng(3))["index"])
+    labelled_only = WindowSampler(frames, window=3, episodes=[0])
+    assert labelled_only.sample_split(4, 3, np.random.default_rng(0))["has_action"].all()
+    video_only = WindowSampler(frames, window=3, require_actions=False, episodes=[1])
+    with pytest.raises(DatasetError, match="4 labelled windows asked for"):
+        video_only.sample_split(4, 3, np.random.default_rng(0))
 
 
 def test_frame_cache_reuse_and_rebuild(ds_root: Path) -> None:

@@ -183,6 +183,12 @@ def test_video_only_episodes_are_used_or_ignored(tmp_path):
     use = train(root, tmp_path / "use", replace(cfg, video_only="use"))
     assert np.isfinite(ignore.metrics["loss"]) and np.isfinite(use.metrics["loss"])
     assert ignore.metrics["loss"] != use.metrics["loss"]
+    extra = train(root, tmp_path / "extra", replace(cfg, video_only="use", video_batch=3))
+    assert np.isfinite(extra.metrics["loss"]) and extra.metrics["loss"] != use.metrics["loss"]
+    for bad in (dict(video_batch=3), dict(video_batch=-1, video_only="use"),
+                dict(video_batch=3, video_only="use", labelled_share=0.5)):
+        with pytest.raises(ValueError, match=r"trainer.video_batch=-?\d.*video_only=use"):
+            replace(cfg, **bad)
 
 
 def test_labelled_episodes_are_split_apart_from_video_only_ones(tmp_path):

@@ -197,13 +197,22 @@ class WindowSampler:
         share = self.labelled_share
         if share is None or not len(self._unlabelled) or not len(self._labelled):
             start = self.starts[rng.integers(0, self.num_windows, size=batch_size)]  # (B,)
-        else:  # first round(share * B) windows with actions, then video-only ones
-            n_lab = round(share * batch_size)
-            start = np.concatenate([
-                self._labelled[rng.integers(0, len(self._labelled), size=n_lab)],
-                self._unlabelled[rng.integers(0, len(self._unlabelled), size=batch_size - n_lab)],
-            ])  # fmt: skip
-        return self.gather(start, device)
+            return self.gather(start, device)
+        n_lab = round(share * batch_size)  # first the windows with actions, then video-only ones
+        return self.sample_split(n_lab, batch_size - n_lab, rng, device)
+
+    def sample_split(self, labelled: int, unlabelled: int, rng: np.random.Generator,
+                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """``labelled`` windows with actions, then ``unlabelled`` video-only ones (with
+        replacement; B = labelled + unlabelled, same keys as :meth:`sample`). Without video-only
+        windows in the selected episodes the batch has only the labelled ones."""
+        if labelled and not len(self._labelled):
+            raise DatasetError(f"{labelled} labelled windows asked for, but no window of "
+                               f"{self.window} frames in the selected episodes has every action")
+        parts = [self._labelled[rng.integers(0, len(self._labelled), size=labelled)]]
+        if len(self._unlabelled):
+            parts.append(self._unlabelled[rng.integers(0, len(self._unlabelled), size=unlabelled)])
+        return self.gather(np.concatenate(parts), device)
 
     def gather(self, start: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The windows beginning at global frame indices ``start`` (B,); see :meth:`sample`."""
