@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--runs", default=None,
                         help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,full "
                              "to train and score")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="hmpc-train overrides for every row, e.g. trainer.seed=1")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -119,14 +121,14 @@ def main() -> None:
         run = out / f"train_{name}"
         if not (run / "checkpoint").exists():
             run_cli("train", [f"data={out / data}", "model=small", f"trainer.steps={args.train_steps}",
-                           *extra, f"output_dir={run}"])  # fmt: skip
+                           *extra, *args.set, f"output_dir={run}"])  # fmt: skip
         agg = evaluate(run / "checkpoint", ["hierarchical"], [
             *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
             "videos=0", f"workers={args.workers}"], out / f"eval_{name}", name)  # fmt: skip
         rows[name] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
-          f"{args.train_steps} steps; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
+          f"{args.train_steps} steps{' '.join(['', *args.set])}; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
     print("| training data | l2 err / copy-last | l1 err / copy-last | probe R² l1 | "
           "hierarchical success % | 95 % CI |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|")

@@ -50,6 +50,12 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert all(Path(p).stat().st_size > 0 for p in info["video_paths"])
     out = capsys.readouterr().out
     assert "| point_maze | hierarchical | 2 |" in out
+    # collecting into a complete dataset again collects nothing and says so
+    collect_cli.run(cfg("collect", ["env.image_size=32", "episodes=6", "steps=30", "workers=0",
+                                    f"output_dir={tmp_path / 'dataset'}"]))
+    out = capsys.readouterr().out
+    assert "already holds 6 episodes (episodes=6 is the total); nothing to collect" in out
+    assert "6 episodes, 0 collected now" in out
 
 
 def run_expecting_error(module, name: str, overrides: list[str], capsys) -> str:

@@ -17,7 +17,10 @@ def run(cfg: DictConfig) -> None:
 
     info = Path(cfg.output_dir) / "meta/info.json"
     before = int(read_info(info.parents[1])["total_episodes"]) if info.is_file() else 0
-    if before:
+    if before >= cfg.episodes:
+        print(f"{cfg.output_dir} already holds {before} episodes (episodes={cfg.episodes} is the "
+              "total); nothing to collect")
+    elif before:
         print(f"{cfg.output_dir} holds {before} episodes; collecting episodes "
               f"{before}..{cfg.episodes - 1} (episodes= is the total)")
     root = collect(
