@@ -3,6 +3,8 @@
     python bench/video_only.py --out outputs/bench/video_only      # ~25 min on 2 CPU cores
     python bench/video_only.py --full                              # adds the 100 %-labelled row
     python bench/video_only.py --layout medium --labelled-share 0.5   # a harder maze to plan in
+    python bench/video_only.py --layout medium --video-batch 32 --runs labelled,mixed_extra \
+        --train-steps 2000                 # video-only windows added to the labelled batch (~35 min)
 
 The demo's setting (U-maze unless ``--layout``, 200 OU-exploration episodes x 100 frames, ``model=small``, 1000
 training steps, 20 evaluation episodes on seed 1000). From one collection it writes two datasets
@@ -14,6 +16,9 @@ Both models are scored on 40 held-out labelled episodes (other seeds): level-1 a
 open-loop prediction error relative to copy-last (window of 1 + 3 x 4 frames), linear-probe R² of
 (x, y); and on planning success of the hierarchical controller on the same 20 start/goal pairs.
 Issue goal: the mixed model beats the 10 % alone on level-2 prediction error and on planning.
+``--labelled-share`` splits each batch between labelled and video-only windows (fewer labelled
+ones per step than the labelled row); ``--video-batch N`` adds N video-only windows to the
+labelled row's batch instead (``trainer.video_batch``).
 ``--full`` adds the model trained on every episode with its actions (the demo's model, plus the
 detached state probe, ``model.loss.state_probe=1.0``, so that checkpoint also serves
 ``bench/guardrails.py`` and ``bench/gd_vs_cem.py``).
