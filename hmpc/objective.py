@@ -8,9 +8,10 @@ Targets: with ``target="online"`` the prediction targets are the online encoder'
 (collapse is held off by VICReg and inverse dynamics); with ``target="ema"`` they come from an
 exponential-moving-average copy of the model under stop-grad (BYOL / I-JEPA style).
 
-Video-only windows (``batch["has_action"]`` False) train the encoder (VICReg terms) and the
-levels >= 2, whose macro codes are inferred by their own inverse model (detached); the level-1
-prediction and inverse-dynamics terms are scored on action-labelled windows only.
+Video-only windows (``batch["has_action"]`` False) train the encoder (VICReg terms; not with
+``video_vicreg=False``) and the levels >= 2, whose macro codes are inferred by their own inverse
+model (detached); the level-1 prediction and inverse-dynamics terms are scored on action-labelled
+windows only.
 
 Optional anti-collapse terms: with ``model.expander_dim`` > 0 the level-1 covariance term acts
 on an MLP expander of the latent (VICReg); with ``contrastive`` > 0 every level's one-step
@@ -53,6 +54,7 @@ class LossWeights:
     state_probe: float = 0.0  # > 0 trains the state probe head (detached latents -> state)
     contrastive: float = 0.0  # > 0: InfoNCE of one-step predictions against the batch's targets
     temperature: float = 0.1  # of the contrastive term's logits (negative mean squared distances)
+    video_vicreg: bool = True  # video-only windows enter level 1's variance / covariance terms
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -179,7 +181,8 @@ def _level_terms(
     s: (B, n+1, D) online latents, a: (B, n, A_l), target: (B, n+1, D) EMA latents or None
     (targets are then ``s``), has: (B,) bool action mask or None (all labelled).
     """
-    flat = s.flatten(0, 1)
+    # (N, D) latents of the VICReg terms; at level 1 without ``video_vicreg`` labelled windows only
+    flat = (s if level > 1 or has is None or w.video_vicreg else s[has]).flatten(0, 1)
     tgt = s if target is None else target
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     z = None
@@ -210,13 +213,15 @@ def _level_terms(
     # expander): keypoint coordinates lie in [-1, 1] and cannot give std 1. Nothing decorrelates the latent itself: its effective rank can
     # fall (about 3.4 of 64 on Push-T, bench/probe.py), which the diagnostics report
     wide = model.expand(flat) if level == 1 and model.expander is not None else None
+    none = flat.shape[0] < 2  # no labelled window in this batch (video_vicreg off): terms are 0
     if w.variance:
-        var = losses.variance_loss(flat, gamma=w.variance_target)
-        if wide is not None:
+        var = s.sum() * 0.0 if none else losses.variance_loss(flat, gamma=w.variance_target)
+        if wide is not None and not none:
             var = 0.5 * (var + losses.variance_loss(wide))
         terms["var"] = (w.variance, var)
     if w.covariance:
-        terms["cov"] = (w.covariance, losses.covariance_loss(flat if wide is None else wide))
+        cov = losses.covariance_loss(flat if wide is None else wide) if not none else s.sum() * 0.0
+        terms["cov"] = (w.covariance, cov)
     if w.inverse_dynamics:
         # at level >= 2 the target is the macro code itself: it makes codes recoverable from
         # consecutive abstract states, which is what video-only episodes rely on

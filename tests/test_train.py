@@ -231,6 +231,16 @@ def test_video_only_windows_train_no_level1_prediction_nor_idm():
     assert masked["l1/var"] != pytest.approx(labelled["l1/var"], rel=1e-5)  # the encoder sees all
     _, none_labelled = world_model_loss(m, {k: v[2:] for k, v in batch.items()}, LossWeights())
     assert none_labelled["l1/pred"] == 0.0 and np.isfinite(none_labelled["loss"])
+    # video_vicreg=False: level 1's VICReg terms see the labelled windows only, level 2's all
+    own = LossWeights(video_vicreg=False)
+    _, off = world_model_loss(m, batch, own)
+    _, off_labelled = world_model_loss(m, {k: v[:2] for k, v in batch.items()}, own)
+    for key in ("l1/var", "l1/cov", "l1/pred"):
+        assert off[key] == pytest.approx(off_labelled[key], rel=1e-5), key
+    assert off["l2/var"] == pytest.approx(masked["l2/var"], rel=1e-5)
+    assert off["l2/var"] != pytest.approx(off_labelled["l2/var"], rel=1e-5)
+    _, off_none = world_model_loss(m, {k: v[2:] for k, v in batch.items()}, own)
+    assert off_none["l1/var"] == off_none["l1/cov"] == 0.0 and np.isfinite(off_none["loss"])
 
 
 def test_three_level_preset_trains_from_config(square_dataset, tmp_path, capsys):
