@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--runs", default=None,
                         help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,full "
                              "to train and score")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="hmpc-train overrides for every row, e.g. trainer.seed=1")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an hmpc-train override for every row, e.g. trainer.seed=1 (repeatable)")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)

@@ -213,14 +213,14 @@ def _level_terms(
     # expander): keypoint coordinates lie in [-1, 1] and cannot give std 1. Nothing decorrelates the latent itself: its effective rank can
     # fall (about 3.4 of 64 on Push-T, bench/probe.py), which the diagnostics report
     wide = model.expand(flat) if level == 1 and model.expander is not None else None
-    none = flat.shape[0] < 2  # no labelled window in this batch (video_vicreg off): terms are 0
+    empty = flat.shape[0] < 2  # no labelled window in this batch (video_vicreg off): terms are 0
     if w.variance:
-        var = s.sum() * 0.0 if none else losses.variance_loss(flat, gamma=w.variance_target)
-        if wide is not None and not none:
+        var = s.sum() * 0.0 if empty else losses.variance_loss(flat, gamma=w.variance_target)
+        if wide is not None and not empty:
             var = 0.5 * (var + losses.variance_loss(wide))
         terms["var"] = (w.variance, var)
     if w.covariance:
-        cov = losses.covariance_loss(flat if wide is None else wide) if not none else s.sum() * 0.0
+        cov = losses.covariance_loss(flat if wide is None else wide) if not empty else s.sum() * 0.0
         terms["cov"] = (w.covariance, cov)
     if w.inverse_dynamics:
         # at level >= 2 the target is the macro code itself: it makes codes recoverable from
