@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import torch
 
+from hmpc.noise import sample_around
+
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 Bound = float | torch.Tensor
 TopK = tuple[torch.Tensor, torch.Tensor]  # sequences (K, H, A), their costs (K,) ascending
@@ -65,43 +67,6 @@ def _merge_top(top: TopK | None, x: torch.Tensor, cost: torch.Tensor, k: int) ->
         x, cost = torch.cat([top[0], x]), torch.cat([top[1], cost])
     order = torch.argsort(cost)[:k]  # costs went through _rank_cost: no NaN to mis-sort
     return x[order].clone(), cost[order].clone()
-
-
-def colored_noise(gen: torch.Generator, n: int, horizon: int, dim: int, beta: float) -> torch.Tensor:
-    """n sequences of Gaussian noise with power spectrum ~ 1 / f**beta along time
-    -> (n, horizon, dim), on the CPU; every step is N(0, 1). beta = 0 is white noise; iCEM (Pinneri et al. 2020) uses 2-4:
-    neighbouring steps agree, so samples go somewhere (a random walk of white-noise steps cancels
-    itself out over a long horizon, and a route around a wall is never drawn)."""
-    if beta == 0 or horizon == 1:  # one step has no time axis to colour
-        return torch.randn((n, horizon, dim), generator=gen)
-    freqs = torch.fft.rfftfreq(horizon)  # (F,), F = horizon // 2 + 1, cycles per step
-    freqs[0] = 1.0 / horizon  # the constant component gets the lowest frequency's power
-    scale = freqs.pow(-beta / 2.0)  # amplitude = sqrt(power)
-    re = torch.randn((n, dim, len(freqs)), generator=gen)
-    im = torch.randn((n, dim, len(freqs)), generator=gen)
-    im[..., 0] = 0.0  # the constant and (even horizons) the Nyquist components are real
-    real_only = [0, len(freqs) - 1] if horizon % 2 == 0 else [0]
-    if horizon % 2 == 0:
-        im[..., -1] = 0.0
-    x = torch.fft.irfft(torch.complex(re, im) * scale, n=horizon)  # (n, dim, horizon)
-    # every x_t has variance (sum_real s^2 + 4 sum_complex s^2) / horizon^2: divide that out, so
-    # each step is N(0, 1) as with white noise (a sequence's own spread is left as drawn)
-    weight = torch.full_like(scale, 4.0)
-    weight[real_only] = 1.0
-    sigma = (weight * scale.pow(2)).sum().sqrt() / horizon
-    x = x / sigma
-    return x.transpose(1, 2).contiguous()
-
-
-def _sample(
-    gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor, n: int, beta: float = 0.0
-) -> torch.Tensor:
-    """n Gaussian sequences around mean (H, A) -> (n, H, A) (noise coloured by ``beta`` along
-    time, see :func:`colored_noise`); row 0 is the mean itself."""
-    eps = colored_noise(gen, n, *mean.shape, beta).to(mean)  # CPU generator: any device
-    cand = mean + std * eps
-    cand[0] = mean  # always score the current mean (the warm start on the first iteration)
-    return cand
 
 
 @dataclass
@@ -201,7 +166,7 @@ class CEM:
     """Cross-entropy method: Gaussian over sequences refit to the elites each iteration.
 
     iCEM options (Pinneri et al. 2020): ``noise_beta`` > 0 colours the sampling noise along the
-    horizon (:func:`colored_noise`; 2-3 for long horizons, where white noise rarely draws a
+    horizon (:func:`hmpc.noise.colored_noise`; 2-3 for long horizons, where white noise rarely draws a
     sequence that goes anywhere), and ``keep_elites`` carries that many of the previous
     iteration's elites into the next population, so a good sequence found once is not lost.
     """
@@ -239,7 +204,7 @@ class CEM:
         for _ in range(self.iters):
             if expired(deadline):
                 break
-            cand = _sample(self._gen, mean, std, self.population, self.noise_beta)
+            cand = sample_around(self._gen, mean, std, self.population, self.noise_beta)
             cand = cand.clamp(low, high)  # (N, H, A)
             cost = _rank_cost(cost_fn(cand))
             if expired(deadline):  # finished too late: discarded
@@ -323,7 +288,7 @@ class MPPI:
             if expired(deadline):
                 break
             # 1. sample a population around the current mean (row 0 = the mean), inside the box
-            cand = _sample(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
+            cand = sample_around(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
             # 2. score it; non-finite costs get weight exp(-inf) = 0 below
             cost = _rank_cost(cost_fn(cand))
             if expired(deadline):  # finished too late: discarded

@@ -4,7 +4,8 @@ restarts matter, and NaN costs that must never be returned as the best."""
 import pytest
 import torch
 
-from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid, colored_noise, make_optimizer
+from hmpc.noise import colored_noise
+from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid, make_optimizer
 
 
 def quadratic(target: torch.Tensor):
