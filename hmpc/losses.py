@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hmpc.augment import warp_points
+
 
 def prediction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """JEPA loss: mean squared distance between predicted and encoded future latents.
@@ -35,6 +37,25 @@ def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tor
         raise ValueError(f"variance_loss needs (N>=2, D) embeddings, got {tuple(z.shape)}")
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(gamma - std).mean()
+
+
+def equivariance_loss(
+    points: torch.Tensor, points_of_warped: torch.Tensor, theta: torch.Tensor
+) -> torch.Tensor:
+    """Keypoints must move with the image: warp the image, and they land where the warp takes them.
+
+    Args:
+        points: (B, K, 2) keypoints of the images, (x, y) in [-1, 1].
+        points_of_warped: (B, K, 2) keypoints of the same images warped by ``theta``.
+        theta: (B, 2, 3) warps in ``affine_grid``'s convention (``hmpc.augment``).
+    Returns:
+        scalar: mean over B and K of the squared distance between ``points_of_warped`` and
+        ``warp_points(points, theta)``. Zero for an exactly equivariant detector.
+    """
+    if points.shape != points_of_warped.shape or points.shape[-1] != 2:
+        raise ValueError(f"equivariance_loss: points {tuple(points.shape)} and points_of_warped "
+                         f"{tuple(points_of_warped.shape)} must both be (B, K, 2)")
+    return (points_of_warped - warp_points(points, theta)).pow(2).sum(-1).mean()
 
 
 def covariance_loss(z: torch.Tensor) -> torch.Tensor:

@@ -20,16 +20,20 @@ predictions are also scored against the other windows' latents (InfoNCE).
 Optional level-1 heads: with ``num_predictors`` > 1 every ensemble member is trained on the same
 batch with its own prediction loss (the ``pred`` term is their mean); with ``state_probe`` > 0 the
 state probe regresses ``batch["state"]`` from *detached* level-1 latents (term ``state_probe``),
-so it never shapes the representation.
+so it never shapes the representation. With ``equivariance`` > 0 (keypoint encoders) the
+keypoints of a randomly rotated frame must be the rotated keypoints (term ``equiv``): a detector
+that follows image content, so keypoints on a rigid body turn with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from hmpc import losses
+from hmpc.augment import sample_warps, warp_images
 from hmpc.world_model import WorldModel
 
 TARGETS = ("online", "ema")
@@ -55,6 +59,9 @@ class LossWeights:
     contrastive: float = 0.0  # > 0: InfoNCE of one-step predictions against the batch's targets
     temperature: float = 0.1  # of the contrastive term's logits (negative mean squared distances)
     video_vicreg: bool = True  # video-only windows enter level 1's variance / covariance terms
+    equivariance: float = 0.0  # > 0: keypoints must follow random rotations of the image
+    equivariance_deg: float = 180.0  # rotations drawn from U(-deg, deg)
+    equivariance_shift: float = 0.0  # and shifts from U(-shift, shift) (1.0 = half the image)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -70,6 +77,10 @@ class LossWeights:
             raise ValueError(f"model.loss.variance_target={self.variance_target} must be > 0 "
                              "(1.0 is VICReg's; e.g. 0.3 when the latent is keypoint coordinates "
                              "in [-1, 1])")
+        if self.equivariance < 0 or self.equivariance_deg < 0 or self.equivariance_shift < 0:
+            raise ValueError(f"model.loss.equivariance={self.equivariance}, equivariance_deg="
+                             f"{self.equivariance_deg}, equivariance_shift={self.equivariance_shift}"
+                             " must be >= 0 (e.g. 1.0, 180.0, 0.0)")
         if self.state_probe < 0:
             raise ValueError(f"model.loss.state_probe={self.state_probe} must be >= 0 "
                              "(0 = no probe, e.g. 1.0 to train one)")
@@ -164,6 +175,10 @@ def world_model_loss(
             total = total + weight * value
             metrics[f"l{level}/{name}"] = float(value.detach())
         s_prev, t_prev = s, t
+    if w.equivariance:
+        eq = equivariance_term(model, batch)
+        total = total + w.equivariance * eq
+        metrics["l1/equiv"] = float(eq.detach())
     if w.state_probe:
         probe = state_probe_term(model, s1, batch)
         total = total + w.state_probe * probe
@@ -231,6 +246,34 @@ def _level_terms(
     if w.smoothness:
         terms["smooth"] = (w.smoothness, losses.temporal_smoothness_loss(s))
     return terms
+
+
+def equivariance_term(model: WorldModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Keypoint equivariance on the first frame of each window: batch["pixels"] (B, L, 3, H, W),
+    batch["warp"] (B, 2, 3) from ``hmpc.augment.sample_warps`` (the trainer adds it)."""
+    if not hasattr(model.encoder, "keypoints"):
+        raise ValueError("model.loss.equivariance > 0 needs a keypoint encoder: set model.keypoints "
+                         "> 0 (e.g. 16), or model.loss.equivariance=0")
+    theta = batch.get("warp")
+    frames = batch["pixels"][:, 0]  # (B, 3, H, W)
+    if theta is None or theta.shape != (frames.shape[0], 2, 3):
+        got = None if theta is None else tuple(theta.shape)
+        raise ValueError(f"model.loss.equivariance needs batch['warp'] ({frames.shape[0]}, 2, 3) "
+                         f"from hmpc.augment.sample_warps; got {got}")
+    points = model.encoder.keypoints(frames)
+    warped = model.encoder.keypoints(warp_images(frames, theta))
+    return losses.equivariance_loss(points, warped, theta)
+
+
+def add_warps(
+    batch: dict[str, torch.Tensor], w: LossWeights, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """``batch`` with batch["warp"] drawn from ``rng`` when the equivariance term is on."""
+    if not w.equivariance:
+        return batch
+    n = batch["pixels"].shape[0]
+    theta = sample_warps(n, rng, w.equivariance_deg, w.equivariance_shift)
+    return {**batch, "warp": theta.to(batch["pixels"].device)}
 
 
 def state_probe_term(

@@ -24,7 +24,7 @@ from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_ep
 from hmpc.data.video import DatasetError
 from hmpc.data.windows import FrameArrays
 from hmpc.diagnostics import pooled_probe_r2, representation_report, window_diagnostics
-from hmpc.objective import LossWeights, update_ema, world_model_loss
+from hmpc.objective import LossWeights, add_warps, update_ema, world_model_loss
 from hmpc.train_log import MetricsLog, plot_training_curves
 from hmpc.train_state import (
     TrainState,
@@ -195,9 +195,12 @@ def resolve_probe(spec: WorldModelSpec, weights: LossWeights, dataset: LeRobotDa
     return replace(spec, probe_dim=s)
 
 
-def _val_batches(sampler: WindowSampler, cfg: TrainConfig, device: torch.device) -> list[dict]:
-    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows every time
-    return [sampler.sample(max(cfg.batch_size, 8), rng, device) for _ in range(cfg.val_batches)]
+def _val_batches(
+    sampler: WindowSampler, cfg: TrainConfig, weights: LossWeights, device: torch.device
+) -> list[dict]:
+    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows (and warps) every time
+    return [add_warps(sampler.sample(max(cfg.batch_size, 8), rng, device), weights, rng)
+            for _ in range(cfg.val_batches)]
 
 
 @torch.no_grad()
@@ -208,7 +211,7 @@ def validate(
     """Mean loss terms and diagnostics over ``cfg.val_batches`` held-out batches (fixed seed)."""
     model.eval()
     sums: dict[str, float] = {}
-    batches = _val_batches(sampler, cfg, device)
+    batches = _val_batches(sampler, cfg, weights, device)
     for batch in batches:
         _, m = world_model_loss(model, batch, weights, target)
         m.update(window_diagnostics(model, batch))
@@ -313,7 +316,7 @@ def train_world_model(
         ckpt = _checkpoint(run, out_dir, log, {**meta, "metrics": last}, t0)
     finally:
         log.close()
-    report = representation_report(run.model, _val_batches(val_s, cfg, device), cfg.probe_dims)
+    report = representation_report(run.model, _val_batches(val_s, cfg, weights, device), cfg.probe_dims)
     atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report})
     if cfg.plots:
         plot_training_curves(log.rows, out_dir / "training_curves.png", spec.num_levels)
@@ -336,6 +339,7 @@ def _loop(
             batch = train_s.sample_split(cfg.batch_size, cfg.video_batch, run.rng, device)
         else:
             batch = train_s.sample(cfg.batch_size, run.rng, device)
+        batch = add_warps(batch, weights, run.rng)
         m = _train_step(run, batch, weights, cfg)
         run.state.step = done = step + 1
         if m is None:

@@ -73,3 +73,15 @@ def test_predictive_nce_loss_known_value_and_ordering():
         losses.predictive_nce_loss(z, z, 0.0)
     with pytest.raises(ValueError, match="B>=2"):
         losses.predictive_nce_loss(z[:1], z[:1])
+
+
+def test_equivariance_loss_known_value():
+    quarter = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])  # 90 degrees: (x, y) -> (y, -x)
+    points = torch.tensor([[[0.5, 0.2], [-0.3, 0.0]]])  # (B=1, K=2, 2)
+    moved = torch.tensor([[[0.2, -0.5], [0.0, 0.3]]])  # where the warp takes them
+    assert losses.equivariance_loss(points, moved, quarter).item() == pytest.approx(0.0, abs=1e-12)
+    off = moved + torch.tensor([0.1, 0.0])  # every keypoint 0.1 to the right of where it belongs
+    assert losses.equivariance_loss(points, off, quarter).item() == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="must both be"):
+        losses.equivariance_loss(points, moved[:, :1], quarter)
+

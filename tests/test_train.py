@@ -288,3 +288,25 @@ def test_keep_freed_memory_stops_training_steps_refaulting_their_activations():
                                        capture_output=True, text=True).stdout)
               for mode in ("default", "keep")}
     assert faults["keep"] < 0.25 * faults["default"], faults  # measured: 0-1025 against 32-37k
+
+
+def test_equivariance_warps_come_from_the_saved_rng_so_resume_is_exact(square_dataset, tmp_path, monkeypatch):
+    spec = replace(SPEC, keypoints=2)
+    weights = LossWeights(equivariance=1.0, equivariance_deg=90.0, equivariance_shift=0.1)
+    cfg = replace(CFG, steps=6, checkpoint_every=3, val_every=3)
+    full = train(square_dataset, tmp_path / "full", cfg, weights, spec)
+    assert full.metrics["l1/equiv"] > 0 and "val/l1/equiv" in full.metrics
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def crash_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3 + 1 + 2:  # 3 train steps + 1 validation batch, then step 4 crashes
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(square_dataset, tmp_path / "resumed", cfg, weights, spec)
+    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
+    train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True), weights, spec)
+    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))

@@ -230,6 +230,54 @@ def test_keypoint_encoder_finds_a_bright_spot_where_it_is():
     assert torch.equal(bare(img), kp.flatten(1))  # latent_dim == 2K: the coordinates themselves
 
 
+def test_equivariance_term_is_zero_for_a_detector_that_follows_the_image():
+    """The pooled red-square detector above follows 90-degree turns of the image exactly, and a
+    detector that ignores the image (a fixed bright corner of its own) does not."""
+    import math
+    from dataclasses import replace
+
+    from torch import nn
+
+    from hmpc.objective import equivariance_term
+
+    spec = replace(SPEC, image_size=64, keypoints=1, widths=(8, 8))
+    m = build_world_model(spec, seed=0)
+    m.encoder.convs = nn.AvgPool2d(4)
+    m.encoder.maps = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        m.encoder.maps.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+        m.encoder.maps.bias.zero_()
+        m.encoder.log_temperature.fill_(math.log(0.01))
+    pixels = torch.zeros(2, 1, 3, 64, 64, dtype=torch.uint8)
+    pixels[0, 0, 0, 8:12, 40:44] = 255
+    pixels[1, 0, 0, 52:56, 4:8] = 255
+    quarter = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
+    x = {"pixels": pixels, "warp": torch.stack([quarter, -quarter])}  # +90 and -90 degrees
+    assert equivariance_term(m, x).item() == pytest.approx(0.0, abs=1e-6)
+    fixed = nn.Conv2d(3, 3, 1)  # reads nothing of the image ...
+    with torch.no_grad():
+        fixed.weight.zero_()
+        fixed.bias.zero_()
+    corner = torch.zeros(1, 3, 16, 16)
+    corner[0, 0, 0, 15] = 255.0  # ... and sees a bright red cell at row 0, col 15: (x, y) = (1, -1)
+    m.encoder.convs = nn.Sequential(nn.AvgPool2d(4), fixed, _AddMap(corner))
+    # keypoint stays at (1, -1) whatever the image; a quarter turn should take it to (1, 1)
+    assert equivariance_term(m, x).item() == pytest.approx(4.0, abs=1e-3)
+    with pytest.raises(ValueError, match=r"batch\['warp'\]"):
+        equivariance_term(m, {"pixels": pixels})
+    with pytest.raises(ValueError, match="model.keypoints"):
+        equivariance_term(build_world_model(SPEC, seed=0), x)
+
+
+class _AddMap(torch.nn.Module):
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.m
+
+
 def test_keypoint_world_model_trains_and_round_trips(tmp_path):
     from dataclasses import replace
 
