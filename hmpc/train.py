@@ -198,8 +198,9 @@ def resolve_probe(spec: WorldModelSpec, weights: LossWeights, dataset: LeRobotDa
 def _val_batches(
     sampler: WindowSampler, cfg: TrainConfig, weights: LossWeights, device: torch.device
 ) -> list[dict]:
-    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows (and warps) every time
-    return [add_warps(sampler.sample(max(cfg.batch_size, 8), rng, device), weights, rng)
+    rng = np.random.default_rng(10_000 + cfg.seed)  # same validation windows every time ...
+    warps = np.random.default_rng(20_000 + cfg.seed)  # ... whether or not warps are drawn too
+    return [add_warps(sampler.sample(max(cfg.batch_size, 8), rng, device), weights, warps)
             for _ in range(cfg.val_batches)]
 
 

@@ -310,3 +310,15 @@ def test_equivariance_warps_come_from_the_saved_rng_so_resume_is_exact(square_da
     monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
     train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True), weights, spec)
     assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+
+
+def test_validation_windows_do_not_depend_on_the_equivariance_term(square_dataset):
+    from hmpc.data import LeRobotDataset
+    from hmpc.data.windows import WindowSampler, build_frame_cache
+
+    sampler = WindowSampler(build_frame_cache(LeRobotDataset(square_dataset), progress=False), 5)
+    cfg = replace(CFG, val_batches=3)
+    plain = train_mod._val_batches(sampler, cfg, LossWeights(), CPU)
+    warped = train_mod._val_batches(sampler, cfg, LossWeights(equivariance=1.0), CPU)
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(plain, warped, strict=True))
+    assert "warp" in warped[0] and "warp" not in plain[0]
