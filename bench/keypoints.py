@@ -6,7 +6,9 @@ Needs a model trained with ``model.keypoints`` > 0 (see :class:`hmpc.models.Keyp
 Each panel is one episode's frame after a few seeded random actions, scaled up 4x; each keypoint
 is a circle in its own colour (the same colour is the same keypoint in every panel), at the
 softmax-weighted mean of its heat map. A keypoint between two objects means its map has mass
-on both.
+on both. With ``model.keypoint_vectors`` > 0 each keypoint's first attended vector is drawn as a
+line from it (scaled to the largest vector in the panel), to see whether it turns with what the
+keypoint sits on.
 """
 
 from __future__ import annotations
@@ -44,13 +46,18 @@ def main() -> None:
             obs, *_ = env.step(env.action_space.sample())
         pixels = torch.as_tensor(obs["pixels"]).permute(2, 0, 1)[None]  # (1, 3, H, W)
         with torch.no_grad():
-            kp = model.encoder.keypoints(pixels)[0].numpy()  # (K, 2), (x, y) in [-1, 1]
+            kp, vecs = (t[0].numpy() for t in model.encoder.parts(pixels))  # (K, 2) in [-1, 1], (K, V, 2)
         img = cv2.resize(obs["pixels"], (side, side), interpolation=cv2.INTER_NEAREST)
         hues = np.uint8([[[180 * k // len(kp), 255, 220] for k in range(len(kp))]])
         colours = cv2.cvtColor(hues, cv2.COLOR_HSV2RGB)[0]
-        for (x, y), c in zip(kp, colours, strict=True):
+        reach = side / 8 / max(float(np.linalg.norm(vecs[:, :1], axis=-1).max(initial=0.0)), 1e-6)
+        for k, ((x, y), c) in enumerate(zip(kp, colours, strict=True)):
             centre = (int((x + 1) / 2 * (side - 1)), int((y + 1) / 2 * (side - 1)))
-            cv2.circle(img, centre, args.scale + 1, tuple(int(v) for v in c), 2)
+            colour = tuple(int(v) for v in c)
+            cv2.circle(img, centre, args.scale + 1, colour, 2)
+            if vecs.shape[1]:
+                tip = (int(centre[0] + reach * vecs[k, 0, 0]), int(centre[1] + reach * vecs[k, 0, 1]))
+                cv2.line(img, centre, tip, colour, 2)
         panels.append(img)
     cols = min(3, len(panels))
     while len(panels) % cols:

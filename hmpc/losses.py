@@ -58,6 +58,29 @@ def equivariance_loss(
     return (points_of_warped - warp_points(points, theta)).pow(2).sum(-1).mean()
 
 
+def vector_equivariance_loss(
+    vectors: torch.Tensor, vectors_of_warped: torch.Tensor, theta: torch.Tensor
+) -> torch.Tensor:
+    """Keypoint vectors must turn with the image: directions, unlike points, ignore the shift.
+
+    Args:
+        vectors: (B, K, V, 2) attended vectors of the images, (x, y) components.
+        vectors_of_warped: (B, K, V, 2) vectors of the same images warped by ``theta``.
+        theta: (B, 2, 3) warps in ``affine_grid``'s convention (``hmpc.augment``); a direction v
+            of the image becomes ``A^-1 v`` (A = theta[:, :, :2]), the point map without its shift.
+    Returns:
+        scalar: mean over B, K and V of the squared distance between ``vectors_of_warped`` and
+        the turned ``vectors``. Zero for exactly equivariant vectors.
+    """
+    if vectors.shape != vectors_of_warped.shape or vectors.dim() != 4 or vectors.shape[-1] != 2:
+        raise ValueError(f"vector_equivariance_loss: vectors {tuple(vectors.shape)} and "
+                         f"vectors_of_warped {tuple(vectors_of_warped.shape)} must both be (B, K, V, 2)")
+    b, k, v, _ = vectors.shape
+    still = torch.cat([theta[:, :, :2], torch.zeros_like(theta[:, :, 2:])], dim=-1)  # no shift
+    turned = warp_points(vectors.reshape(b, k * v, 2), still).view(b, k, v, 2)
+    return (vectors_of_warped - turned).pow(2).sum(-1).mean()
+
+
 def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     """VICReg covariance term: squared off-diagonal covariance, summed and divided by D.
 

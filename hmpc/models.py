@@ -96,6 +96,13 @@ class KeypointEncoder(nn.Module):
     positions is (cos, sin) times their distance). With ``latent_dim == 2 * keypoints`` and no
     fused state the latent *is* the coordinates (x1, y1, x2, ...), with no linear map between,
     so regularisers on the latent act on the keypoints themselves.
+
+    With ``vectors`` = V > 0 each keypoint also carries V attended 2-D vectors: a 1x1 conv makes
+    2V feature maps per keypoint and its heat map averages them, (B, K, V, 2). The latent is
+    then a map of the 2K coordinates followed by the 2KV vector components (the identity when
+    ``latent_dim == 2K(1 + V)``). Coordinates say where a part is; a vector can say which way it
+    points (a T's orientation as (cos, sin)), which a softmax mean over a symmetric blob cannot.
+    The equivariance term (``model.loss.equivariance``) asks them to turn with the image.
     """
 
     def __init__(
@@ -105,8 +112,11 @@ class KeypointEncoder(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 64),
         state_dim: int = 0,
         keypoints: int = 16,
+        vectors: int = 0,
     ) -> None:
         super().__init__()
+        if vectors < 0:
+            raise ValueError(f"model.keypoint_vectors={vectors} must be >= 0 (0 = coordinates only)")
         if len(widths) < 2 or image_size % 4 != 0:
             raise ValueError(f"a keypoint encoder needs >= 2 widths (got {list(widths)}) and an "
                              f"image_size divisible by 4 (got {image_size})")
@@ -118,26 +128,49 @@ class KeypointEncoder(nn.Module):
         grid = torch.linspace(-1.0, 1.0, side)
         self.register_buffer("grid_x", grid.repeat(side), persistent=False)  # (side*side,)
         self.register_buffer("grid_y", grid.repeat_interleave(side), persistent=False)
-        identity = latent_dim == 2 * keypoints and not state_dim
-        self.head = nn.Identity() if identity else nn.Linear(2 * keypoints + state_dim, latent_dim)
+        features = 2 * keypoints * (1 + vectors)
+        identity = latent_dim == features and not state_dim
+        self.head = nn.Identity() if identity else nn.Linear(features + state_dim, latent_dim)
+        self.num_vectors = vectors
+        # built last, so an encoder without vectors initialises exactly as before they existed
+        self.vector_maps = nn.Conv2d(widths[-1], keypoints * vectors * 2, 1) if vectors else None
+
+    def parts(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (B, K, 2), (x, y) in [-1, 1] (x to the right, y down), and their attended
+        vectors (B, K, V, 2) (V = 0: an empty tensor), from one pass of the convs."""
+        h = self.convs(_normalised(pixels, self.image_size))  # (B, C, h, w)
+        maps = self.maps(h).flatten(2)  # (B, K, h*w)
+        attn = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
+        points = torch.stack([attn @ self.grid_x, attn @ self.grid_y], dim=-1)
+        b, k = attn.shape[:2]
+        if self.vector_maps is None:
+            return points, points.new_zeros(b, k, 0, 2)
+        feats = self.vector_maps(h).flatten(2).view(b, k, 2 * self.num_vectors, -1)  # (B, K, 2V, h*w)
+        vecs = torch.einsum("bkp,bkfp->bkf", attn, feats).view(b, k, self.num_vectors, 2)
+        return points, vecs
 
     def keypoints(self, pixels: torch.Tensor) -> torch.Tensor:
         """Keypoint coordinates (B, K, 2), (x, y) in [-1, 1] (x to the right, y down)."""
-        maps = self.maps(self.convs(_normalised(pixels, self.image_size))).flatten(2)  # (B, K, h*w)
-        attn = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
-        return torch.stack([attn @ self.grid_x, attn @ self.grid_y], dim=-1)
+        return self.parts(pixels)[0]
 
     def forward(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """pixels: uint8 or float in [0, 255], (B, 3, H, W); state: (B, state_dim) or None."""
-        return self.head(_fuse(self.keypoints(pixels).flatten(1), state, self.state_dim))
+        points, vecs = self.parts(pixels)
+        flat = torch.cat([points.flatten(1), vecs.flatten(1)], dim=-1)  # (B, 2K(1 + V))
+        return self.head(_fuse(flat, state, self.state_dim))
 
 
 def make_encoder(
-    image_size: int, latent_dim: int, widths: Sequence[int], state_dim: int = 0, keypoints: int = 0
+    image_size: int, latent_dim: int, widths: Sequence[int], state_dim: int = 0, keypoints: int = 0,
+    vectors: int = 0,
 ) -> nn.Module:
-    """The level-1 encoder of ``model.*`` settings: keypoints > 0 a KeypointEncoder, else a ConvEncoder."""
+    """The level-1 encoder of ``model.*`` settings: keypoints > 0 a KeypointEncoder (with
+    ``vectors`` attended vectors per keypoint), else a ConvEncoder."""
     if keypoints:
-        return KeypointEncoder(image_size, latent_dim, widths, state_dim, keypoints)
+        return KeypointEncoder(image_size, latent_dim, widths, state_dim, keypoints, vectors)
+    if vectors:
+        raise ValueError(f"model.keypoint_vectors={vectors} needs a keypoint encoder: set "
+                         "model.keypoints > 0 (e.g. 16), or model.keypoint_vectors=0")
     return ConvEncoder(image_size, latent_dim, widths, state_dim)
 
 

@@ -22,7 +22,8 @@ batch with its own prediction loss (the ``pred`` term is their mean); with ``sta
 state probe regresses ``batch["state"]`` from *detached* level-1 latents (term ``state_probe``),
 so it never shapes the representation. With ``equivariance`` > 0 (keypoint encoders) the
 keypoints of a randomly rotated frame must be the rotated keypoints (term ``equiv``): a detector
-that follows image content, so keypoints on a rigid body turn with it.
+that follows image content, so keypoints on a rigid body turn with it; their attended vectors
+(``model.keypoint_vectors``), if any, must turn by the same angle (and ignore the shift).
 """
 
 from __future__ import annotations
@@ -260,9 +261,12 @@ def equivariance_term(model: WorldModel, batch: dict[str, torch.Tensor]) -> torc
         got = None if theta is None else tuple(theta.shape)
         raise ValueError(f"model.loss.equivariance needs batch['warp'] ({frames.shape[0]}, 2, 3) "
                          f"from hmpc.augment.sample_warps; got {got}")
-    points = model.encoder.keypoints(frames)
-    warped = model.encoder.keypoints(warp_images(frames, theta))
-    return losses.equivariance_loss(points, warped, theta)
+    points, vecs = model.encoder.parts(frames)
+    warped_points, warped_vecs = model.encoder.parts(warp_images(frames, theta))
+    loss = losses.equivariance_loss(points, warped_points, theta)
+    if vecs.shape[2]:  # model.keypoint_vectors > 0: the vectors turn with the frame too
+        loss = loss + losses.vector_equivariance_loss(vecs, warped_vecs, theta)
+    return loss
 
 
 def add_warps(

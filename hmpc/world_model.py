@@ -59,6 +59,7 @@ class WorldModelSpec:
     num_predictors: int = 1  # level-1 predictor ensemble size; > 1 enables the OOD guardrail
     expander_dim: int = 0  # > 0: level-1 covariance on an MLP expander this wide (variance on both)
     keypoints: int = 0  # > 0: a spatial-softmax keypoint encoder with this many keypoints
+    keypoint_vectors: int = 0  # > 0: attended 2-D vectors per keypoint, in the latent after the coordinates
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
@@ -70,6 +71,10 @@ class WorldModelSpec:
         if self.keypoints < 0:
             raise ValueError(f"model.keypoints={self.keypoints} must be >= 0 (0 = the flat CNN "
                              "encoder, e.g. 16 for a spatial-softmax keypoint encoder)")
+        if self.keypoint_vectors < 0 or (self.keypoint_vectors and not self.keypoints):
+            raise ValueError(f"model.keypoint_vectors={self.keypoint_vectors} must be >= 0 and needs "
+                             f"model.keypoints > 0 (got {self.keypoints}); e.g. keypoints=16 "
+                             "keypoint_vectors=1, or keypoint_vectors=0")
         if self.probe_dim < 0 or self.probe_hidden < 0:
             raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
                              f"{self.probe_hidden} must be >= 0")
@@ -142,7 +147,8 @@ class WorldModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.encoder = make_encoder(
-            spec.image_size, spec.latent_dim, spec.widths, spec.state_dim, spec.keypoints
+            spec.image_size, spec.latent_dim, spec.widths, spec.state_dim, spec.keypoints,
+            spec.keypoint_vectors,
         )
         z_dim = spec.latent_var_dim
         self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)

@@ -85,3 +85,15 @@ def test_equivariance_loss_known_value():
     with pytest.raises(ValueError, match="must both be"):
         losses.equivariance_loss(points, moved[:, :1], quarter)
 
+
+def test_vector_equivariance_loss_turns_directions_and_ignores_the_shift():
+    # a quarter turn with a shift: points move by the shift too, directions only turn
+    quarter = torch.tensor([[[0.0, -1.0, 0.3], [1.0, 0.0, -0.2]]])  # (x, y) -> (y, -x) for directions
+    vecs = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # (B=1, K=2, V=1, 2)
+    turned = torch.tensor([[[[0.0, -1.0]], [[2.0, 0.0]]]])
+    assert losses.vector_equivariance_loss(vecs, turned, quarter).item() == pytest.approx(0.0, abs=1e-12)
+    # not turned at all: |(1, 0) - (0, -1)|^2 = 2 and |(0, 2) - (2, 0)|^2 = 8, mean 5
+    assert losses.vector_equivariance_loss(vecs, vecs, quarter).item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match=r"\(B, K, V, 2\)"):
+        losses.vector_equivariance_loss(vecs[:, :, 0], turned[:, :, 0], quarter)
+

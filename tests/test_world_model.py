@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -269,6 +270,54 @@ def test_equivariance_term_is_zero_for_a_detector_that_follows_the_image():
         equivariance_term(build_world_model(SPEC, seed=0), x)
 
 
+def test_keypoint_vectors_average_features_under_the_heat_map_and_must_turn_with_the_image():
+    """One keypoint on the red channel; its vector reads (green, blue) under the keypoint. Colours
+    do not change when the image turns, so this vector ignores the turn and is penalised."""
+    import math
+    from dataclasses import replace
+
+    from torch import nn
+
+    from hmpc.objective import equivariance_term
+
+    spec = replace(SPEC, image_size=64, keypoints=1, keypoint_vectors=1, widths=(8, 8), latent_dim=4)
+    m = build_world_model(spec, seed=0)
+    enc = m.encoder
+    assert isinstance(enc.head, nn.Identity)  # latent_dim == 2K(1 + V): coordinates then vector
+    enc.convs = nn.AvgPool2d(4)
+    enc.maps = nn.Conv2d(3, 1, 1)
+    enc.vector_maps = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        enc.maps.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+        enc.maps.bias.zero_()
+        enc.log_temperature.fill_(math.log(0.01))
+        # vector = (green, blue) of the normalised pixels (in [-0.5, 0.5]) + 0.5
+        enc.vector_maps.weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).view(2, 3, 1, 1))
+        enc.vector_maps.bias.fill_(0.5)
+    img = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    img[0, 0, 8:12, 40:44] = 255
+    img[0, 1, 8:12, 40:44] = 255  # green: vector (1, 0) at the keypoint
+    points, vecs = enc.parts(img)
+    assert vecs.shape == (1, 1, 1, 2)
+    assert vecs[0, 0, 0].tolist() == pytest.approx([1.0, 0.0], abs=1e-4)
+    assert enc(img)[0].tolist() == pytest.approx([*points[0, 0].tolist(), 1.0, 0.0], abs=1e-6)
+    quarter = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # direction (1, 0) -> (0, -1)
+    # the keypoint follows a +90 degree turn exactly, but the turned square is still green: the
+    # vector stays (1, 0) where an equivariant one would be (0, -1), |(1, 1)|^2 = 2
+    x = {"pixels": img[:, None], "warp": quarter[None]}
+    assert equivariance_term(m, x).item() == pytest.approx(2.0, abs=1e-3)
+    m.encoder.vector_maps = None  # without vectors only the (exact) keypoint term is left
+    m.encoder.num_vectors = 0
+    assert equivariance_term(m, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_keypoint_vectors_need_a_keypoint_encoder():
+    with pytest.raises(ValueError, match="keypoint_vectors=1"):
+        WorldModelSpec(keypoint_vectors=1)
+    with pytest.raises(ValueError, match="keypoint_vectors=-1"):
+        WorldModelSpec(keypoints=4, keypoint_vectors=-1)
+
+
 class _AddMap(torch.nn.Module):
     def __init__(self, m: torch.Tensor) -> None:
         super().__init__()
@@ -278,15 +327,22 @@ class _AddMap(torch.nn.Module):
         return x + self.m
 
 
-def test_keypoint_world_model_trains_and_round_trips(tmp_path):
+@pytest.mark.parametrize("vectors", [0, 2])
+def test_keypoint_world_model_trains_and_round_trips(tmp_path, vectors):
     from dataclasses import replace
 
-    spec = replace(SPEC, keypoints=6)
+    from hmpc.augment import sample_warps
+
+    spec = replace(SPEC, keypoints=6, keypoint_vectors=vectors)
     m = build_world_model(spec, seed=0)
     assert type(m.encoder).__name__ == "KeypointEncoder"
-    loss, _ = world_model_loss(m, batch(spec), LossWeights())
+    b = batch(spec)
+    b["warp"] = sample_warps(b["pixels"].shape[0], np.random.default_rng(0), 90.0, 0.1)
+    loss, terms = world_model_loss(m, b, LossWeights(equivariance=1.0))
     loss.backward()
     assert m.encoder.maps.weight.grad.abs().sum() > 0
+    if vectors:
+        assert m.encoder.vector_maps.weight.grad.abs().sum() > 0
     assert WorldModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     save_checkpoint(tmp_path / "ck", m, {})
     back, _ = load_checkpoint(tmp_path / "ck")
