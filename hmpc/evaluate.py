@@ -60,8 +60,13 @@ class EvalConfig:
 
 
 def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Only the observation keys the controller declares; never info, success or goal state."""
-    return {k: obs[k] for k in controller.observation_keys}
+    """Only the observation keys the controller declares, and of "state" only the prefix it
+    declares (``state_dims``: proprioception, not the object poses after it); never info, success
+    or goal state."""
+    out = {k: obs[k] for k in controller.observation_keys}
+    if "state" in out and controller.state_dims is not None:
+        out["state"] = out["state"][: controller.state_dims]
+    return out
 
 
 NOMINAL = "nominal"

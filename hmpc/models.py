@@ -76,12 +76,16 @@ def _normalised(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def _fuse(h: torch.Tensor, state: torch.Tensor | None, state_dim: int) -> torch.Tensor:
-    """Append observation.state (B, state_dim) to features (B, F) when the encoder fuses it."""
+    """Append the first ``state_dim`` dims of observation.state (B, S >= state_dim) to features
+    (B, F) when the encoder fuses it: the proprioceptive prefix (Push-T's pusher, the Panda's
+    end effector), never what follows it (the block or cube pose, which is the task's answer)."""
     if not state_dim:
         return h
-    if state is None:
-        raise ValueError("this encoder fuses observation.state; pass state (B, state_dim)")
-    return torch.cat([h, state.float()], dim=-1)
+    if state is None or state.shape[-1] < state_dim:
+        got = None if state is None else tuple(state.shape)
+        raise ValueError(f"this encoder fuses the first model.state_dim={state_dim} dims of "
+                         f"observation.state; pass state (B, >= {state_dim}), got {got}")
+    return torch.cat([h, state[..., :state_dim].float()], dim=-1)
 
 
 class KeypointEncoder(nn.Module):
@@ -100,7 +104,7 @@ class KeypointEncoder(nn.Module):
     With ``vectors`` = V > 0 each keypoint also carries V attended 2-D vectors: a 1x1 conv makes
     2V feature maps per keypoint and its heat map averages them, (B, K, V, 2). The latent is
     then a map of the 2K coordinates followed by the 2KV vector components (the identity when
-    ``latent_dim == 2K(1 + V)``). Coordinates say where a part is; a vector can say which way it
+    ``latent_dim == 2K(1 + V)``, or ``2K(1 + V) + state_dim`` with fused proprioception appended). Coordinates say where a part is; a vector can say which way it
     points (a T's orientation as (cos, sin)), which a softmax mean over a symmetric blob cannot.
     The equivariance term (``model.loss.equivariance``) asks them to turn with the image.
     """
@@ -129,7 +133,7 @@ class KeypointEncoder(nn.Module):
         self.register_buffer("grid_x", grid.repeat(side), persistent=False)  # (side*side,)
         self.register_buffer("grid_y", grid.repeat_interleave(side), persistent=False)
         features = 2 * keypoints * (1 + vectors)
-        identity = latent_dim == features and not state_dim
+        identity = latent_dim == features + state_dim  # the latent is [coordinates, vectors, state]
         self.head = nn.Identity() if identity else nn.Linear(features + state_dim, latent_dim)
         self.num_vectors = vectors
         # built last, so an encoder without vectors initialises exactly as before they existed

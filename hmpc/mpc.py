@@ -38,6 +38,7 @@ class Controller(ABC):
     The harness passes only the observation keys listed in ``observation_keys``."""
 
     observation_keys: tuple[str, ...] = ("pixels",)
+    state_dims: int | None = None  # with "state" observed: only its first state_dims dims (None: all)
 
     @abstractmethod
     def reset(self, obs: Obs, goal_obs: Obs) -> None: ...
@@ -126,6 +127,7 @@ class LatentController(Controller):
             p.requires_grad_(False)  # planning differentiates w.r.t. actions only
         # proprioception only for models trained to fuse it; for PointMaze it would be the answer
         self.observation_keys = ("pixels", "state") if model.spec.state_dim else ("pixels",)
+        self.state_dims = model.spec.state_dim  # the proprioceptive prefix; the rest is withheld
         # compile: a torch.compile backend ("inductor") for the planner's rollouts: GD planning
         # is latency-bound (small batches, one op at a time), which fused kernels cut. Compiled
         # graphs are cached per model, shape and grad mode; the first reset() compiles them.

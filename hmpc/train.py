@@ -167,6 +167,14 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
             f"dataset {dataset.root} has {h}x{h} images but model.image_size={spec.image_size}; "
             f"set model.image_size={h}"
         )
+    if spec.state_dim:
+        try:
+            s = dataset.state_dim
+        except KeyError:  # no observation.state feature
+            s = 0
+        if spec.state_dim > s:
+            raise ValueError(f"model.state_dim={spec.state_dim} fuses that many observation.state "
+                             f"dims but dataset {dataset.root} has {s}; set model.state_dim <= {s}")
     if dataset.action_dim != spec.action_dim:
         raise ValueError(
             f"dataset {dataset.root} has action dim {dataset.action_dim} but "

@@ -48,7 +48,7 @@ class WorldModelSpec:
 
     image_size: int = 64
     action_dim: int = 2
-    state_dim: int = 0  # > 0 fuses observation.state into the encoder
+    state_dim: int = 0  # > 0 fuses the first state_dim dims of observation.state (proprioception)
     latent_dim: int = 32
     widths: tuple[int, ...] = (16, 32, 64, 64)
     hidden: int = 128

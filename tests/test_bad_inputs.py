@@ -61,6 +61,10 @@ def test_training_a_model_that_does_not_fit_the_dataset() -> None:
         _check_compatible(ds, spec(image_size=16))
     with pytest.raises(ValueError, match=r"action dim 2.*set model.action_dim=2"):
         _check_compatible(ds, spec(image_size=32, action_dim=3))
+    ds.state_dim = 3
+    fused = WorldModelSpec(image_size=32, action_dim=2, state_dim=4, latent_dim=8, widths=(4, 8))
+    with pytest.raises(ValueError, match=r"model.state_dim=4 .* data/maze has 3; set model.state_dim <= 3"):
+        _check_compatible(ds, fused)
 
 
 @pytest.mark.parametrize("env_size, model_adim, match", [

@@ -51,6 +51,20 @@ def test_controller_never_receives_ground_truth():
         assert not any(np.array_equal(v, goal_state) for v in obs.values())
 
 
+def test_a_controller_that_fuses_proprioception_gets_only_the_state_prefix():
+    """Push-T's state is [pusher x, y, block x, y, cos, sin]: a controller declaring
+    state_dims=2 sees the pusher (in its observations and the goal's) and never the block."""
+    env = make_env("push_t", image_size=32)
+    spy = Spy()
+    spy.observation_keys, spy.state_dims = ("pixels", "state"), 2
+    rec = run_episode(env, spy, seed=0, max_steps=3)
+    full = env.unwrapped.goal_observation()["state"]
+    assert len(spy.seen) == 2 + rec["steps"] and full.shape == (6,)
+    for obs in spy.seen:
+        assert set(obs) == {"pixels", "state"} and obs["state"].shape == (2,)
+    assert np.array_equal(spy.seen[1]["state"], full[:2])  # the goal's pusher, not its block pose
+
+
 class Wild(Controller):
     """Commands out-of-range and non-finite actions on alternate steps."""
 

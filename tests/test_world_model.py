@@ -311,6 +311,23 @@ def test_keypoint_vectors_average_features_under_the_heat_map_and_must_turn_with
     assert equivariance_term(m, x).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_keypoint_latent_appends_the_fused_state_prefix_and_ignores_the_rest():
+    from hmpc.models import KeypointEncoder
+
+    enc = KeypointEncoder(image_size=64, latent_dim=2 * 3 + 2, widths=(8, 8), state_dim=2, keypoints=3)
+    img = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    state = torch.tensor([[0.1, 0.2, 5.0, 6.0], [0.3, 0.4, 7.0, 8.0]])
+    z = enc(img, state)
+    assert z.shape == (2, 8)
+    assert torch.equal(z[:, :6], enc.keypoints(img).flatten(1))  # identity: coordinates ...
+    assert torch.equal(z[:, 6:], state[:, :2])  # ... then the proprioceptive prefix
+    other = state.clone()
+    other[:, 2:] = -1.0  # what follows the prefix (an object's pose) never reaches the latent
+    assert torch.equal(enc(img, other), z)
+    with pytest.raises(ValueError, match=r"model.state_dim=2 .* got \(2, 1\)"):
+        enc(img, state[:, :1])
+
+
 def test_keypoint_vectors_need_a_keypoint_encoder():
     with pytest.raises(ValueError, match="keypoint_vectors=1"):
         WorldModelSpec(keypoint_vectors=1)
