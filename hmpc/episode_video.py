@@ -45,7 +45,10 @@ def build_atlas(
     out = []
     for i in range(0, len(idx), batch):
         x = torch.as_tensor(pixels[i : i + batch], device=device).permute(0, 3, 1, 2)
-        out.append(model.project(model.encode(x), level).float().cpu().numpy())
+        state = None  # the proprioception a state-fusing encoder reads (it takes the prefix)
+        if model.spec.state_dim:
+            state = torch.as_tensor(frames.state[idx[i : i + batch]], device=device, dtype=torch.float32)
+        out.append(model.project(model.encode(x, state), level).float().cpu().numpy())
     return SubgoalAtlas(pixels, np.concatenate(out), level)
 
 

@@ -144,3 +144,24 @@ def test_killed_worker_mid_evaluation_changes_nothing(tmp_path, monkeypatch):
     assert {k: v["pc_success"] for k, v in calm["aggregated"].items()} == {
         k: v["pc_success"] for k, v in hit["aggregated"].items()
     }
+
+
+def test_subgoal_atlas_of_a_state_fusing_model_reads_the_frames_state():
+    """The atlas (nearest dataset frame to a subgoal, for videos) encodes frames as the model
+    does: with their proprioception when the encoder fuses it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from hmpc.episode_video import build_atlas
+    from hmpc.world_model import WorldModelSpec, build_world_model
+
+    spec = WorldModelSpec(image_size=16, action_dim=2, state_dim=2, latent_dim=8, widths=(4, 8), hidden=16)
+    model = build_world_model(spec, seed=0)
+    rng = np.random.default_rng(0)
+    frames = SimpleNamespace(pixels=rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8),
+                             state=rng.normal(size=(6, 5)).astype(np.float32), num_frames=6)
+    atlas = build_atlas(model, frames, level=1, size=6, rng=np.random.default_rng(1))
+    with torch.no_grad():
+        want = model.encode(torch.as_tensor(frames.pixels).permute(0, 3, 1, 2), torch.as_tensor(frames.state))
+    assert np.allclose(atlas.latents, want.numpy(), atol=1e-5)  # all 6 frames, in order
