@@ -16,6 +16,7 @@ import torch
 
 from hmpc.data import FrameArrays
 from hmpc.data.video import encode_video
+from hmpc.landmarks import encode_frames
 from hmpc.world_model import WorldModel
 
 
@@ -40,16 +41,8 @@ def build_atlas(
 ) -> SubgoalAtlas:
     """Encode ``size`` random dataset frames to ``level``'s latent space."""
     idx = np.sort(rng.choice(frames.num_frames, size=min(size, frames.num_frames), replace=False))
-    pixels = np.ascontiguousarray(frames.pixels[idx])  # (N, H, W, 3)
-    device = model.device
-    out = []
-    for i in range(0, len(idx), batch):
-        x = torch.as_tensor(pixels[i : i + batch], device=device).permute(0, 3, 1, 2)
-        state = None  # the proprioception a state-fusing encoder reads (it takes the prefix)
-        if model.spec.state_dim:
-            state = torch.as_tensor(frames.state[idx[i : i + batch]], device=device, dtype=torch.float32)
-        out.append(model.project(model.encode(x, state), level).float().cpu().numpy())
-    return SubgoalAtlas(pixels, np.concatenate(out), level)
+    latents = model.project(encode_frames(model, frames, batch, idx), level)  # (N, D_level)
+    return SubgoalAtlas(np.ascontiguousarray(frames.pixels[idx]), latents.float().cpu().numpy(), level)
 
 
 def _panel(img: np.ndarray, title: str, scale: int) -> np.ndarray:

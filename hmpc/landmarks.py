@@ -138,14 +138,19 @@ def build_graph(z: torch.Tensor, episode_index: np.ndarray, size: int) -> Landma
 
 
 @torch.no_grad()
-def encode_frames(model: WorldModel, frames: FrameArrays, batch: int = 512) -> torch.Tensor:
-    """Level-1 latents of every frame (N, D_1) on the model's device (state fused if it is)."""
+def encode_frames(
+    model: WorldModel, frames: FrameArrays, batch: int = 512, index: np.ndarray | None = None
+) -> torch.Tensor:
+    """Level-1 latents (N, D_1) on the model's device of every frame, or of the frames at
+    ``index`` (N,) in that order; with their state when the encoder fuses it."""
+    index = np.arange(frames.num_frames) if index is None else np.asarray(index)
     out = []
-    for i in range(0, frames.num_frames, batch):
-        x = torch.as_tensor(np.array(frames.pixels[i : i + batch]), device=model.device)  # a copy
+    for i in range(0, len(index), batch):
+        j = index[i : i + batch]
+        x = torch.as_tensor(np.array(frames.pixels[j]), device=model.device)  # a copy
         state = None
         if model.spec.state_dim:
-            state = torch.as_tensor(frames.state[i : i + batch], device=model.device, dtype=torch.float32)
+            state = torch.as_tensor(frames.state[j], device=model.device, dtype=torch.float32)
         out.append(model.encode(x.permute(0, 3, 1, 2), state))
     return torch.cat(out)
 

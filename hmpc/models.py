@@ -104,8 +104,9 @@ class KeypointEncoder(nn.Module):
     With ``vectors`` = V > 0 each keypoint also carries V attended 2-D vectors: a 1x1 conv makes
     2V feature maps per keypoint and its heat map averages them, (B, K, V, 2). The latent is
     then a map of the 2K coordinates followed by the 2KV vector components (the identity when
-    ``latent_dim == 2K(1 + V)``, or ``2K(1 + V) + state_dim`` with fused proprioception appended). Coordinates say where a part is; a vector can say which way it
-    points (a T's orientation as (cos, sin)), which a softmax mean over a symmetric blob cannot.
+    ``latent_dim == 2K(1 + V)``, or ``2K(1 + V) + state_dim`` with fused proprioception
+    appended). Coordinates say where a part is; a vector can say which way it points (a T's
+    orientation as (cos, sin)), which a softmax mean over a symmetric blob cannot.
     The equivariance term (``model.loss.equivariance``) asks them to turn with the image.
     """
 
