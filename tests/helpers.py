@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from hmpc.data import Episode, write_episodes
 
 SQUARE_SIZE = 16  # image side of the moving-square episodes, pixels
+
+# libx264 (through PyAV, one thread) gives different bytes for the same frames in up to 2 of 1000
+# encodes, varying by process (bench/encode_determinism.py); the cause is not found. The
+# tests that compare mp4 bytes of separate encodes rerun on a failed assertion: a real difference
+# (frame order, batching, a lost episode) fails every run.
+ENCODER_RERUN = pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
 
 
 def square_episode(

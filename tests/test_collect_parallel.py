@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray.cloudpickle
+from helpers import ENCODER_RERUN
 
 from hmpc.collect_schedule import CollectScheduler
 from hmpc.data import LeRobotDataset
@@ -143,6 +144,7 @@ def _kill_once(victims: set):
     return kill
 
 
+@ENCODER_RERUN
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_any_completion_order_and_worker_deaths_give_the_same_bytes(
         reference: dict[str, bytes], tmp_path: Path, seed: int) -> None:
@@ -248,6 +250,7 @@ def _die_holding(marker_dir: str, real, state, *args):
     return real(state, *args)
 
 
+@ENCODER_RERUN
 @pytest.mark.ray
 def test_ray_worker_killed_while_holding_an_encoder(reference: dict[str, bytes],
                                                     tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import ENCODER_RERUN
 
 from hmpc.data import (
     DatasetError,
@@ -327,6 +328,7 @@ def test_no_partial_dataset_on_failure(ds_root: Path, monkeypatch: pytest.Monkey
     assert LeRobotDataset(ds_root).num_episodes == 3
 
 
+@ENCODER_RERUN
 def test_batches_encoded_apart_publish_like_write_episodes(ds_root: Path, tmp_path: Path) -> None:
     """plan -> encode (anywhere, in memory, episode by episode) -> publish writes the bytes of
     write_episodes; the mp4 is the one-shot encode_video of all frames; order is enforced."""

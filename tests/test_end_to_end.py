@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import ENCODER_RERUN
 from hydra import compose, initialize_config_module
 
 from hmpc.cli import collect as collect_cli
@@ -82,6 +83,7 @@ def test_missing_dataset_folder_is_reported(tmp_path, capsys):
     assert str(tmp_path / "nope") in err and "hmpc-collect" in err
 
 
+@ENCODER_RERUN
 @pytest.mark.ray
 def test_ray_collection_matches_in_process(tmp_path):
     """Episode seeds are fixed per index and batches are encoded on the workers: 2 Ray workers

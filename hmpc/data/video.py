@@ -60,7 +60,8 @@ class VideoWriter:
 
     ``target`` is a path or a seekable binary file object (e.g. ``io.BytesIO``, so a Ray worker
     can encode without touching disk); both give the same bytes, and the same bytes as one
-    :func:`encode_video` call over all frames. ``name`` labels errors (default: ``target``).
+    :func:`encode_video` call over all frames (except about 1 encode in 1000, where libx264
+    itself differs: ``bench/encode_determinism.py``). ``name`` labels errors (default: ``target``).
     """
 
     def __init__(self, target: str | Path | BinaryIO, fps: int, codec: str = "libx264",
