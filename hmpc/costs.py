@@ -161,6 +161,10 @@ class CostWeights:
     action_bound: float = 1.0
     macro_prior: float = 0.01  # keeps macro codes near the region the encoder produced in training
     guardrails: Guardrails = field(default_factory=Guardrails)  # a mapping in configs
+    # level-1 latent dims the goal distance compares: null = all, a list [0, 1, 5], or a slice
+    # "start:stop" ("0:32": leave out a fused proprioceptive suffix, e.g. Push-T's pusher, whose
+    # place in the goal image says nothing about the task; see model.state_dim)
+    goal_dims: Any = None
 
     def __post_init__(self) -> None:
         if self.goal_mode not in GOAL_MODES:
@@ -170,6 +174,49 @@ class CostWeights:
                              "average in goal_mode 'mixed')")
         if not isinstance(self.guardrails, Guardrails):
             object.__setattr__(self, "guardrails", Guardrails.from_config(self.guardrails))
+        object.__setattr__(self, "goal_dims", _dims_spec(self.goal_dims))
+
+    def goal_part(self, z: torch.Tensor) -> torch.Tensor:
+        """The ``goal_dims`` of level-1 latents z (..., D) -> (..., D'); z itself when null."""
+        dims, size = self.goal_dims, z.shape[-1]
+        if dims is None:
+            return z
+        if isinstance(dims, slice):
+            if len(range(size)[dims]) == 0:
+                raise ValueError(f"weights.goal_dims={_slice_text(dims)!r} picks no dim of the "
+                                 f"level-1 latent of {size} dims; e.g. '0:{size - 1}'")
+            return z[..., dims]
+        bad = [i for i in dims if not -size <= i < size]
+        if bad:
+            raise ValueError(f"weights.goal_dims={list(dims)}: {bad} outside the level-1 latent "
+                             f"of {size} dims; use indices in [0, {size})")
+        return z[..., list(dims)]
+
+
+def _slice_text(dims: slice) -> str:
+    return ":".join("" if b is None else str(b) for b in (dims.start, dims.stop))
+
+
+def _dims_spec(value: Any) -> slice | tuple[int, ...] | None:
+    """``goal_dims`` from a config: None, a list of ints -> tuple, or "a:b" -> slice(a, b)."""
+    hint = "use null (all dims), a list of latent indices like [0, 1, 5], or a slice like '0:32'"
+    if value is None or isinstance(value, slice):
+        return value
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            if len(parts) != 2:
+                raise ValueError(value)
+            return slice(*(int(p) if p.strip() else None for p in parts))
+        except ValueError:
+            raise ValueError(f"weights.goal_dims={value!r} is not a slice; {hint}") from None
+    try:
+        dims = tuple(value)
+    except TypeError:
+        raise ValueError(f"weights.goal_dims={value!r}; {hint}") from None
+    if not dims or not all(isinstance(i, int) and not isinstance(i, bool) for i in dims):
+        raise ValueError(f"weights.goal_dims={value!r}; {hint}")
+    return dims
 
 
 def goal_distance(

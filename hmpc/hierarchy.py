@@ -126,6 +126,7 @@ class HierarchicalMPC(LatentController):
 
     def _reset(self, obs: Obs, goal_obs: Obs) -> None:
         self.goal_1 = self.encode(goal_obs)[0]  # (D_1,)
+        self.weights.goal_part(self.goal_1)  # a goal_dims outside the latent fails here
         self.goal_top = self.model.project(self.goal_1[None], self.top)[0]  # (D_top,)
         self.goal_2 = self.model.project(self.goal_1[None], 2)[0]  # (D_2,), for goal_switch
         self.target_top = self.goal_top  # what the top level plans toward: goal or waypoint
@@ -154,7 +155,8 @@ class HierarchicalMPC(LatentController):
         if level == self.top:
             terms = {"goal": w.goal * goal_distance(pred, self.target_top, w.goal_mode, w.goal_mix)}
         elif level == 1 and self.final_approach:
-            terms = {"goal": w.goal * goal_distance(pred, self.goal_1, w.goal_mode, w.goal_mix)}
+            terms = {"goal": w.goal * goal_distance(w.goal_part(pred), w.goal_part(self.goal_1),
+                                                    w.goal_mode, w.goal_mix)}
         else:
             up = self.model.project_from(pred[:, -1:], level, level + 1)  # (N, 1, D_{l+1})
             terms = {"subgoal": w.goal * goal_distance(up, self.subgoals[level + 1], "final")}

@@ -191,6 +191,7 @@ class FlatMPC(LatentController):
 
     def _reset(self, obs: Obs, goal_obs: Obs) -> None:
         self.goal = self.encode(goal_obs)[0]  # (D_1,)
+        self.weights.goal_part(self.goal)  # a goal_dims outside the latent fails here, not as a fallback
         self.plan = torch.zeros(self.horizon, self.action_dim, device=self.device)
         self.prev = torch.zeros(self.action_dim, device=self.device)
 
@@ -199,7 +200,8 @@ class FlatMPC(LatentController):
         w = self.weights
         pred = self.rollout(s, actions)  # (N, H, D_1)
         return {
-            "goal": w.goal * goal_distance(pred, self.goal, w.goal_mode, w.goal_mix),
+            "goal": w.goal * goal_distance(w.goal_part(pred), w.goal_part(self.goal), w.goal_mode,
+                                           w.goal_mix),
             "smoothness": w.smoothness * action_smoothness(actions, self.prev),
             "action_bound": w.action_bound * action_bound_penalty(actions),
             **guardrail_terms(self.model, s, pred, actions, w.guardrails),

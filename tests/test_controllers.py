@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.costs import CostWeights
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import FlatMPC, safe_action
 from hmpc.optimizers import GradientDescent
@@ -174,3 +175,41 @@ def test_compiled_rollouts_plan_like_eager_ones(model, kind):
 def test_unknown_compile_backend_is_named():
     with pytest.raises(ValueError, match=r"controllers\.g\.compile='fast'.*inductor"):
         ControllerSpec(name="g", kind="flat", compile="fast")
+
+
+def test_goal_dims_pick_the_latent_dims_the_goal_compares():
+    from hmpc.costs import CostWeights
+
+    z = torch.arange(12.0).reshape(2, 6)  # (N=2, D=6)
+    assert CostWeights().goal_part(z) is z
+    assert torch.equal(CostWeights(goal_dims="0:4").goal_part(z), z[:, :4])
+    assert torch.equal(CostWeights(goal_dims=":-2").goal_part(z), z[:, :4])
+    assert torch.equal(CostWeights(goal_dims=[5, 0]).goal_part(z), z[:, [5, 0]])
+    for bad in ["0-4", "1:2:3", "a:b", [], [1.5], [True], 3]:
+        with pytest.raises(ValueError, match="weights.goal_dims"):
+            CostWeights(goal_dims=bad)
+    with pytest.raises(ValueError, match=r"goal_dims=\[0, 6\].*\[6\] outside.*6 dims"):
+        CostWeights(goal_dims=[0, 6]).goal_part(z)
+    with pytest.raises(ValueError, match="'4:2' picks no dim"):
+        CostWeights(goal_dims="4:2").goal_part(z)
+
+
+def test_goal_term_ignores_the_dims_left_out(model):
+    """Flat MPC's goal term is the distance over goal_dims only; a bad goal_dims fails at reset
+    (not as a silent fallback), for the hierarchy too."""
+    w = CostWeights(goal=1.0, goal_mode="sum", goal_dims=[0, 2])
+    ctrl = FlatMPC(model, GradientDescent(iters=1), horizon=3, weights=w)
+    ctrl.reset(obs(0), obs(1))
+    s = ctrl.encode(obs(2))
+    actions = torch.rand(5, 3, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pred = ctrl.rollout(s, actions)  # (5, 3, 8)
+    want = (pred[..., [0, 2]] - ctrl.goal[[0, 2]]).pow(2).sum(-1).mean(1)
+    torch.testing.assert_close(ctrl.cost_terms(s, actions)["goal"], want)
+    full = FlatMPC(model, GradientDescent(iters=1), horizon=3, weights=replace(w, goal_dims=None))
+    full.reset(obs(0), obs(1))
+    assert not torch.allclose(full.cost_terms(s, actions)["goal"], want)
+    bad = replace(w, goal_dims=[8])
+    for ctrl in (FlatMPC(model, GradientDescent(iters=1), weights=bad),
+                 HierarchicalMPC(model, [GradientDescent(iters=1)] * 2, weights=bad)):
+        with pytest.raises(ValueError, match="goal_dims"):
+            ctrl.reset(obs(0), obs(1))
