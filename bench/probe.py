@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from _cli import run_cli
 
+from hmpc import landmarks
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import WindowSampler, build_frame_cache
@@ -59,14 +60,7 @@ SETUPS = {
 def encode_frames(model, frames, max_frames: int = 20_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Level-1 latents (N, D) and states (N, S) of every frame (strided down to ``max_frames``)."""
     idx = np.arange(0, frames.pixels.shape[0], max(1, -(-frames.pixels.shape[0] // max_frames)))
-    z, y = [], []
-    for i in range(0, len(idx), 512):
-        j = idx[i : i + 512]
-        pixels = torch.from_numpy(np.ascontiguousarray(frames.pixels[j])).permute(0, 3, 1, 2)
-        state = torch.from_numpy(frames.state[j])
-        z.append(model.encode(pixels, state if model.spec.state_dim else None))
-        y.append(state)
-    return torch.cat(z), torch.cat(y)
+    return landmarks.encode_frames(model, frames, index=idx).cpu(), torch.from_numpy(frames.state[idx])
 
 
 @torch.no_grad()
