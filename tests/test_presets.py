@@ -23,7 +23,8 @@ def test_model_preset_builds_and_rolls_out(preset):
     assert cfg.trainer.top_steps == 6 and cfg.trainer.lr == 1.0e-3  # long_horizon over default
     model = build_world_model(spec, seed=0)
     with torch.no_grad():
-        s1 = model.encode(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+        state = torch.zeros(2, spec.state_dim) if spec.state_dim else None  # fused proprioception
+        s1 = model.encode(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), state)
         top = spec.num_levels
         plan = torch.zeros(2, 3, spec.action_size(top))
         pred = model.rollout(model.project(s1, top), plan, top)
