@@ -18,7 +18,8 @@ what makes :meth:`get_state` / :meth:`set_state` and :meth:`clone` replays bitwi
 Pixels (flat lighting): floor ``FLOOR_RGB`` (the renderer's clear colour, no floor mesh),
 block ``BLOCK_RGB``, pusher ``PUSHER_RGB``; only top faces are drawn (4 triangles for the T,
 16 for the disc). The goal is never drawn as a marker: the goal image shows the T at the goal pose with
-the pusher parked at ``PARK_FRACTION * arena_size`` (the bottom-left corner).
+the pusher parked at ``PARK_FRACTION * arena_size`` (the bottom-left corner), or, for goals made
+by a push (``goal_mode="push"``), where that push left it.
 """
 
 from __future__ import annotations
@@ -29,64 +30,39 @@ import numpy as np
 import pybullet
 
 from robots.base import TIME_STEP, BulletGoalEnv, Camera, check_positive
+from robots.push_t_geometry import (
+    BLOCK_BOXES,
+    BLOCK_GYRATION,
+    BLOCK_RADIUS,
+    PUSHER_RADIUS,
+    distance_to_block,
+    outline_point,
+    to_world,
+    wrap_angle,
+)
+from robots.push_t_scene import (
+    BLOCK_HEIGHT,
+    BLOCK_RGB,
+    FLOOR_RGB,
+    PUSHER_BLOCK_FRICTION,
+    PUSHER_MAX_FORCE,
+    PUSHER_RGB,
+    build_scene,
+)
 
-FLOOR_RGB = (255, 255, 255)
-BLOCK_RGB = (119, 136, 153)
-PUSHER_RGB = (65, 105, 225)
+__all__ = ["BLOCK_BOXES", "BLOCK_GYRATION", "BLOCK_RADIUS", "BLOCK_RGB", "FLOOR_RGB",
+           "PARK_FRACTION", "PUSHER_BLOCK_FRICTION", "PUSHER_MAX_FORCE", "PUSHER_RADIUS", "PUSHER_RGB", "PushTEnv",
+           "distance_to_block", "wrap_angle"]  # fmt: skip
 
-PUSHER_RADIUS = 0.03  # m
-BLOCK_HEIGHT = 0.02  # m; the pusher's centre is at mid-height, so pushes are horizontal
-BLOCK_MASS = 1.0  # kg
-BLOCK_FLOOR_FRICTION = 2.0  # combined mu (PyBullet multiplies the two bodies' coefficients)
-PUSHER_BLOCK_FRICTION = 0.4
-PUSHER_MAX_FORCE = 200.0  # N per axis
 PARK_FRACTION = (0.06, 0.06)  # the pusher's place in the goal image, as fractions of the arena
+GOAL_MODES = ("pose", "push")
+_PUSH_SPEED = 0.6  # |action| of the pushes that make goal_mode="push" goals
+_PUSH_TURN = np.radians(10.0)  # per-step std of their heading drift (rad)
+_PUSH_CONE = np.radians(60.0)  # the heading stays within this of the contact's inward normal
 
 
-def _t_boxes() -> np.ndarray:
-    """float64 (2, 4): the T's bar and stem as [cx, cy, half_x, half_y] in the block frame,
-    whose origin is the T's centre of mass. Bar 0.24 x 0.06 m on top of a 0.06 x 0.18 m stem."""
-    boxes = np.array([[0.0, 0.21, 0.12, 0.03], [0.0, 0.09, 0.03, 0.09]])
-    area = 4 * boxes[:, 2] * boxes[:, 3]
-    boxes[:, 1] -= area @ boxes[:, 1] / area.sum()
-    return boxes
-
-
-BLOCK_BOXES = _t_boxes()
-_AREA = 4 * BLOCK_BOXES[:, 2] * BLOCK_BOXES[:, 3]
-# Polar radius of gyration of the T about its centre of mass (m), ~0.088.
-BLOCK_GYRATION = float(
-    np.sqrt(
-        _AREA
-        @ ((BLOCK_BOXES[:, 2:] ** 2).sum(1) / 3 + (BLOCK_BOXES[:, :2] ** 2).sum(1))
-        / _AREA.sum()
-    )
-)
-# Farthest point of the T from its centre of mass (m), ~0.161: bounds the T in any orientation.
-BLOCK_RADIUS = float(
-    np.max(
-        np.hypot(
-            np.abs(BLOCK_BOXES[:, 0]) + BLOCK_BOXES[:, 2],
-            np.abs(BLOCK_BOXES[:, 1]) + BLOCK_BOXES[:, 3],
-        )
-    )
-)
 _SAMPLE_MARGIN = BLOCK_RADIUS + 3 * PUSHER_RADIUS  # sampled poses keep this far from the walls
 _CAMERA_HEIGHT = 100.0  # in arena sizes: far + narrow field of view ~ orthographic
-
-
-def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
-    """Angle(s) wrapped to [-pi, pi)."""
-    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
-
-
-def distance_to_block(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Euclidean distance (m, 0 inside) from world points (..., 2) to the T at ``pose``."""
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    d = np.asarray(points, dtype=np.float64) - pose[:2]
-    local = np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)
-    gap = np.maximum(np.abs(local[..., None, :] - BLOCK_BOXES[:, :2]) - BLOCK_BOXES[:, 2:], 0)
-    return np.linalg.norm(gap, axis=-1).min(-1)
 
 
 class PushTEnv(BulletGoalEnv):
@@ -102,7 +78,7 @@ class PushTEnv(BulletGoalEnv):
     current and goal poses: ``sqrt(dp^2 + (2 * BLOCK_GYRATION * sin(dtheta / 2))^2)`` with dp the
     centre-of-mass distance and dtheta the wrapped yaw error. ``is_success``: dp <=
     ``success_pos_tol`` and |dtheta| <= ``success_angle_tol_deg``. Reward is ``-distance``.
-    ``info["goal_state"]`` is the goal image's state: the parked pusher and the goal pose.
+    ``info["goal_state"]`` is the goal image's state: the goal image's pusher and the goal pose.
 
     Episodes: start and goal block poses are sampled with centres uniform in
     ``[m, arena_size - m]^2`` (m = ``BLOCK_RADIUS + 3 * PUSHER_RADIUS`` ~ 0.25) and yaws uniform,
@@ -110,6 +86,15 @@ class PushTEnv(BulletGoalEnv):
     (m) is set, the goal centre within that distance of the start's; a start with both errors
     within twice the tolerances is resampled. The pusher starts uniformly in the arena, at least
     2 cm clear of the block.
+
+    ``goal_mode="push"`` makes goals reachable by one push instead (the protocol of DINO-WM,
+    whose starts and goals are 25 steps apart on expert trajectories): the pusher starts 1 cm
+    outside a point drawn uniformly on the T's outline, and the goal is the state after
+    ``goal_push_steps`` env steps of pushing from there at |action| 0.6 with the heading starting
+    along the inward normal and drifting (10 degrees per step, within 60 degrees of it),
+    simulated by this env's own physics; pushes that move the T less than twice a tolerance are
+    redrawn. The goal image then shows the pusher where the push left it. ``max_goal_offset``
+    and ``max_goal_rotation_deg`` do not apply.
     """
 
     def __init__(
@@ -126,6 +111,8 @@ class PushTEnv(BulletGoalEnv):
         success_angle_tol_deg: float = 15.0,
         max_goal_rotation_deg: float = 180.0,
         max_goal_offset: float | None = None,
+        goal_mode: str = "pose",
+        goal_push_steps: int = 25,
     ) -> None:
         init_kwargs = dict(locals())
         self.arena_size = float(arena_size)
@@ -134,6 +121,11 @@ class PushTEnv(BulletGoalEnv):
         self.success_angle_tol = float(np.radians(success_angle_tol_deg))
         self.max_goal_rotation = float(np.radians(max_goal_rotation_deg))
         self.max_goal_offset = None if max_goal_offset is None else float(max_goal_offset)
+        if goal_mode not in GOAL_MODES:
+            raise ValueError(f"goal_mode={goal_mode!r}; use one of {GOAL_MODES}")
+        if int(goal_push_steps) < 1:
+            raise ValueError(f"goal_push_steps={goal_push_steps} must be >= 1 (env steps)")
+        self.goal_mode, self.goal_push_steps = goal_mode, int(goal_push_steps)
         check_positive(arena_size=self.arena_size, max_speed=self.max_speed,
                        success_pos_tol=self.success_pos_tol,
                        success_angle_tol_deg=float(success_angle_tol_deg))  # fmt: skip
@@ -159,84 +151,17 @@ class PushTEnv(BulletGoalEnv):
                         max_episode_steps=max_episode_steps, action_repeat=action_repeat,
                         physics_substeps=physics_substeps, render_mode=render_mode,
                         camera=Camera.from_config(default_cam, camera))  # fmt: skip
-        self._build_scene()
+        self._floor, self._walls, self._body, self._pusher_body = build_scene(
+            self._client, self.arena_size
+        )
         # The authoritative float64 state, written to PyBullet by _write().
         self._pusher = np.array([*PARK_FRACTION, 0.0, 0.0]) * [size, size, 1, 1]  # x, y, vx, vy
         self._block = np.array([size / 2, size / 2, 0.0, 0.0, 0.0, 0.0])  # x, y, yaw, vx, vy, wz
         self._goal = np.array([size / 2, size / 2, 0.0])
+        self._goal_pusher = np.multiply(PARK_FRACTION, size)  # the goal image's pusher (x, y)
         self._write()
 
     # ------------------------------------------------------------------ scene
-    def _build_scene(self) -> None:
-        c, size = self._client, self.arena_size
-        c.setGravity(0, 0, -9.81)
-        # Bodies that must not be drawn carry this speck far outside the view (without a visual
-        # shape PyBullet would draw their collision shapes).
-        far = -10.0 * size
-        speck = c.createVisualShape(  # one triangle, far out of view: nothing to rasterise
-            pybullet.GEOM_MESH, vertices=[[far, far, -10.0], [far + 1e-3, far, -10.0],
-                                          [far, far + 1e-3, -10.0]], indices=[0, 1, 2])  # fmt: skip
-        self._floor = c.createMultiBody(0, c.createCollisionShape(pybullet.GEOM_PLANE), speck)
-        t = 0.1  # wall thickness and height (m)
-        walls = c.createCollisionShapeArray(
-            [pybullet.GEOM_BOX] * 4,
-            halfExtents=[[size / 2 + t, t / 2, t]] * 2 + [[t / 2, size / 2 + t, t]] * 2,
-            collisionFramePositions=[[size / 2, -t / 2, t], [size / 2, size + t / 2, t],
-                                     [-t / 2, size / 2, t], [size + t / 2, size / 2, t]],
-        )  # fmt: skip
-        self._walls = c.createMultiBody(0, walls, speck)
-        h = BLOCK_HEIGHT / 2
-        col = c.createCollisionShapeArray(
-            [pybullet.GEOM_BOX] * 2, halfExtents=[[hx, hy, h] for _, _, hx, hy in BLOCK_BOXES],
-            collisionFramePositions=[[x, y, 0.0] for x, y, _, _ in BLOCK_BOXES])  # fmt: skip
-        verts, idx = [], []
-        for x, y, hx, hy in BLOCK_BOXES:  # top faces only, counter-clockwise seen from +z
-            n = len(verts)
-            verts += [[x - hx, y - hy, h], [x + hx, y - hy, h], [x + hx, y + hy, h],
-                      [x - hx, y + hy, h]]  # fmt: skip
-            idx += [n, n + 1, n + 2, n, n + 2, n + 3]
-        vis = c.createVisualShape(
-            pybullet.GEOM_MESH,
-            vertices=verts,
-            indices=idx,
-            rgbaColor=[v / 255 for v in BLOCK_RGB] + [1.0],
-        )
-        self._body = c.createMultiBody(BLOCK_MASS, col, vis, [size / 2, size / 2, h])
-        # Bullet approximates a compound's inertia by its bounding box; use the T's own.
-        iz = BLOCK_MASS * BLOCK_GYRATION**2
-        c.changeDynamics(self._body, -1, lateralFriction=BLOCK_FLOOR_FRICTION, restitution=0.0,
-                         localInertiaDiagonal=[iz / 2, iz / 2, iz], linearDamping=0.0,
-                         angularDamping=0.0,
-                         activationState=pybullet.ACTIVATION_STATE_DISABLE_SLEEPING)  # fmt: skip
-        c.changeDynamics(self._floor, -1, lateralFriction=1.0, restitution=0.0)
-        c.changeDynamics(self._walls, -1, lateralFriction=0.5 / BLOCK_FLOOR_FRICTION,
-                         restitution=0.0)  # fmt: skip
-        # Pusher: fixed base at mid-block height, prismatic x then y; the sphere is on link 1.
-        ring = np.linspace(0, 2 * np.pi, 17)[:-1]
-        disc = [[0.0, 0.0, BLOCK_HEIGHT]] + [[PUSHER_RADIUS * np.cos(a), PUSHER_RADIUS * np.sin(a),
-                                             BLOCK_HEIGHT] for a in ring]  # fmt: skip
-        fan = [i for k in range(16) for i in (0, 1 + k, 1 + (k + 1) % 16)]
-        pvis = c.createVisualShape(
-            pybullet.GEOM_MESH,
-            vertices=disc,
-            indices=fan,
-            rgbaColor=[v / 255 for v in PUSHER_RGB] + [1.0],
-        )
-        pcol = c.createCollisionShape(pybullet.GEOM_SPHERE, radius=PUSHER_RADIUS)
-        self._pusher_body = c.createMultiBody(
-            0, -1, speck, [0, 0, h], linkMasses=[0.5, 0.5], linkCollisionShapeIndices=[-1, pcol],
-            linkVisualShapeIndices=[speck, pvis], linkPositions=[[0, 0, 0]] * 2,
-            linkOrientations=[[0, 0, 0, 1]] * 2, linkInertialFramePositions=[[0, 0, 0]] * 2,
-            linkInertialFrameOrientations=[[0, 0, 0, 1]] * 2, linkParentIndices=[0, 1],
-            linkJointTypes=[pybullet.JOINT_PRISMATIC] * 2, linkJointAxis=[[1, 0, 0], [0, 1, 0]],
-        )  # fmt: skip
-        for link in (0, 1):
-            c.changeDynamics(self._pusher_body, link, linearDamping=0.0, angularDamping=0.0,
-                             jointDamping=0.0, restitution=0.0,
-                             lateralFriction=PUSHER_BLOCK_FRICTION / BLOCK_FLOOR_FRICTION,
-                             activationState=pybullet.ACTIVATION_STATE_DISABLE_SLEEPING)  # fmt: skip
-        c.setCollisionFilterPair(self._pusher_body, self._floor, 1, -1, 0)
-
     # ------------------------------------------------------------------ physics
     def _write(self) -> None:
         """Put the float64 state into PyBullet, first dropping all cached contacts (moving the
@@ -291,8 +216,8 @@ class PushTEnv(BulletGoalEnv):
         return np.array([*self._pusher[:2], b[0], b[1], np.cos(b[2]), np.sin(b[2])], np.float32)
 
     def _goal_state_vector(self) -> np.ndarray:
-        g, park = self._goal, np.multiply(PARK_FRACTION, self.arena_size)
-        return np.array([*park, g[0], g[1], np.cos(g[2]), np.sin(g[2])], np.float32)
+        g, q = self._goal, self._goal_pusher
+        return np.array([*q, g[0], g[1], np.cos(g[2]), np.sin(g[2])], np.float32)
 
     def _errors(self) -> tuple[float, float]:
         """(centre-of-mass distance in m, |yaw error| in rad) to the goal."""
@@ -308,29 +233,31 @@ class PushTEnv(BulletGoalEnv):
         return dp <= self.success_pos_tol and dth <= self.success_angle_tol
 
     def get_state(self) -> np.ndarray:
-        """float64 (14,) = [pusher x, y, vx, vy, block x, y, theta, vx, vy, omega,
-        goal x, y, theta, step_count]; see :meth:`set_state`."""
-        return np.concatenate([self._pusher, self._block, self._goal, [self._steps]])
+        """float64 (16,) = [pusher x, y, vx, vy, block x, y, theta, vx, vy, omega,
+        goal x, y, theta, goal-image pusher x, y, step_count]; see :meth:`set_state`."""
+        return np.concatenate([self._pusher, self._block, self._goal, self._goal_pusher,
+                               [self._steps]])  # fmt: skip
 
     def set_state(self, state: np.ndarray) -> None:
         """Restore a state from :meth:`get_state` exactly (re-renders the goal if it changed)."""
         state = np.asarray(state, dtype=np.float64)
-        if state.shape != (14,) or not np.all(np.isfinite(state)):
+        if state.shape != (16,) or not np.all(np.isfinite(state)):
             raise ValueError(f"state has shape {state.shape} (finite: "
-                             f"{bool(np.all(np.isfinite(state)))}); expected 14 finite values "
+                             f"{bool(np.all(np.isfinite(state)))}); expected 16 finite values "
                              "from get_state()")  # fmt: skip
         self._pusher, self._block = state[0:4].copy(), state[4:10].copy()
-        self._steps = int(state[13])
+        self._steps = int(state[15])
         self._write()
-        if not np.array_equal(state[10:13], self._goal) or self._goal_pixels is None:
-            self._goal = state[10:13].copy()
+        if not np.array_equal(state[10:15], [*self._goal, *self._goal_pusher]) or (
+                self._goal_pixels is None):  # fmt: skip
+            self._goal, self._goal_pusher = state[10:13].copy(), state[13:15].copy()
             self._goal_pixels = self._render_goal()
 
     # ------------------------------------------------------------------ episodes
     def _render_goal(self) -> np.ndarray:
-        """The T at the goal pose, the pusher parked; the state is restored afterwards."""
+        """The T at the goal pose, the pusher at the goal image's place; the state is restored."""
         saved = self._pusher, self._block
-        self._pusher = np.array([*np.multiply(PARK_FRACTION, self.arena_size), 0.0, 0.0])
+        self._pusher = np.array([*self._goal_pusher, 0.0, 0.0])
         self._block = np.array([*self._goal, 0.0, 0.0, 0.0])
         self._write()
         img = self.render()
@@ -353,14 +280,25 @@ class PushTEnv(BulletGoalEnv):
         arr[2] = wrap_angle(arr[2])
         return arr
 
-    def _sample_episode(self, options: dict[str, Any]) -> None:
-        """Options (all optional): ``start``/``goal`` block poses (x, y, theta), ``pusher``
-        (x, y); the rest is sampled from ``self.np_random`` (see the class docstring)."""
-        unknown = sorted(set(options) - {"start", "goal", "pusher"})
-        if unknown:
-            raise ValueError(f"unknown reset options {unknown}; accepted: 'start' and 'goal' "
-                             "(block poses x, y, theta), 'pusher' (x, y)")  # fmt: skip
-        start, goal = self._pose_option(options, "start"), self._pose_option(options, "goal")
+    def _point_option(
+        self, options: dict[str, Any], name: str, pose: np.ndarray
+    ) -> np.ndarray | None:
+        """Option ``name`` as a pusher position (x, y) in the arena, clear of the T at ``pose``."""
+        if name not in options:
+            return None
+        p = np.asarray(options[name], dtype=np.float64).reshape(-1)
+        lo, hi = PUSHER_RADIUS, self.arena_size - PUSHER_RADIUS
+        if (p.shape != (2,) or not np.all(np.isfinite(p)) or not np.all((lo <= p) & (p <= hi))
+                or distance_to_block(p, pose) < PUSHER_RADIUS):  # fmt: skip
+            raise ValueError(
+                f"options[{name!r}]={options[name]!r} must be a finite (x, y) with x and y in "
+                f"[{lo:.3f}, {hi:.3f}] m, at least {PUSHER_RADIUS} m (the pusher radius) from "
+                f"the T's {'goal' if name == 'goal_pusher' else 'start'} pose"
+            )
+        return p
+
+    def _sample_poses(self, start: np.ndarray | None, goal: np.ndarray | None):
+        """Start and goal block poses, sampled where not given (see the class docstring)."""
         rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
         for _ in range(1000):
             s = start if start is not None else np.array(
@@ -372,27 +310,66 @@ class PushTEnv(BulletGoalEnv):
                 r, phi = self.max_goal_offset * np.sqrt(rng.uniform()), rng.uniform(-np.pi, np.pi)
                 xy = np.clip(s[:2] + r * np.array([np.cos(phi), np.sin(phi)]), lo, hi)
             g = goal if goal is not None else np.array([*xy, wrap_angle(s[2] + rot)])
-            far = (np.hypot(*(s[:2] - g[:2])) > 2 * self.success_pos_tol
-                   or abs(wrap_angle(s[2] - g[2])) > 2 * self.success_angle_tol)  # fmt: skip
-            if far or (start is not None and goal is not None):
+            if self._far(s, g) or (start is not None and goal is not None):
                 break
-        if "pusher" in options:
-            p = np.asarray(options["pusher"], dtype=np.float64).reshape(-1)
-            lo_p, hi_p = PUSHER_RADIUS, self.arena_size - PUSHER_RADIUS
-            if (p.shape != (2,) or not np.all(np.isfinite(p)) or not np.all((lo_p <= p) & (p <= hi_p))
-                    or distance_to_block(p, s) < PUSHER_RADIUS):  # fmt: skip
-                raise ValueError(
-                    f"options['pusher']={options['pusher']!r} must be a finite (x, y) with x and "
-                    f"y in [{lo_p:.3f}, {hi_p:.3f}] m, at least {PUSHER_RADIUS} m (the pusher "
-                    "radius) from the T's start pose"
-                )
+        return s, g
+
+    def _far(self, start: np.ndarray, goal: np.ndarray) -> bool:
+        """Whether either error between two poses exceeds twice its tolerance."""
+        return bool(np.hypot(*(start[:2] - goal[:2])) > 2 * self.success_pos_tol
+                    or abs(wrap_angle(start[2] - goal[2])) > 2 * self.success_angle_tol)  # fmt: skip
+
+    def _push_goal(self, start: np.ndarray | None):
+        """goal_mode="push": (start pose, start pusher, goal pose, goal pusher) from a simulated
+        push (see the class docstring); the env's state is left to the caller to overwrite."""
+        rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
+        for _ in range(1000):
+            s = start if start is not None else np.array(
+                [*rng.uniform(lo, hi, 2), rng.uniform(-np.pi, np.pi)])  # fmt: skip
+            point, normal = outline_point(rng.uniform())
+            p = to_world(point + (PUSHER_RADIUS + 0.01) * normal, s)
+            if (not np.all((PUSHER_RADIUS <= p) & (p <= self.arena_size - PUSHER_RADIUS))
+                    or distance_to_block(p, s) < PUSHER_RADIUS + 0.005):  # fmt: skip
+                continue  # outside the arena, or in the T's inner corner
+            self._block, self._pusher = np.array([*s, 0.0, 0.0, 0.0]), np.array([*p, 0.0, 0.0])
+            self._write()
+            inward = np.arctan2(*(-normal[::-1])) + s[2]  # world heading of the inward normal
+            heading = inward
+            for _ in range(self.goal_push_steps):
+                heading = np.clip(heading + rng.normal(0.0, _PUSH_TURN), inward - _PUSH_CONE,
+                                  inward + _PUSH_CONE)  # fmt: skip
+                self._advance_physics(_PUSH_SPEED * np.array([np.cos(heading), np.sin(heading)]))
+            g = np.array([*self._block[:2], wrap_angle(self._block[2])])
+            edge = BLOCK_RADIUS + PUSHER_RADIUS  # the pusher fits between the T and the walls
+            if self._far(s, g) and np.all((edge <= g[:2]) & (g[:2] <= self.arena_size - edge)):
+                return s, p, g, self._pusher[:2].copy()
+        raise RuntimeError(f"no push from start pose {start} moved the T far enough in 1000 "
+                           "tries; give another start, or use goal_mode='pose'")  # fmt: skip
+
+    def _sample_episode(self, options: dict[str, Any]) -> None:
+        """Options (all optional): ``start``/``goal`` block poses (x, y, theta), ``pusher`` and
+        ``goal_pusher`` (x, y; the goal image's pusher, default parked, or the push's end with
+        goal_mode="push"); the rest is sampled from ``self.np_random`` (see the class docstring).
+        With goal_mode="push" a ``goal`` option makes a goal_mode="pose" episode."""
+        unknown = sorted(set(options) - {"start", "goal", "pusher", "goal_pusher"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; accepted: 'start' and 'goal' "
+                             "(block poses x, y, theta), 'pusher', 'goal_pusher' (x, y)")  # fmt: skip
+        start, goal = self._pose_option(options, "start"), self._pose_option(options, "goal")
+        q = np.multiply(PARK_FRACTION, self.arena_size)
+        if self.goal_mode == "push" and goal is None:
+            s, p, g, q = self._push_goal(start)
         else:
+            s, g = self._sample_poses(start, goal)
+            p = None
             clear, m = PUSHER_RADIUS + 0.02, PUSHER_RADIUS + 0.02
-            for _ in range(1000):
-                p = rng.uniform(m, self.arena_size - m, 2)
+            for _ in range(0 if "pusher" in options else 1000):
+                p = self.np_random.uniform(m, self.arena_size - m, 2)
                 if distance_to_block(p, s) >= clear:
                     break
+        p = self._point_option(options, "pusher", s) if "pusher" in options else p
+        q = self._point_option(options, "goal_pusher", g) if "goal_pusher" in options else q
         # Only now that every option is valid does the state change.
-        self._block, self._goal = np.array([*s, 0.0, 0.0, 0.0]), g
+        self._block, self._goal, self._goal_pusher = np.array([*s, 0.0, 0.0, 0.0]), g, q
         self._pusher = np.array([*p, 0.0, 0.0])
         self._write()

@@ -80,7 +80,7 @@ def test_clone_and_set_state_replay_bitwise_through_contacts(env):
     for _ in range(6):
         env.step([0.0, 1.0])
     saved = env.get_state()
-    assert saved.dtype == np.float64 and saved.shape == (14,)
+    assert saved.dtype == np.float64 and saved.shape == (16,)
     assert distance_to_block(saved[:2], saved[4:7]) < PUSHER_RADIUS + 1e-3  # touching
     actions = np.random.default_rng(1).uniform(-1.2, 1.2, (15, 2))
     actions[:, 1] = np.abs(actions[:, 1])
@@ -299,3 +299,49 @@ def test_expert_path_check_matches_dense_sampling():
     points = a + np.linspace(0, 1, 801)[:, None, None] * (b - a)
     expected = distance_to_block(points, pose).min(0) >= 0.034
     np.testing.assert_array_equal(_segments_clear(a, b, pose, 0.034), expected)
+
+
+# ---------------------------------------------------------------- goal_mode="push"
+def test_push_goals_start_at_a_contact_and_show_where_the_push_left_the_pusher():
+    e, other = PushTEnv(image_size=32, goal_mode="push"), PushTEnv(image_size=32)
+    try:
+        for seed in range(6):
+            obs, info = e.reset(seed=seed)
+            st = e.task_state()
+            gap = float(distance_to_block(st["pusher"][:2], st["block"][:3]))
+            assert 0.005 + PUSHER_RADIUS <= gap <= PUSHER_RADIUS + 0.0101  # 1 cm off the outline
+            assert not info["is_success"] and e._far(st["block"][:3], st["goal"])
+            q = info["goal_state"][:2]  # the goal image's pusher, drawn there
+            np.testing.assert_allclose(_pixel_centroid(_mask(info["goal_pixels"], PUSHER_RGB), 1.0),
+                                       q, atol=1.5 / 32)  # fmt: skip
+            # The pusher moved on from the start, at most as far as the push's speed allows.
+            moved = np.hypot(*(q - st["pusher"][:2]))
+            assert 0.1 < moved <= 25 * 0.6 * 0.025 + 1e-6
+            # The state (goal-image pusher included) carries over to another env exactly.
+            other.reset(seed=100)
+            other.set_state(e.get_state())
+            np.testing.assert_array_equal(other.render(), obs["pixels"])
+            goal = other.goal_observation()
+            np.testing.assert_array_equal(goal["pixels"], info["goal_pixels"])
+            np.testing.assert_array_equal(goal["state"], info["goal_state"])
+        e.reset(seed=1)
+        again = e.get_state()
+        e.reset(seed=1)
+        np.testing.assert_array_equal(e.get_state(), again)
+        # A goal given as an option makes a pose-mode episode: the goal image's pusher is parked.
+        _, info = e.reset(seed=0, options={"goal": (0.6, 0.55, 0.0)})
+        np.testing.assert_allclose(info["goal_state"][:2], PARK_FRACTION)
+    finally:
+        e.close()
+        other.close()
+
+
+def test_goal_pusher_option_and_goal_mode_validation(env):
+    _, info = env.reset(seed=0, options={"goal": (0.6, 0.55, 0.0), "goal_pusher": (0.2, 0.8)})
+    np.testing.assert_allclose(info["goal_state"][:2], [0.2, 0.8])
+    with pytest.raises(ValueError, match=r"options\['goal_pusher'\].*goal pose"):
+        env.reset(seed=0, options={"goal": (0.6, 0.55, 0.0), "goal_pusher": (0.6, 0.55)})
+    for kwargs, match in [({"goal_mode": "expert"}, "goal_mode"),
+                          ({"goal_push_steps": 0}, "goal_push_steps")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            PushTEnv(image_size=8, **kwargs)
