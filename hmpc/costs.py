@@ -165,6 +165,10 @@ class CostWeights:
     # "start:stop" ("0:32": leave out a fused proprioceptive suffix, e.g. Push-T's pusher, whose
     # place in the goal image says nothing about the task; see model.state_dim)
     goal_dims: Any = None
+    # extra weight of some level-1 dims in the goal distance: {dims: w}, dims an index or a slice
+    # "a:b" as in goal_dims, w >= 0 multiplying their squared differences (e.g. {"64:66": 30}: a
+    # fused 2-D state that the image latent's 64 dims would otherwise drown); null = all 1
+    goal_dim_weights: Any = None
 
     def __post_init__(self) -> None:
         if self.goal_mode not in GOAL_MODES:
@@ -175,29 +179,64 @@ class CostWeights:
         if not isinstance(self.guardrails, Guardrails):
             object.__setattr__(self, "guardrails", Guardrails.from_config(self.guardrails))
         object.__setattr__(self, "goal_dims", _dims_spec(self.goal_dims))
+        if self.goal_dim_weights is not None:
+            object.__setattr__(self, "goal_dim_weights", _dim_weights(self.goal_dim_weights))
 
     def goal_part(self, z: torch.Tensor) -> torch.Tensor:
-        """The ``goal_dims`` of level-1 latents z (..., D) -> (..., D'); z itself when null."""
+        """The ``goal_dims`` of level-1 latents z (..., D) -> (..., D'), each dim scaled by the
+        square root of its ``goal_dim_weights`` entry; z itself when both are null."""
         dims, size = self.goal_dims, z.shape[-1]
+        if self.goal_dim_weights is not None:
+            scale = torch.ones(size, dtype=z.dtype, device=z.device)
+            for d, w in self.goal_dim_weights:
+                _check_dims(d, size, "goal_dim_weights")
+                scale[d if isinstance(d, slice) else [d]] = w**0.5
+            z = z * scale
         if dims is None:
             return z
-        if isinstance(dims, slice):
-            if len(range(size)[dims]) == 0:
-                raise ValueError(f"weights.goal_dims={_slice_text(dims)!r} picks no dim of the "
-                                 f"level-1 latent of {size} dims; e.g. '0:{size - 1}'")
-            return z[..., dims]
-        bad = [i for i in dims if not -size <= i < size]
-        if bad:
-            raise ValueError(f"weights.goal_dims={list(dims)}: {bad} outside the level-1 latent "
-                             f"of {size} dims; use indices in [0, {size})")
-        return z[..., list(dims)]
+        _check_dims(dims, size, "goal_dims")
+        return z[..., dims] if isinstance(dims, slice) else z[..., list(dims)]
+
+
+def _check_dims(dims: slice | tuple[int, ...] | int, size: int, key: str) -> None:
+    """Raise naming ``weights.<key>`` when ``dims`` picks nothing or indexes outside ``size``."""
+    if isinstance(dims, slice):
+        if len(range(size)[dims]) == 0:
+            raise ValueError(f"weights.{key}: {_slice_text(dims)!r} picks no dim of the "
+                             f"level-1 latent of {size} dims; e.g. '0:{size - 1}'")  # fmt: skip
+        return
+    bad = [i for i in (dims if isinstance(dims, tuple) else (dims,)) if not -size <= i < size]
+    if bad:
+        raise ValueError(f"weights.{key}: {bad} outside the level-1 latent of {size} dims; use "
+                         f"indices in [0, {size})")  # fmt: skip
+
+
+def _dim_weights(value: Any) -> tuple[tuple[slice | int, float], ...]:
+    """``goal_dim_weights`` from a config: {index or "a:b": weight >= 0} -> ((dims, w), ...)."""
+    hint = "use a mapping like {'64:66': 30.0} or {3: 2.0} (dims: an index or a slice 'a:b')"
+    if isinstance(value, tuple):
+        return value
+    if not hasattr(value, "items") or not value:
+        raise ValueError(f"weights.goal_dim_weights={value!r}; {hint}")
+    out = []
+    for key, w in value.items():
+        if isinstance(key, str) and ":" in key:
+            dims = _dims_spec(key, "goal_dim_weights key")
+        elif isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
+            dims = int(key)
+        else:
+            raise ValueError(f"weights.goal_dim_weights key {key!r}; {hint}")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+            raise ValueError(f"weights.goal_dim_weights[{key!r}]={w!r} must be a number >= 0")
+        out.append((dims, float(w)))
+    return tuple(out)
 
 
 def _slice_text(dims: slice) -> str:
     return ":".join("" if b is None else str(b) for b in (dims.start, dims.stop))
 
 
-def _dims_spec(value: Any) -> slice | tuple[int, ...] | None:
+def _dims_spec(value: Any, key: str = "goal_dims") -> slice | tuple[int, ...] | None:
     """``goal_dims`` from a config: None, a list of ints -> tuple, or "a:b" -> slice(a, b)."""
     hint = "use null (all dims), a list of latent indices like [0, 1, 5], or a slice like '0:32'"
     if value is None or isinstance(value, slice):
@@ -209,13 +248,13 @@ def _dims_spec(value: Any) -> slice | tuple[int, ...] | None:
                 raise ValueError(value)
             return slice(*(int(p) if p.strip() else None for p in parts))
         except ValueError:
-            raise ValueError(f"weights.goal_dims={value!r} is not a slice; {hint}") from None
+            raise ValueError(f"weights.{key}={value!r} is not a slice; {hint}") from None
     try:
         dims = tuple(value)
     except TypeError:
-        raise ValueError(f"weights.goal_dims={value!r}; {hint}") from None
+        raise ValueError(f"weights.{key}={value!r}; {hint}") from None
     if not dims or not all(isinstance(i, int) and not isinstance(i, bool) for i in dims):
-        raise ValueError(f"weights.goal_dims={value!r}; {hint}")
+        raise ValueError(f"weights.{key}={value!r}; {hint}")
     return dims
 
 

@@ -188,10 +188,29 @@ def test_goal_dims_pick_the_latent_dims_the_goal_compares():
     for bad in ["0-4", "1:2:3", "a:b", [], [1.5], [True], 3]:
         with pytest.raises(ValueError, match="weights.goal_dims"):
             CostWeights(goal_dims=bad)
-    with pytest.raises(ValueError, match=r"goal_dims=\[0, 6\].*\[6\] outside.*6 dims"):
+    with pytest.raises(ValueError, match=r"goal_dims: \[6\] outside.*6 dims"):
         CostWeights(goal_dims=[0, 6]).goal_part(z)
     with pytest.raises(ValueError, match="'4:2' picks no dim"):
         CostWeights(goal_dims="4:2").goal_part(z)
+
+
+def test_goal_dim_weights_scale_squared_differences_of_their_dims():
+    from hmpc.costs import CostWeights, goal_distance
+
+    z, goal = torch.zeros(1, 1, 6), torch.ones(6)  # every dim 1 from the goal
+    w = CostWeights(goal_dim_weights={"4:6": 10.0, 0: 0.0})
+    part = w.goal_part(z.squeeze(1) + 1.0)
+    assert torch.allclose(part, torch.tensor([[0.0, 1, 1, 1, 10**0.5, 10**0.5]]))
+    d = goal_distance(w.goal_part(z), w.goal_part(goal), "final")
+    assert torch.allclose(d, torch.tensor([0 + 3 * 1 + 2 * 10.0]))
+    # with goal_dims the weights apply first, indexed in the full latent
+    both = CostWeights(goal_dims="3:6", goal_dim_weights={"4:6": 4.0}).goal_part(torch.ones(1, 6))
+    assert torch.equal(both, torch.tensor([[1.0, 2.0, 2.0]]))
+    for bad in [[1, 2], {}, {"x": 1.0}, {1: -1.0}, {1: True}, {"1:2:3": 1.0}]:
+        with pytest.raises(ValueError, match="goal_dim_weights"):
+            CostWeights(goal_dim_weights=bad)
+    with pytest.raises(ValueError, match=r"goal_dim_weights: \[7\] outside.*6 dims"):
+        CostWeights(goal_dim_weights={7: 2.0}).goal_part(z)
 
 
 def test_goal_term_ignores_the_dims_left_out(model):
