@@ -92,8 +92,8 @@ class PushTEnv(BulletGoalEnv):
     outside a point drawn uniformly on the T's outline, and the goal is the state after
     ``goal_push_steps`` env steps of pushing from there at |action| 0.6 with the heading starting
     along the inward normal and drifting (10 degrees per step, within 60 degrees of it),
-    simulated by this env's own physics; pushes that move the T less than twice a tolerance are
-    redrawn. The goal image then shows the pusher where the push left it. ``max_goal_offset``
+    simulated by this env's own physics, ending early where the pusher slides off (2 cm clear of
+    the T); pushes that move the T less than twice a tolerance are redrawn. The goal image then shows the pusher where the push left it. ``max_goal_offset``
     and ``max_goal_rotation_deg`` do not apply.
     """
 
@@ -339,6 +339,8 @@ class PushTEnv(BulletGoalEnv):
                 heading = np.clip(heading + rng.normal(0.0, _PUSH_TURN), inward - _PUSH_CONE,
                                   inward + _PUSH_CONE)  # fmt: skip
                 self._advance_physics(_PUSH_SPEED * np.array([np.cos(heading), np.sin(heading)]))
+                if distance_to_block(self._pusher[:2], self._block[:3]) > PUSHER_RADIUS + 0.02:
+                    break  # it slid off: the push ends where contact was lost
             g = np.array([*self._block[:2], wrap_angle(self._block[2])])
             edge = BLOCK_RADIUS + PUSHER_RADIUS  # the pusher fits between the T and the walls
             if self._far(s, g) and np.all((edge <= g[:2]) & (g[:2] <= self.arena_size - edge)):
