@@ -297,7 +297,9 @@ class PushTEnv(BulletGoalEnv):
             )
         return p
 
-    def _sample_poses(self, start: np.ndarray | None, goal: np.ndarray | None):
+    def _sample_poses(
+        self, start: np.ndarray | None, goal: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Start and goal block poses, sampled where not given (see the class docstring)."""
         rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
         for _ in range(1000):
@@ -319,9 +321,17 @@ class PushTEnv(BulletGoalEnv):
         return bool(np.hypot(*(start[:2] - goal[:2])) > 2 * self.success_pos_tol
                     or abs(wrap_angle(start[2] - goal[2])) > 2 * self.success_angle_tol)  # fmt: skip
 
-    def _push_goal(self, start: np.ndarray | None):
+    def _push_goal(self, start: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """goal_mode="push": (start pose, start pusher, goal pose, goal pusher) from a simulated
-        push (see the class docstring); the env's state is left to the caller to overwrite."""
+        push (see the class docstring); the env's state is restored afterwards."""
+        saved = self._pusher, self._block
+        try:
+            return self._simulate_push(start)
+        finally:
+            self._pusher, self._block = saved
+            self._write()
+
+    def _simulate_push(self, start: np.ndarray | None) -> tuple[np.ndarray, ...]:
         rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
         for _ in range(1000):
             s = start if start is not None else np.array(

@@ -330,6 +330,11 @@ def test_push_goals_start_at_a_contact_and_show_where_the_push_left_the_pusher()
         again = e.get_state()
         e.reset(seed=1)
         np.testing.assert_array_equal(e.get_state(), again)
+        # A rejected reset changes nothing, though the push was simulated before the check.
+        before = e.get_state()
+        with pytest.raises(ValueError, match=r"options\['pusher'\]"):
+            e.reset(seed=3, options={"pusher": (-1.0, 0.5)})
+        np.testing.assert_array_equal(e.get_state(), before)
         # A goal given as an option makes a pose-mode episode: the goal image's pusher is parked.
         _, info = e.reset(seed=0, options={"goal": (0.6, 0.55, 0.0)})
         np.testing.assert_allclose(info["goal_state"][:2], PARK_FRACTION)
