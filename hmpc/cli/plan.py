@@ -50,9 +50,10 @@ def run(cfg: DictConfig) -> None:
             f.write(json.dumps(entry) + "\n")
     (out / "episode.json").write_text(json.dumps({"controller": spec.name, "seed": cfg.seed, **rec}, indent=2))
     status = "success" if rec["success"] else "no success"
+    unit = "cells" if getattr(env.unwrapped, "has_path_distance", False) else "(task units)"
     print(
-        f"{spec.name}: {status} after {rec['steps']} steps; final distance {rec['final_distance']:.2f} "
-        f"cells; planning {rec['plan_ms_mean']:.1f} ms/step (p95 {rec['plan_ms_p95']:.1f}); "
+        f"{spec.name}: {status} after {rec['steps']} steps; final distance {rec['final_distance']:.3f} "
+        f"{unit}; planning {rec['plan_ms_mean']:.1f} ms/step (p95 {rec['plan_ms_p95']:.1f}); "
         f"fallbacks {rec['fallbacks']}\nwrote {out / 'episode.mp4'}, {out / 'steps.jsonl'}"
     )
 
