@@ -29,23 +29,21 @@ def _mixture(expert: str, noise: float) -> str:
 
 _ALL = "hierarchical,flat_gd,flat_cem,oracle,random"
 _NO_ORACLE = "hierarchical,flat_gd,flat_cem,random"  # the Panda oracle takes ~4 s per step
+_PUSH_T = {"collect": ["env=push_t", "policy=mixture", _mixture("push_t_expert", 0.5)],
+           "episodes": 400, "steps": 100, "model": "push_t", "train_steps": 1500,
+           "max_steps": 50, "goal": 90, "controllers": _ALL}  # fmt: skip
 # task -> collection, model preset, training steps, evaluation step budget, success goal (%)
 SETUPS = {
     "panda_reach": {"collect": ["env=panda_reach", "policy=mixture",
                                 _mixture("panda_reach_expert", 0.3)],
                     "episodes": 300, "steps": 50, "model": "panda", "train_steps": 3000,
                     "max_steps": 50, "goal": 100, "controllers": _NO_ORACLE},  # fmt: skip
-    "push_t": {"collect": ["env=push_t", "policy=mixture", _mixture("push_t_expert", 0.5)],
-               "episodes": 400, "steps": 100, "model": "push_t", "train_steps": 1500,
-               "max_steps": 50, "goal": 90, "controllers": _ALL,
+    "push_t": {**_PUSH_T,
                # goals within 10 cm and 30 degrees of the start: reachable in 50 steps
                "eval_env": ["env.max_goal_offset=0.1", "env.max_goal_rotation_deg=30"]},  # fmt: skip
     # the same data and model; goals from a push simulated from the start (env.goal_mode=push,
     # DINO-WM-like: its starts and goals are 25 steps apart on expert trajectories)
-    "push_t_push": {"collect": ["env=push_t", "policy=mixture", _mixture("push_t_expert", 0.5)],
-                    "episodes": 400, "steps": 100, "model": "push_t", "train_steps": 1500,
-                    "max_steps": 50, "goal": 90, "controllers": _ALL,
-                    "eval_env": ["env.goal_mode=push", "env.goal_push_steps=25"],
+    "push_t_push": {**_PUSH_T, "eval_env": ["env.goal_mode=push", "env.goal_push_steps=25"],
                     # the fused pusher (the preset's last 2 of 66 dims, <1 % of the latent's
                     # variance) weighs 30x in the goal distance: the goal image's pusher shows
                     # the push (chosen on seed 1000's 20 episodes; report other seeds)
@@ -85,16 +83,18 @@ def main() -> None:
                 "train")  # fmt: skip
         ckpt = str(out / "train" / "checkpoint")
     names = (args.controllers or setup["controllers"]).split(",")
+    # the task's planner overrides for the controllers evaluated ("controllers.<name>.<key>=...")
+    plan = [] if args.plain else [o for o in setup.get("plan", []) if o.split(".")[1] in names]
     res = evaluate(ckpt, names, [
         setup["collect"][0], *setup.get("eval_env", []), f"episodes={args.eval_episodes}", f"seed={args.seed}",
-        *([] if args.plain else [o for o in setup.get("plan", []) if o.split(".")[1] in names]),
+        *plan,
         f"max_steps={setup['max_steps']}", "videos=2", f"workers={args.workers}",
     ], out / "eval", "eval")  # fmt: skip
     (out / "tasks.json").write_text(json.dumps(res, indent=1))
     data = "" if args.checkpoint else f"{episodes} x {setup['steps']} frames, {train_steps} steps, "
     print(f"\n# {args.task}: model={setup['model']}, {data}{args.eval_episodes} episodes of "
           f"{setup['max_steps']} steps from the goal image (seed {args.seed}) {' '.join(setup.get('eval_env', []))} "
-          f"{'' if args.plain else ' '.join(setup.get('plan', []))}; checkpoint {ckpt}; outputs in {out} "
+          f"{' '.join(plan)}; checkpoint {ckpt}; outputs in {out} "
           f"(videos in eval/videos)\n")  # fmt: skip
     print(f"| controller | success % (goal >= {setup['goal']}) | 95 % CI | final distance | "
           "plan ms mean | p95 | out-of-bounds commands |")  # fmt: skip

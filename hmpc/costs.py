@@ -169,6 +169,8 @@ class CostWeights:
     # "a:b" as in goal_dims, w >= 0 multiplying their squared differences (e.g. {"64:66": 30}: a
     # fused 2-D state that the image latent's 64 dims would otherwise drown); null = all 1
     goal_dim_weights: Any = None
+    # per (latent size, device, dtype): the checked sqrt-weight vector goal_part multiplies by
+    _scales: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.goal_mode not in GOAL_MODES:
@@ -187,15 +189,23 @@ class CostWeights:
         square root of its ``goal_dim_weights`` entry; z itself when both are null."""
         dims, size = self.goal_dims, z.shape[-1]
         if self.goal_dim_weights is not None:
-            scale = torch.ones(size, dtype=z.dtype, device=z.device)
-            for d, w in self.goal_dim_weights:
-                _check_dims(d, size, "goal_dim_weights")
-                scale[d if isinstance(d, slice) else [d]] = w**0.5
-            z = z * scale
+            z = z * self._scale(size, z.device, z.dtype)
         if dims is None:
             return z
         _check_dims(dims, size, "goal_dims")
         return z[..., dims] if isinstance(dims, slice) else z[..., list(dims)]
+
+    def _scale(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(size,) square roots of ``goal_dim_weights`` (1 elsewhere), built and checked once per
+        latent size, device and dtype: goal_part runs in every optimiser iteration."""
+        key = (size, device, dtype)
+        if key not in self._scales:
+            scale = torch.ones(size, dtype=dtype, device=device)
+            for d, w in self.goal_dim_weights:
+                _check_dims(d, size, "goal_dim_weights")
+                scale[d if isinstance(d, slice) else [d]] = w**0.5
+            self._scales[key] = scale
+        return self._scales[key]
 
 
 def _check_dims(dims: slice | tuple[int, ...] | int, size: int, key: str) -> None:

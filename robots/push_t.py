@@ -297,14 +297,20 @@ class PushTEnv(BulletGoalEnv):
             )
         return p
 
+    def _start_pose(self, start: np.ndarray | None) -> np.ndarray:
+        """``start``, or a block pose drawn uniformly (centre kept from the walls, any yaw)."""
+        if start is not None:
+            return start
+        lo, hi = _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
+        return np.array([*self.np_random.uniform(lo, hi, 2), self.np_random.uniform(-np.pi, np.pi)])
+
     def _sample_poses(
         self, start: np.ndarray | None, goal: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Start and goal block poses, sampled where not given (see the class docstring)."""
         rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
         for _ in range(1000):
-            s = start if start is not None else np.array(
-                [*rng.uniform(lo, hi, 2), rng.uniform(-np.pi, np.pi)])  # fmt: skip
+            s = self._start_pose(start)
             rot = rng.uniform(-self.max_goal_rotation, self.max_goal_rotation)
             if self.max_goal_offset is None:
                 xy = rng.uniform(lo, hi, 2)
@@ -332,10 +338,9 @@ class PushTEnv(BulletGoalEnv):
             self._write()
 
     def _simulate_push(self, start: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        rng, lo, hi = self.np_random, _SAMPLE_MARGIN, self.arena_size - _SAMPLE_MARGIN
+        rng = self.np_random
         for _ in range(1000):
-            s = start if start is not None else np.array(
-                [*rng.uniform(lo, hi, 2), rng.uniform(-np.pi, np.pi)])  # fmt: skip
+            s = self._start_pose(start)
             point, normal = outline_point(rng.uniform())
             p = to_world(point + (PUSHER_RADIUS + 0.01) * normal, s)
             if (not np.all((PUSHER_RADIUS <= p) & (p <= self.arena_size - PUSHER_RADIUS))
