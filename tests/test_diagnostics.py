@@ -65,3 +65,30 @@ def test_probe_dims_choose_which_state_the_diagnostics_read():
     enc = _PusherOnlyEncoder(nuisance=29)
     assert pooled_probe_r2(enc, batches)["l1/probe_r2"] > 0.95
     assert pooled_probe_r2(enc, batches, probe_dims=(2, 3))["l1/probe_r2"] < 0.3
+
+
+class _DriftModel(_StateEncoder):
+    """A stand-in with a level-1 rollout that moves the state dims by ``drift`` per step (the
+    windows' state drifts by +0.05 per frame) and, with ``nuisance_drift``, the nuisance dims too."""
+
+    def __init__(self, drift: float, nuisance_drift: float = 0.0) -> None:
+        super().__init__(nuisance=29)
+        self.drift, self.nuisance_drift = drift, nuisance_drift
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, level: int = 1) -> torch.Tensor:
+        steps = torch.arange(1, actions.shape[1] + 1, dtype=s0.dtype).view(1, -1, 1)
+        step = torch.full((s0.shape[-1],), self.nuisance_drift)
+        step[:2] = self.drift
+        return s0.unsqueeze(1) + steps * step
+
+
+def test_probed_prediction_ratio_reads_the_state_the_latent_error_hides():
+    batches = _window_batches(16)
+    def ratio(model):
+        return pooled_probe_r2(model, batches)["l1/probe_pred_ratio"]
+    assert ratio(_DriftModel(0.05)) < 0.05  # the true dynamics (up to the probe's shrinkage)
+    assert abs(ratio(_DriftModel(0.0)) - 1) < 1e-3  # "nothing moves" is the baseline
+    assert ratio(_DriftModel(-0.05)) > 3.5  # the wrong way: (2 * 0.35)^2 / 0.35^2 = 4
+    # an error in the nuisance dims that makes the latent-space ratio 14.5 (worse than copying
+    # the start) leaves the probed ratio of the right state dynamics small
+    assert ratio(_DriftModel(0.05, nuisance_drift=0.05)) < 0.1

@@ -92,7 +92,8 @@ def test_outputs_diagnostics_plot_and_tensorboard(square_dataset, tmp_path):
     diag = json.loads((tmp_path / "diagnostics.json").read_text())
     for level, dim in (("level_1", 8), ("level_2", 6)):
         d = diag["levels"][level]
-        assert {"probe_r2", "pred_err_ratio", "eff_rank", "std_mean", "std_min"} <= set(d)
+        assert {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "eff_rank", "std_mean",
+                "std_min"} <= set(d)
         assert len(d["std_per_dim"]) == dim
     assert result.diagnostics == diag["levels"]
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
