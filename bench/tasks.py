@@ -47,7 +47,7 @@ SETUPS = {
                     # the fused pusher (the preset's last 2 of 66 dims, <1 % of the latent's
                     # variance) weighs 30x in the goal distance: the goal image's pusher shows
                     # the push (chosen on seed 1000's 20 episodes; report other seeds)
-                    "plan": [f"controllers.{c}.weights.goal_dim_weights={{64\\:66: 30}}"
+                    "plan": [f"controllers.{c}.weights.fused_state=30"
                              for c in ("hierarchical", "flat_gd", "flat_cem")]},  # fmt: skip
     "panda_pick_place": {"collect": ["env=panda_pick_place", "policy=mixture",
                                      _mixture("panda_pick_place_expert", 0.3)],

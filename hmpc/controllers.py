@@ -152,6 +152,9 @@ def build_controller(
         except ValueError as e:
             raise ValueError(f"controllers.{spec.name}: {e}") from e
     opt = _optimizer(spec.optimizer, seed)
-    return FlatMPC(
-        model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms, spec.compile
-    )
+    try:
+        return FlatMPC(
+            model, opt, spec.horizon, spec.candidates, weights, device, spec.deadline_ms, spec.compile
+        )
+    except ValueError as e:
+        raise ValueError(f"controllers.{spec.name}: {e}") from e

@@ -12,7 +12,7 @@ M = ensemble members.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -169,6 +169,10 @@ class CostWeights:
     # "a:b" as in goal_dims, w >= 0 multiplying their squared differences (e.g. {"64:66": 30}: a
     # fused 2-D state that the image latent's 64 dims would otherwise drown); null = all 1
     goal_dim_weights: Any = None
+    # weight of the fused proprioceptive state (model.state_dim) in the goal distance, for
+    # latents that hold it verbatim (keypoint encoders with latent_dim = 2K(1 + V) + state_dim):
+    # the model-aware form of goal_dim_weights={"64:66": 30} for Push-T's preset; 1 = as the rest
+    fused_state: float = 1.0
     # per (latent size, device, dtype): the checked sqrt-weight vector goal_part multiplies by
     _scales: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -183,6 +187,26 @@ class CostWeights:
         object.__setattr__(self, "goal_dims", _dims_spec(self.goal_dims))
         if self.goal_dim_weights is not None:
             object.__setattr__(self, "goal_dim_weights", _dim_weights(self.goal_dim_weights))
+        if isinstance(self.fused_state, bool) or not isinstance(self.fused_state, int | float) \
+                or not self.fused_state >= 0:
+            raise ValueError(f"weights.fused_state={self.fused_state!r} must be a number >= 0 "
+                             "(1 = weigh the fused state like the other dims, e.g. 30)")
+
+    def for_model(self, spec: Any) -> CostWeights:
+        """These weights for a model ``spec`` (a ``WorldModelSpec``): ``fused_state`` becomes a
+        ``goal_dim_weights`` entry on the dims that hold the fused state (after any given ones)."""
+        if self.fused_state == 1:
+            return self
+        dims = spec.fused_state_dims
+        if dims is None:
+            raise ValueError(
+                f"weights.fused_state={self.fused_state} needs a model whose level-1 latent holds "
+                f"the fused state verbatim (a keypoint encoder with latent_dim = 2 * keypoints * "
+                f"(1 + keypoint_vectors) + state_dim); this one has state_dim={spec.state_dim}, "
+                f"keypoints={spec.keypoints}, latent_dim={spec.latent_dim}: set "
+                "weights.fused_state=1, or weigh dims with weights.goal_dim_weights")
+        extra = ((dims, float(self.fused_state)),)
+        return replace(self, goal_dim_weights=(self.goal_dim_weights or ()) + extra, fused_state=1.0)
 
     def goal_part(self, z: torch.Tensor) -> torch.Tensor:
         """The ``goal_dims`` of level-1 latents z (..., D) -> (..., D'), each dim scaled by the

@@ -113,7 +113,7 @@ class HierarchicalMPC(LatentController):
         self.low_replan_every = low_replan_every
         self.subgoal_tolerance = subgoal_tolerance
         self.candidates = candidates
-        self.weights = weights or CostWeights()
+        self.weights = (weights or CostWeights()).for_model(model.spec)
         check_guardrails(spec, self.weights.guardrails)
         self.deadline_ms = deadline_ms
         self.deadline: float | None = None  # absolute time of the current step's deadline

@@ -184,7 +184,7 @@ class FlatMPC(LatentController):
         self.optimizer = optimizer
         self.horizon = horizon
         self.candidates = candidates
-        self.weights = weights or CostWeights()
+        self.weights = (weights or CostWeights()).for_model(model.spec)
         check_guardrails(model.spec, self.weights.guardrails)
         self.deadline_ms = deadline_ms
         self.action_dim = model.spec.action_dim

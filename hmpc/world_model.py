@@ -101,6 +101,15 @@ class WorldModelSpec:
         """Number of real env steps covered by one step of ``level`` (1-based)."""
         return math.prod(lv.k for lv in self.levels[: level - 1])
 
+    @property
+    def fused_state_dims(self) -> slice | None:
+        """Level-1 latent dims that hold observation.state[:state_dim] verbatim (the last ones of
+        a keypoint latent without a linear head), or None: no fused state, or a linear head mixes it."""
+        features = 2 * self.keypoints * (1 + self.keypoint_vectors)
+        if not (self.state_dim and self.keypoints and self.latent_dim == features + self.state_dim):
+            return None
+        return slice(features, self.latent_dim)
+
     def latent_size(self, level: int) -> int:
         return self.latent_dim if level == 1 else self.levels[level - 2].latent_dim
 

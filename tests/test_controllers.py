@@ -213,6 +213,35 @@ def test_goal_dim_weights_scale_squared_differences_of_their_dims():
         CostWeights(goal_dim_weights={7: 2.0}).goal_part(z)
 
 
+def test_fused_state_weight_finds_the_fused_dims_of_the_model():
+    # a keypoint latent [16 coordinates, 16 vectors, 2 fused] (Push-T's preset layout): the
+    # weight lands on dims 6:8, as goal_dim_weights={"6:8": 30} would
+    kp = WorldModelSpec(image_size=16, action_dim=2, latent_dim=2 * 2 * 2 + 2, widths=(4, 8),
+                        hidden=16, state_dim=2, keypoints=2, keypoint_vectors=1, levels=())
+    assert kp.fused_state_dims == slice(8, 10)
+    z = torch.ones(1, 10)
+    w = CostWeights(fused_state=30.0, goal_dim_weights={0: 4.0}).for_model(kp)
+    assert torch.allclose(w.goal_part(z), CostWeights(goal_dim_weights={0: 4.0, "8:10": 30.0}).goal_part(z))
+    assert w.fused_state == 1.0 and w.for_model(kp) is w  # resolved once
+    model = build_world_model(kp, seed=0)
+    ctrl = FlatMPC(model, GradientDescent(iters=1), horizon=2, weights=CostWeights(fused_state=30.0))
+    assert torch.allclose(ctrl.weights.goal_part(z)[0, 8:], torch.full((2,), 30.0**0.5))
+    # a CNN latent mixes the fused state through its linear head: nothing to weigh
+    for spec in (SPEC, replace(SPEC, state_dim=2), replace(kp, latent_dim=12)):
+        assert spec.fused_state_dims is None
+        with pytest.raises(ValueError, match=r"weights.fused_state=30.0 needs .*state_dim="):
+            CostWeights(fused_state=30.0).for_model(spec)
+    assert CostWeights().for_model(SPEC) == CostWeights()  # the default needs nothing
+    cnn = build_world_model(SPEC, seed=0)
+    spec = ControllerSpec(name="flat_cem", kind="flat", optimizer={"name": "cem", "iters": 1},
+                          weights={"fused_state": 30.0})
+    with pytest.raises(ValueError, match=r"controllers.flat_cem: weights.fused_state"):
+        build_controller(spec, cnn, 2, seed=0)
+    for bad in (-1.0, True, "30"):
+        with pytest.raises(ValueError, match="weights.fused_state"):
+            CostWeights(fused_state=bad)
+
+
 def test_goal_term_ignores_the_dims_left_out(model):
     """Flat MPC's goal term is the distance over goal_dims only; a bad goal_dims fails at reset
     (not as a silent fallback), for the hierarchy too."""
