@@ -2,7 +2,9 @@
 
     python bench/probe.py --env maze        # PointMaze medium, OU exploration, ~20 min on 2 CPU cores
     python bench/probe.py --env push_t      # Push-T, noisy scripted expert, ~12 min
+    python bench/probe.py --env panda_pick_place --model panda_keypoints  # the cube
     python bench/probe.py --env maze --frames 200000 --train-steps 2500 --out outputs/bench/probe
+    python bench/probe.py --env push_t --out <run> --reuse --score <checkpoint>  # score only
 
 Collects data with ``hmpc-collect``, trains the env's preset with ``hmpc-train`` (its wall time
 is printed next to the 15-minute goal), then scores the checkpoint on a separately collected
@@ -56,6 +58,16 @@ SETUPS = {
                    "pusher (x, y)": ([0, 1], None)},  # no goal: planning needs it, though
         "frames": 40_000, "train_steps": 1500,
         "train": ["trainer.probe_dims=[2,3,4,5]"],  # training diagnostics watch the block
+    },
+    # bench/tasks.py's pick-and-place data: the noisy expert or OU exploration, per episode
+    "panda_pick_place": {
+        "collect": ["env=panda_pick_place", "policy=mixture",
+                    "policy.components=[{name: panda_pick_place_expert, weight: 1, noise: 0.3},"
+                    "{name: correlated, weight: 1}]"],
+        "model": "panda",
+        "probes": {"cube (x, y, z)": ([7, 8, 9], None), "end effector (x, y, z)": ([0, 1, 2], None)},
+        "frames": 30_000, "train_steps": 2000,
+        "train": ["trainer.probe_dims=[7,8,9]"],  # training diagnostics watch the cube
     },
 }
 
@@ -117,6 +129,7 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(SETUPS), default="maze")
     parser.add_argument("--frames", type=int, default=None, help="training frames (<= 200k)")
     parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--model", default=None, help="model preset (default: the env's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra hmpc-train override, e.g. model.loss.inverse_dynamics=0.1")
     parser.add_argument("--workers", type=int, default=2)
@@ -124,8 +137,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="keep --out's dataset/ and held_out/ if present (compare training "
                         "settings on the same data); train/ is always rewritten")
+    parser.add_argument("--score", metavar="CHECKPOINT", default=None,
+                        help="score this checkpoint on --out's datasets (with --reuse) instead "
+                        "of training one; train/ is left alone")
     args = parser.parse_args()
-    setup = SETUPS[args.env]
+    setup = dict(SETUPS[args.env])
+    setup["model"] = args.model or setup["model"]
     frames = args.frames or setup["frames"]
     train_steps = args.train_steps or setup["train_steps"]
     out = Path(args.out or tempfile.mkdtemp(prefix=f"hmpc-probe-{args.env}-"))
@@ -136,14 +153,17 @@ def main() -> None:
             print(f"reusing {out / name}")
         else:
             run_cli("collect", [*env, *extra, f"output_dir={out / name}"])
-    shutil.rmtree(out / "train", ignore_errors=True)
-    train_s = run_cli("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
-                             f"trainer.steps={train_steps}", *setup.get("train", []), *args.set,
-                             f"output_dir={out / 'train'}"])  # fmt: skip
-    res = score(out / "train" / "checkpoint", out / "held_out", setup["probes"], out / "dataset")
-    res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps)
-    (out / "probe.json").write_text(json.dumps(res, indent=1))
-    print(f"\n# {args.env}: model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
+    ckpt, train_s = Path(args.score or out / "train" / "checkpoint"), float("nan")
+    if args.score is None:
+        shutil.rmtree(out / "train", ignore_errors=True)
+        train_s = run_cli("train", [f"data={out / 'dataset'}", f"model={setup['model']}",
+                                 f"trainer.steps={train_steps}", *setup.get("train", []), *args.set,
+                                 f"output_dir={out / 'train'}"])  # fmt: skip
+    res = score(ckpt, out / "held_out", setup["probes"], out / "dataset")
+    res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps, checkpoint=str(ckpt))
+    if args.score is None:
+        (out / "probe.json").write_text(json.dumps(res, indent=1))
+    print(f"\n# {args.env}: {ckpt}, model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
           f"{train_steps} steps {' '.join(args.set)}; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
     print("| metric | measured | goal |\n|---|---:|---:|")
     for name, (_, goal) in setup["probes"].items():
@@ -156,6 +176,8 @@ def main() -> None:
     for name in setup["probes"]:
         print(f"| 10-step error of the probed {name} / copy-last | "
               f"{res[f'probe_pred_ratio_10 {name}']:.3f} | - |")
+    if args.score is not None:
+        return
     print(f"| training wall time | {train_s / 60:.1f} min (incl. start-up and frame cache) | "
           f"{'<= 15 min' if args.env == 'maze' else '-'} |")  # fmt: skip
 

@@ -17,7 +17,7 @@ PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "model
 def test_model_preset_builds_and_rolls_out(preset):
     with initialize_config_module(config_module="configs", version_base=None):
         cfg = compose("train", overrides=[f"model={preset}", "trainer=long_horizon", "data=unused"])
-    action_dim = 4 if preset == "panda" else 2
+    action_dim = 4 if preset.startswith("panda") else 2
     spec, _ = model_spec(cfg.model, 64, action_dim)
     train_config(cfg.trainer)  # typed: a misspelt trainer key fails here
     assert cfg.trainer.top_steps == 6 and cfg.trainer.lr == 1.0e-3  # long_horizon over default

@@ -45,7 +45,8 @@ def run(cfg: DictConfig) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     summary = {
-        level: {k: round(v, 3) for k, v in d.items() if k in ("probe_r2", "pred_err_ratio", "eff_rank", "std_min")}
+        level: {k: round(v, 3) for k, v in d.items()
+                if k in ("probe_r2", "pred_err_ratio", "probe_pred_ratio", "eff_rank", "std_min")}
         for level, d in result.diagnostics.items()
     }
     print(json.dumps(summary, indent=1))
