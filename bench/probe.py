@@ -163,8 +163,9 @@ def main() -> None:
     res.update(train_wall_s=train_s, frames=frames, train_steps=train_steps, checkpoint=str(ckpt))
     if args.score is None:
         (out / "probe.json").write_text(json.dumps(res, indent=1))
-    print(f"\n# {args.env}: {ckpt}, model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), "
-          f"{train_steps} steps {' '.join(args.set)}; held-out: 40 episodes (seed 777); outputs in {out}\n")  # fmt: skip
+    run = (f"model={setup['model']}, {frames} frames ({' '.join(setup['collect'])}), {train_steps} "
+           f"steps {' '.join(args.set)}" if args.score is None else "scored only")  # fmt: skip
+    print(f"\n# {args.env}: {ckpt} ({run}); held-out: 40 episodes (seed 777) in {out}\n")
     print("| metric | measured | goal |\n|---|---:|---:|")
     for name, (_, goal) in setup["probes"].items():
         print(f"| probe R² {name}, level 1 | {res[f'probe_r2 {name}']:.3f} | "
