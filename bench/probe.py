@@ -114,7 +114,9 @@ def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float
         pred = model.rollout(s[:, 0], b["action"], 1)[:, -1]
         err += float((pred - s[:, -1]).pow(2).sum())
         base += float((s[:, 0] - s[:, -1]).pow(2).sum())
-        firsts.append(s[:, 0].cpu()), ends.append(pred.cpu()), y_end.append(b["state"][:, -1].cpu())
+        firsts.append(s[:, 0].cpu())
+        ends.append(pred.cpu())
+        y_end.append(b["state"][:, -1].cpu())
     out[f"pred_err_ratio_{steps}"] = err / base
     first_z, end_z, end_y = torch.cat(firsts), torch.cat(ends), torch.cat(y_end)
     for name, (dims, _) in probes.items():

@@ -187,8 +187,7 @@ class CostWeights:
         object.__setattr__(self, "goal_dims", _dims_spec(self.goal_dims))
         if self.goal_dim_weights is not None:
             object.__setattr__(self, "goal_dim_weights", _dim_weights(self.goal_dim_weights))
-        if isinstance(self.fused_state, bool) or not isinstance(self.fused_state, int | float) \
-                or not self.fused_state >= 0:
+        if not _is_weight(self.fused_state):
             raise ValueError(f"weights.fused_state={self.fused_state!r} must be a number >= 0 "
                              "(1 = weigh the fused state like the other dims, e.g. 30)")
 
@@ -260,10 +259,15 @@ def _dim_weights(value: Any) -> tuple[tuple[slice | int, float], ...]:
             dims = int(key)
         else:
             raise ValueError(f"weights.goal_dim_weights key {key!r}; {hint}")
-        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+        if not _is_weight(w):
             raise ValueError(f"weights.goal_dim_weights[{key!r}]={w!r} must be a number >= 0")
         out.append((dims, float(w)))
     return tuple(out)
+
+
+def _is_weight(w: Any) -> bool:
+    """A config weight: a real number >= 0 (not a bool, not NaN)."""
+    return not isinstance(w, bool) and isinstance(w, int | float) and w >= 0
 
 
 def _slice_text(dims: slice) -> str:

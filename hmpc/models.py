@@ -88,6 +88,11 @@ def _fuse(h: torch.Tensor, state: torch.Tensor | None, state_dim: int) -> torch.
     return torch.cat([h, state[..., :state_dim].float()], dim=-1)
 
 
+def keypoint_features(keypoints: int, vectors: int) -> int:
+    """Size of a keypoint encoder's features: 2-D coordinates and ``vectors`` 2-D vectors each."""
+    return 2 * keypoints * (1 + vectors)
+
+
 class KeypointEncoder(nn.Module):
     """CNN with a spatial-softmax keypoint bottleneck: images (B, 3, H, W) -> latents (B, D).
 
@@ -133,7 +138,7 @@ class KeypointEncoder(nn.Module):
         grid = torch.linspace(-1.0, 1.0, side)
         self.register_buffer("grid_x", grid.repeat(side), persistent=False)  # (side*side,)
         self.register_buffer("grid_y", grid.repeat_interleave(side), persistent=False)
-        features = 2 * keypoints * (1 + vectors)
+        features = keypoint_features(keypoints, vectors)
         identity = latent_dim == features + state_dim  # the latent is [coordinates, vectors, state]
         self.head = nn.Identity() if identity else nn.Linear(features + state_dim, latent_dim)
         self.num_vectors = vectors

@@ -27,6 +27,7 @@ from hmpc.models import (
     LatentPosterior,
     MacroActionEncoder,
     ResidualPredictor,
+    keypoint_features,
     make_encoder,
     mlp,
 )
@@ -105,7 +106,7 @@ class WorldModelSpec:
     def fused_state_dims(self) -> slice | None:
         """Level-1 latent dims that hold observation.state[:state_dim] verbatim (the last ones of
         a keypoint latent without a linear head), or None: no fused state, or a linear head mixes it."""
-        features = 2 * self.keypoints * (1 + self.keypoint_vectors)
+        features = keypoint_features(self.keypoints, self.keypoint_vectors)
         if not (self.state_dim and self.keypoints and self.latent_dim == features + self.state_dim):
             return None
         return slice(features, self.latent_dim)

@@ -93,8 +93,9 @@ class PushTEnv(BulletGoalEnv):
     ``goal_push_steps`` env steps of pushing from there at |action| 0.6 with the heading starting
     along the inward normal and drifting (10 degrees per step, within 60 degrees of it),
     simulated by this env's own physics, ending early where the pusher slides off (2 cm clear of
-    the T); pushes that move the T less than twice a tolerance are redrawn. The goal image then shows the pusher where the push left it. ``max_goal_offset``
-    and ``max_goal_rotation_deg`` do not apply.
+    the T); pushes that move the T less than twice a tolerance are redrawn. The goal image then
+    shows the pusher where the push left it. ``max_goal_offset`` and ``max_goal_rotation_deg`` do
+    not apply.
     """
 
     def __init__(
