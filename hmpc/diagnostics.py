@@ -69,6 +69,11 @@ def probed_error_ratio(
     final states ``y_end`` (N, d). < 1: the predictor moves the probed state the right way; >= 1:
     it does not, even when its error in latent units (``pred_err_ratio``) is small, since the
     latent distance may be dominated by dims that say little about this state.
+
+    Both errors include the probe's own read error. Passing the *encoded* final latents as
+    ``pred`` measures that floor (``probe_floor_ratio``): what a predictor that hits the encoder's
+    latent of the true final frame would read. A state the encoder reads poorly compared with how
+    far it moves in a window has a floor near 1, and then so has every predictor.
     """
     y = y_end.double()
     err = (apply_probe(w, pred) - y).pow(2).sum()
@@ -120,7 +125,8 @@ def pooled_probe_r2(
 ) -> dict[str, float]:
     """Linear-probe R² of the state dims ``probe_dims``, per level (``l<l>/probe_r2``), and the
     open-loop prediction error over a window read through that probe (``l<l>/probe_pred_ratio``,
-    :func:`probed_error_ratio`; for models with ``rollout``).
+    :func:`probed_error_ratio`; for models with ``rollout``) with its floor, the same ratio for the
+    encoded final frames (``l<l>/probe_floor_ratio``).
 
     The windows of all ``batches`` are pooled; the probe is fit on the first half of the windows
     and scored on the second half. Frames of one window are nearly the same state, so a probe fit
@@ -147,9 +153,11 @@ def pooled_probe_r2(
             out[f"l{level}/probe_r2"] = linear_probe_r2(zf, yf, z[half:].flatten(0, 1),
                                                         y[half:].flatten(0, 1))
             if rolls:
+                w = fit_prediction_probe(zf, yf)
                 out[f"l{level}/probe_pred_ratio"] = probed_error_ratio(
-                    fit_prediction_probe(zf, yf), z[half:, 0], torch.cat(ends[level])[half:],
-                    y[half:, -1])
+                    w, z[half:, 0], torch.cat(ends[level])[half:], y[half:, -1])
+                out[f"l{level}/probe_floor_ratio"] = probed_error_ratio(
+                    w, z[half:, 0], z[half:, -1], y[half:, -1])
     return out
 
 
@@ -159,7 +167,8 @@ def representation_report(
 ) -> dict[str, dict]:
     """End-of-training health report, per level, over held-out ``batches``.
 
-    Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "steps_per_window",
+    Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "probe_floor_ratio",
+    "steps_per_window",
     "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. The error ratio is averaged over
     batches; probe R² (:func:`pooled_probe_r2`), std and effective rank use all batches together.
     """
@@ -181,6 +190,7 @@ def representation_report(
             "probe_r2": sums.get(f"l{level}/probe_r2", float("nan")),
             "pred_err_ratio": sums[f"l{level}/pred_err_ratio"],
             "probe_pred_ratio": sums.get(f"l{level}/probe_pred_ratio", float("nan")),
+            "probe_floor_ratio": sums.get(f"l{level}/probe_floor_ratio", float("nan")),
             "steps_per_window": int(batches[0]["action"].shape[1] // model.spec.span(level)),
             **collapse_metrics(z),
             "std_per_dim": [round(float(v), 5) for v in z.std(dim=0)],

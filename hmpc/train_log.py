@@ -84,7 +84,8 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], path: Path, num_levels:
         ax.legend(fontsize=7)
         for col, (keys, title) in enumerate([
             ((f"val/l{level}/probe_r2", f"val/l{level}/pred_err_ratio",
-              f"val/l{level}/probe_pred_ratio"), "probe R² / pred. error ratios"),
+              f"val/l{level}/probe_pred_ratio", f"val/l{level}/probe_floor_ratio"),
+             "probe R² / pred. error ratios"),
             ((f"val/l{level}/eff_rank", f"val/l{level}/std_mean"), "eff. rank / mean std"),
         ], start=2):
             ax = fig.add_subplot(num_levels, 3, 3 * level - 3 + col)

@@ -94,3 +94,29 @@ def test_probed_prediction_ratio_reads_the_state_the_latent_error_hides():
     noisy = _DriftModel(0.05, nuisance_drift=0.05)
     assert all(window_diagnostics(noisy, b)["l1/pred_err_ratio"] > 1 for b in batches)
     assert ratio(noisy) < 0.1
+
+
+
+class _NoisyDriftModel(_DriftModel):
+    """The true dynamics, but an encoder that reads the state with per-frame noise (std ``noise``)."""
+
+    def __init__(self, noise: float) -> None:
+        super().__init__(0.05)
+        self.noise = noise
+
+    def encode_window(self, pixels: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        z = super().encode_window(pixels, state)
+        z[..., :2] += self.noise * torch.randn(z[..., :2].shape, generator=self.gen)
+        return z
+
+
+def test_probed_floor_is_the_encoders_own_reading_of_the_final_frame():
+    batches = _window_batches(64)  # 128 windows to fit on: the noisy probe must not overfit
+    exact = pooled_probe_r2(_DriftModel(0.05), batches)
+    assert exact["l1/probe_floor_ratio"] < 0.05  # this encoder reads the state exactly
+    # read with noise as large as the state's motion over a window (0.35 per dim), the floor
+    # rises toward copying: (0.5^2) / (0.35^2 + 0.5^2) = 0.67, and even the true dynamics,
+    # started from a noisy reading, read no better
+    noisy = pooled_probe_r2(_NoisyDriftModel(0.5), batches)
+    assert 0.5 < noisy["l1/probe_floor_ratio"] < 0.85
+    assert noisy["l1/probe_pred_ratio"] > 0.5

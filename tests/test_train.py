@@ -208,6 +208,14 @@ def test_labelled_episodes_are_split_apart_from_video_only_ones(tmp_path):
         assert len(va) == 10
     plain = _split(frames, 0.5, np.random.default_rng(0), use_video=False)
     assert len(plain[1]) == 10
+    # validation scores action-conditioned rollouts: its windows all have actions, so no
+    # video-only window is rolled out with zero actions into pred_err_ratio / probe_pred_ratio
+    from hmpc.train import _make_samplers
+
+    cfg = replace(CFG, val_fraction=0.5, video_only="use")
+    train_s, val_s, _ = _make_samplers(root, 3, cfg, np.random.default_rng(0))
+    assert train_s.num_windows > train_s.num_labelled > 0
+    assert val_s.num_windows == val_s.num_labelled > 0
 
 
 def test_video_only_windows_train_no_level1_prediction_nor_idm():

@@ -44,11 +44,9 @@ def run(cfg: DictConfig) -> None:
     except (NonFiniteLossError, NonFiniteWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    summary = {
-        level: {k: round(v, 3) for k, v in d.items()
-                if k in ("probe_r2", "pred_err_ratio", "probe_pred_ratio", "eff_rank", "std_min")}
-        for level, d in result.diagnostics.items()
-    }
+    keys = ("probe_r2", "pred_err_ratio", "probe_pred_ratio", "probe_floor_ratio", "eff_rank", "std_min")
+    summary = {level: {k: round(v, 3) for k, v in d.items() if k in keys}
+               for level, d in result.diagnostics.items()}
     print(json.dumps(summary, indent=1))
     curves = f", curves: {cfg.output_dir}/training_curves.png" if cfg.trainer.plots else ""
     print(f"diagnostics: {cfg.output_dir}/diagnostics.json{curves}")
