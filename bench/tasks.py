@@ -43,7 +43,9 @@ SETUPS = {
                "eval_env": ["env.max_goal_offset=0.1", "env.max_goal_rotation_deg=30"]},  # fmt: skip
     # the same data and model; goals from a push simulated from the start (env.goal_mode=push,
     # DINO-WM-like: its starts and goals are 25 steps apart on expert trajectories)
+    # flat_cem_proprio plans toward the goal image's pusher alone: the learned block must beat it
     "push_t_push": {**_PUSH_T, "eval_env": ["env.goal_mode=push", "env.goal_push_steps=25"],
+                    "controllers": "hierarchical,flat_gd,flat_cem,flat_cem_proprio,oracle,random",
                     # the fused pusher (the preset's last 2 of 66 dims, <1 % of the latent's
                     # variance) weighs 30x in the goal distance: the goal image's pusher shows
                     # the push (chosen on seed 1000's 20 episodes; report other seeds)

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from hmpc.latent_dims import FUSED_STATE, check_dims, dim_weights, dims_spec, is_weight
+
 GOAL_MODES = ("final", "sum", "mixed")
 
 
@@ -161,9 +163,10 @@ class CostWeights:
     action_bound: float = 1.0
     macro_prior: float = 0.01  # keeps macro codes near the region the encoder produced in training
     guardrails: Guardrails = field(default_factory=Guardrails)  # a mapping in configs
-    # level-1 latent dims the goal distance compares: null = all, a list [0, 1, 5], or a slice
-    # "start:stop" ("0:32": leave out a fused proprioceptive suffix, e.g. Push-T's pusher, whose
-    # place in the goal image says nothing about the task; see model.state_dim)
+    # level-1 latent dims the goal distance compares: null = all, a list [0, 1, 5], a slice
+    # "start:stop" ("0:32": leave out a fused proprioceptive suffix, e.g. Push-T's pusher), or
+    # "fused_state": only the fused proprioception (model.state_dim), the planner that ignores the
+    # scene, a baseline a model's object predictions must beat
     goal_dims: Any = None
     # extra weight of some level-1 dims in the goal distance: {dims: w}, dims an index or a slice
     # "a:b" as in goal_dims, w >= 0 multiplying their squared differences (e.g. {"64:66": 30}: a
@@ -184,38 +187,49 @@ class CostWeights:
                              "average in goal_mode 'mixed')")
         if not isinstance(self.guardrails, Guardrails):
             object.__setattr__(self, "guardrails", Guardrails.from_config(self.guardrails))
-        object.__setattr__(self, "goal_dims", _dims_spec(self.goal_dims))
+        object.__setattr__(self, "goal_dims", dims_spec(self.goal_dims))
         if self.goal_dim_weights is not None:
-            object.__setattr__(self, "goal_dim_weights", _dim_weights(self.goal_dim_weights))
-        if not _is_weight(self.fused_state):
+            object.__setattr__(self, "goal_dim_weights", dim_weights(self.goal_dim_weights))
+        if not is_weight(self.fused_state):
             raise ValueError(f"weights.fused_state={self.fused_state!r} must be a number >= 0 "
                              "(1 = weigh the fused state like the other dims, e.g. 30)")
 
     def for_model(self, spec: Any) -> CostWeights:
         """These weights for a model ``spec`` (a ``WorldModelSpec``): ``fused_state`` becomes a
-        ``goal_dim_weights`` entry on the dims that hold the fused state (after any given ones)."""
-        if self.fused_state == 1:
+        ``goal_dim_weights`` entry on the dims that hold the fused state (after any given ones),
+        and ``goal_dims="fused_state"`` those dims."""
+        uses = [k for k, on in (("fused_state", self.fused_state != 1),
+                                ("goal_dims", self.goal_dims == FUSED_STATE)) if on]
+        if not uses:
             return self
         dims = spec.fused_state_dims
         if dims is None:
+            value = self.fused_state if uses[0] == "fused_state" else repr(FUSED_STATE)
             raise ValueError(
-                f"weights.fused_state={self.fused_state} needs a model whose level-1 latent holds "
+                f"weights.{uses[0]}={value} needs a model whose level-1 latent holds "
                 f"the fused state verbatim (a keypoint encoder with latent_dim = 2 * keypoints * "
                 f"(1 + keypoint_vectors) + state_dim); this one has state_dim={spec.state_dim}, "
                 f"keypoints={spec.keypoints}, latent_dim={spec.latent_dim}: set "
-                "weights.fused_state=1, or weigh dims with weights.goal_dim_weights")
+                f"weights.{uses[0]}={'1' if uses[0] == 'fused_state' else 'null'}, or pick dims "
+                "by index with weights.goal_dims / goal_dim_weights")
+        out = replace(self, goal_dims=dims) if self.goal_dims == FUSED_STATE else self
+        if self.fused_state == 1:
+            return out
         extra = ((dims, float(self.fused_state)),)
-        return replace(self, goal_dim_weights=(self.goal_dim_weights or ()) + extra, fused_state=1.0)
+        return replace(out, goal_dim_weights=(self.goal_dim_weights or ()) + extra, fused_state=1.0)
 
     def goal_part(self, z: torch.Tensor) -> torch.Tensor:
         """The ``goal_dims`` of level-1 latents z (..., D) -> (..., D'), each dim scaled by the
         square root of its ``goal_dim_weights`` entry; z itself when both are null."""
         dims, size = self.goal_dims, z.shape[-1]
+        if dims == FUSED_STATE:
+            raise ValueError(f"weights.goal_dims={FUSED_STATE!r} is resolved by "
+                             "CostWeights.for_model(model.spec); call it before planning")
         if self.goal_dim_weights is not None:
             z = z * self._scale(size, z.device, z.dtype)
         if dims is None:
             return z
-        _check_dims(dims, size, "goal_dims")
+        check_dims(dims, size, "goal_dims")
         return z[..., dims] if isinstance(dims, slice) else z[..., list(dims)]
 
     def _scale(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -225,75 +239,10 @@ class CostWeights:
         if key not in self._scales:
             scale = torch.ones(size, dtype=dtype, device=device)
             for d, w in self.goal_dim_weights:
-                _check_dims(d, size, "goal_dim_weights")
+                check_dims(d, size, "goal_dim_weights")
                 scale[d if isinstance(d, slice) else [d]] = w**0.5
             self._scales[key] = scale
         return self._scales[key]
-
-
-def _check_dims(dims: slice | tuple[int, ...] | int, size: int, key: str) -> None:
-    """Raise naming ``weights.<key>`` when ``dims`` picks nothing or indexes outside ``size``."""
-    if isinstance(dims, slice):
-        if len(range(size)[dims]) == 0:
-            raise ValueError(f"weights.{key}: {_slice_text(dims)!r} picks no dim of the "
-                             f"level-1 latent of {size} dims; e.g. '0:{size - 1}'")  # fmt: skip
-        return
-    bad = [i for i in (dims if isinstance(dims, tuple) else (dims,)) if not -size <= i < size]
-    if bad:
-        raise ValueError(f"weights.{key}: {bad} outside the level-1 latent of {size} dims; use "
-                         f"indices in [0, {size})")  # fmt: skip
-
-
-def _dim_weights(value: Any) -> tuple[tuple[slice | int, float], ...]:
-    """``goal_dim_weights`` from a config: {index or "a:b": weight >= 0} -> ((dims, w), ...)."""
-    hint = "use a mapping like {'64:66': 30.0} or {3: 2.0} (dims: an index or a slice 'a:b')"
-    if isinstance(value, tuple):
-        return value
-    if not hasattr(value, "items") or not value:
-        raise ValueError(f"weights.goal_dim_weights={value!r}; {hint}")
-    out = []
-    for key, w in value.items():
-        if isinstance(key, str) and ":" in key:
-            dims = _dims_spec(key, "goal_dim_weights key")
-        elif isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
-            dims = int(key)
-        else:
-            raise ValueError(f"weights.goal_dim_weights key {key!r}; {hint}")
-        if not _is_weight(w):
-            raise ValueError(f"weights.goal_dim_weights[{key!r}]={w!r} must be a number >= 0")
-        out.append((dims, float(w)))
-    return tuple(out)
-
-
-def _is_weight(w: Any) -> bool:
-    """A config weight: a real number >= 0 (not a bool, not NaN)."""
-    return not isinstance(w, bool) and isinstance(w, int | float) and w >= 0
-
-
-def _slice_text(dims: slice) -> str:
-    return ":".join("" if b is None else str(b) for b in (dims.start, dims.stop))
-
-
-def _dims_spec(value: Any, key: str = "goal_dims") -> slice | tuple[int, ...] | None:
-    """``goal_dims`` from a config: None, a list of ints -> tuple, or "a:b" -> slice(a, b)."""
-    hint = "use null (all dims), a list of latent indices like [0, 1, 5], or a slice like '0:32'"
-    if value is None or isinstance(value, slice):
-        return value
-    if isinstance(value, str):
-        parts = value.split(":")
-        try:
-            if len(parts) != 2:
-                raise ValueError(value)
-            return slice(*(int(p) if p.strip() else None for p in parts))
-        except ValueError:
-            raise ValueError(f"weights.{key}={value!r} is not a slice; {hint}") from None
-    try:
-        dims = tuple(value)
-    except TypeError:
-        raise ValueError(f"weights.{key}={value!r}; {hint}") from None
-    if not dims or not all(isinstance(i, int) and not isinstance(i, bool) for i in dims):
-        raise ValueError(f"weights.{key}={value!r}; {hint}")
-    return dims
 
 
 def goal_distance(

@@ -123,6 +123,9 @@ def test_every_controller_config_builds_and_acts(model):
             m = model
             if spec.cost_weights().guardrails.uses_state:  # needs a state probe (point_maze: 4)
                 m = build_world_model(replace(SPEC, probe_dim=4), seed=0)
+            if spec.cost_weights().goal_dims == "fused_state":  # a keypoint latent with the state
+                m = build_world_model(replace(SPEC, latent_dim=10, state_dim=2, keypoints=2,
+                                              keypoint_vectors=1), seed=0)
             graphs = None
             if spec.landmarks:  # a graph of random latents: one long episode wandering about
                 z = torch.randn(2 * spec.landmarks, m.spec.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -240,6 +243,25 @@ def test_fused_state_weight_finds_the_fused_dims_of_the_model():
     for bad in (-1.0, True, "30"):
         with pytest.raises(ValueError, match="weights.fused_state"):
             CostWeights(fused_state=bad)
+
+
+def test_goal_dims_fused_state_compares_only_the_fused_proprioception():
+    kp = WorldModelSpec(image_size=16, action_dim=2, latent_dim=2 * 2 * 2 + 2, widths=(4, 8),
+                        hidden=16, state_dim=2, keypoints=2, keypoint_vectors=1, levels=())
+    z = torch.arange(10.0).view(1, 10)
+    only = CostWeights(goal_dims="fused_state")
+    with pytest.raises(ValueError, match="for_model"):  # symbolic until a model says which dims
+        only.goal_part(z)
+    assert torch.equal(only.for_model(kp).goal_part(z), torch.tensor([[8.0, 9.0]]))
+    both = CostWeights(goal_dims="fused_state", fused_state=4.0).for_model(kp)
+    assert torch.equal(both.goal_part(z), torch.tensor([[16.0, 18.0]]))  # sqrt(4) * (8, 9)
+    with pytest.raises(ValueError, match=r"weights.goal_dims='fused_state' needs .*state_dim="):
+        only.for_model(SPEC)
+    with pytest.raises(ValueError, match="weights.goal_dim_weights key"):
+        CostWeights(goal_dim_weights={"fused_state": 2.0})  # only goal_dims takes the name
+    ctrl = FlatMPC(build_world_model(kp, seed=0), GradientDescent(iters=1), horizon=2,
+                   weights=only)
+    assert ctrl.weights.goal_dims == slice(8, 10)
 
 
 def test_goal_term_ignores_the_dims_left_out(model):
