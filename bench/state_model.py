@@ -1,0 +1,177 @@
+"""Perfect perception, learned dynamics: how far a predictor trained on the simulator state gets.
+
+    python bench/state_model.py --data <probe run>/dataset --held-out <probe run>/held_out \
+        --eval-episodes 40 --seeds 2000 1000    # Push-T push goals, ~9 min on 2 CPU cores
+
+Splits the gap between the image world model and the oracle on Push-T (``env.goal_mode=push``,
+the pairs of ``bench/tasks.py --task push_t_push`` for the same seed). An MLP predictor
+is trained on the dataset's ``observation.state`` (pusher x, y, block x, y, cos, sin: what the
+images show, normalised) with ``--horizon``-step open-loop rollouts, then:
+- its 10-step open-loop error per state group on the held-out episodes, relative to copying the
+  start: the quantity ``bench/probe.py`` reads through a probe from the image latent;
+- planning with it from the true state toward the goal image's true state: flat CEM with
+  ``flat_cem``'s budget (64 x 3, horizon 16, replanned every step, warm-started), scoring the
+  env's own goal distance of the predicted block (the oracle's cost, no smoothness term).
+The state here is privileged (the learned controllers see images; their goal is an image). So
+this row bounds what learning the dynamics from this data allows with flat CEM: below it the
+loss is perception and the latent; above it, up to the oracle, the dynamics' precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import trange
+
+from hmpc.data import LeRobotDataset
+from hmpc.data.windows import FrameArrays, build_frame_cache
+from hmpc.optimizers import CEM
+from hmpc.report import wilson_interval
+from hmpc.rollout import episode_seed
+from robots import make_env
+from robots.push_t import BLOCK_GYRATION
+
+GROUPS = {"pusher": [0, 1], "block": [2, 3], "angle": [4, 5]}  # Push-T's observation.state
+
+
+class StateDynamics(nn.Module):
+    """s_{t+1} = s_t + f(s_t, a_t) on normalised states (B, S), actions (B, A)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: int,
+                 mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(state_dim + action_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, state_dim))
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Raw states (N, S) and actions (N, H, A) -> predicted raw states (N, H, S)."""
+        z, out = (s0 - self.mean) / self.std, []
+        for t in range(actions.shape[1]):
+            z = z + self.net(torch.cat([z, actions[:, t]], dim=-1))
+            out.append(z)
+        return torch.stack(out, dim=1) * self.std + self.mean
+
+
+def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
+    """First frames of every ``length``-frame window inside one episode (int64)."""
+    parts = [np.arange(s, s + n - length + 1) for s, n in
+             zip(frames.episode_starts, frames.episode_lengths, strict=True) if n >= length]
+    return np.concatenate(parts).astype(np.int64)
+
+
+def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,
+                   batch: int = 256) -> StateDynamics:
+    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
+    with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
+        torch.manual_seed(seed)
+        model = StateDynamics(state.shape[1], action.shape[1], hidden, state.mean(0), state.std(0))
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    starts = window_starts(frames, horizon + 1)
+    for _ in trange(steps, desc="state dynamics", mininterval=5):
+        idx = starts[rng.integers(0, len(starts), batch)][:, None] + np.arange(horizon + 1)
+        pred = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])
+        loss = ((pred - state[idx[:, 1:]]) / model.std).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def error_ratios(model: StateDynamics, frames: FrameArrays, steps: int = 10) -> dict[str, float]:
+    """Per state group: squared error of the ``steps``-step open-loop prediction / of copying."""
+    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
+    idx = window_starts(frames, steps + 1)[::2, None] + np.arange(steps + 1)
+    pred, y, s0 = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])[:, -1], state[idx[:, -1]], state[idx[:, 0]]
+    return {name: float((pred[:, d] - y[:, d]).pow(2).sum() / (s0[:, d] - y[:, d]).pow(2).sum())
+            for name, d in GROUPS.items()}
+
+
+def push_t_distance(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """The env's squared goal distance (info["distance"]^2) of predicted states (..., 6)."""
+    dp2 = (pred[..., 2:4] - goal[2:4]).pow(2).sum(-1)
+    dth = torch.atan2(pred[..., 5], pred[..., 4]) - torch.atan2(goal[5], goal[4])
+    return dp2 + (2 * BLOCK_GYRATION * torch.sin(dth / 2)).pow(2)
+
+
+@torch.no_grad()
+def plan_episodes(model: StateDynamics, episodes: int, seed: int, max_steps: int = 50,
+                  horizon: int = 16, population: int = 64, iters: int = 3) -> list[dict]:
+    env = make_env("push_t", goal_mode="push", goal_push_steps=25)
+    rows = []
+    try:
+        for i in trange(episodes, desc="episodes"):
+            obs, info = env.reset(seed=episode_seed(seed, i))
+            goal = torch.as_tensor(info["goal_state"]).float()
+            cem = CEM(iters=iters, population=population, elites=8, seed=i)
+            plan, ms, success = torch.zeros(1, horizon, 2), [], False
+            for _ in range(max_steps):
+                s0 = torch.as_tensor(obs["state"]).float()[None]
+
+                def cost(a: torch.Tensor, s0: torch.Tensor = s0, goal: torch.Tensor = goal) -> torch.Tensor:
+                    return push_t_distance(model.rollout(s0.expand(len(a), -1), a), goal).mean(1)
+
+                t0 = time.perf_counter()
+                best, _ = cem.optimize(cost, plan, -1.0, 1.0)
+                ms.append(1e3 * (time.perf_counter() - t0))
+                best = best.reshape(horizon, 2)
+                plan = torch.cat([best[1:], best[-1:]])[None]  # warm start: the shifted plan
+                obs, _, _, _, info = env.step(best[0].numpy())
+                if info["is_success"]:
+                    success = True
+                    break
+            rows.append({"success": success, "distance": float(info["distance"]),
+                         "plan_ms": float(np.mean(ms))})
+    finally:
+        env.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="training dataset (push_t)")
+    parser.add_argument("--held-out", type=Path, required=True, help="held-out dataset (push_t)")
+    parser.add_argument("--train-steps", type=int, default=5000)
+    parser.add_argument("--horizon", type=int, default=8, help="open-loop steps per training window")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--eval-episodes", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2000],
+                        help="evaluation seeds (start/goal pairs), one row each")
+    args = parser.parse_args()
+    train = build_frame_cache(LeRobotDataset(args.data), progress=False)
+    held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
+    if train.state.shape[1] != 6 or train.action.shape[1] != 2:
+        raise SystemExit(f"{args.data}: observation.state has {train.state.shape[1]} dims and "
+                         f"action {train.action.shape[1]}; this bench reads Push-T's (6 and 2)")
+    t0 = time.perf_counter()
+    model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0)
+    train_s = time.perf_counter() - t0
+    ratios = error_ratios(model, held)
+    print(f"\n# Push-T push goals, learned dynamics on the true state ({args.train_steps} steps, "
+          f"horizon {args.horizon}, hidden {args.hidden}; {train_s / 60:.1f} min); flat CEM 64 x 3, "
+          f"horizon 16; held-out 10-step error / copying: pusher {ratios['pusher']:.3f}, block "
+          f"{ratios['block']:.3f}, angle {ratios['angle']:.3f}\n")
+    print("| seed | pairs | success % | 95 % CI | final distance | plan ms |\n|---:|---:|---:|---|---:|---:|")
+    for seed in args.seeds:
+        rows = plan_episodes(model, args.eval_episodes, seed)
+        wins = sum(r["success"] for r in rows)
+        lo, hi = wilson_interval(wins, len(rows))
+        print(f"| {seed} | {len(rows)} | {100 * wins / len(rows):.1f} | [{lo:.0f}, {hi:.0f}] | "
+              f"{np.mean([r['distance'] for r in rows]):.3f} | "
+              f"{np.mean([r['plan_ms'] for r in rows]):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
