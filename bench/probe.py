@@ -122,12 +122,13 @@ def score(checkpoint: Path, data: Path, probes: dict[str, tuple[list[int], float
         y_end.append(b["state"][:, -1].cpu())
     out[f"pred_err_ratio_{steps}"] = err / base
     first_z, end_z, end_y = torch.cat(firsts), torch.cat(ends), torch.cat(y_end)
+    encoded_end = torch.cat(encoded_ends)
     for name, (dims, _) in probes.items():
         w = fit_prediction_probe(zt, yt[:, dims])
         out[f"probe_pred_ratio_{steps} {name}"] = probed_error_ratio(w, first_z, end_z, end_y[:, dims])
         # the floor: the encoder's own latent of the true final frame, read by the same probe
         out[f"probe_floor_ratio_{steps} {name}"] = probed_error_ratio(
-            w, first_z, torch.cat(encoded_ends), end_y[:, dims])
+            w, first_z, encoded_end, end_y[:, dims])
     out["held_out_windows"] = len(starts)
     return out
 

@@ -61,10 +61,13 @@ class StateDynamics(nn.Module):
 
 
 def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
-    """First frames of every ``length``-frame window inside one episode (int64)."""
+    """First frames of every ``length``-frame window inside one episode whose actions are all
+    recorded (video-only frames carry zero actions) (int64)."""
     parts = [np.arange(s, s + n - length + 1) for s, n in
              zip(frames.episode_starts, frames.episode_lengths, strict=True) if n >= length]
-    return np.concatenate(parts).astype(np.int64)
+    starts = np.concatenate(parts).astype(np.int64)
+    missing = np.concatenate([[0], np.cumsum(~frames.has_action)])  # before frame j
+    return starts[missing[starts + length - 1] == missing[starts]]
 
 
 def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,
@@ -152,9 +155,10 @@ def main() -> None:
     args = parser.parse_args()
     train = build_frame_cache(LeRobotDataset(args.data), progress=False)
     held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
-    if train.state.shape[1] != 6 or train.action.shape[1] != 2:
-        raise SystemExit(f"{args.data}: observation.state has {train.state.shape[1]} dims and "
-                         f"action {train.action.shape[1]}; this bench reads Push-T's (6 and 2)")
+    for path, frames in ((args.data, train), (args.held_out, held)):
+        if frames.state.shape[1] != 6 or frames.action.shape[1] != 2:
+            raise SystemExit(f"{path}: observation.state has {frames.state.shape[1]} dims and "
+                             f"action {frames.action.shape[1]}; this bench reads Push-T's (6 and 2)")
     t0 = time.perf_counter()
     model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0)
     train_s = time.perf_counter() - t0

@@ -204,13 +204,15 @@ class CostWeights:
             return self
         dims = spec.fused_state_dims
         if dims is None:
-            value = self.fused_state if uses[0] == "fused_state" else repr(FUSED_STATE)
+            given = {"fused_state": f"{self.fused_state}", "goal_dims": repr(FUSED_STATE)}
+            undo = {"fused_state": "1", "goal_dims": "null"}
             raise ValueError(
-                f"weights.{uses[0]}={value} needs a model whose level-1 latent holds "
+                f"{' and '.join(f'weights.{k}={given[k]}' for k in uses)} need"
+                f"{'s' if len(uses) == 1 else ''} a model whose level-1 latent holds "
                 f"the fused state verbatim (a keypoint encoder with latent_dim = 2 * keypoints * "
                 f"(1 + keypoint_vectors) + state_dim); this one has state_dim={spec.state_dim}, "
                 f"keypoints={spec.keypoints}, latent_dim={spec.latent_dim}: set "
-                f"weights.{uses[0]}={'1' if uses[0] == 'fused_state' else 'null'}, or pick dims "
+                f"{' and '.join(f'weights.{k}={undo[k]}' for k in uses)}, or pick dims "
                 "by index with weights.goal_dims / goal_dim_weights")
         out = replace(self, goal_dims=dims) if self.goal_dims == FUSED_STATE else self
         if self.fused_state == 1:

@@ -168,9 +168,8 @@ def representation_report(
     """End-of-training health report, per level, over held-out ``batches``.
 
     Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "probe_floor_ratio",
-    "steps_per_window",
-    "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. The error ratio is averaged over
-    batches; probe R² (:func:`pooled_probe_r2`), std and effective rank use all batches together.
+    "steps_per_window", "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. The
+    error ratio is averaged over batches; probe R² (:func:`pooled_probe_r2`), std and effective rank use all batches together.
     """
     was_training = model.training
     model.eval()

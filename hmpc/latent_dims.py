@@ -55,9 +55,12 @@ def slice_text(dims: slice) -> str:
 def dims_spec(value: Any, key: str = "goal_dims") -> slice | tuple[int, ...] | str | None:
     """``goal_dims`` from a config: None, a list of ints -> tuple, "a:b" -> slice(a, b), or
     "fused_state" (kept as is: the model's spec says which dims, see ``CostWeights.for_model``)."""
-    hint = ("use null (all dims), a list of latent indices like [0, 1, 5], a slice like '0:32', "
-            f"or '{FUSED_STATE}' (the dims holding the fused proprioception)")
-    if value is None or isinstance(value, slice) or (key == "goal_dims" and value == FUSED_STATE):
+    hint = "use null (all dims), a list of latent indices like [0, 1, 5], a slice like '0:32'"
+    if key == "goal_dims":
+        hint += f", or '{FUSED_STATE}' (the dims holding the fused proprioception)"
+        if isinstance(value, str) and value == FUSED_STATE:
+            return value
+    if value is None or isinstance(value, slice):
         return value
     if isinstance(value, str):
         parts = value.split(":")

@@ -257,8 +257,14 @@ def test_goal_dims_fused_state_compares_only_the_fused_proprioception():
     assert torch.equal(both.goal_part(z), torch.tensor([[16.0, 18.0]]))  # sqrt(4) * (8, 9)
     with pytest.raises(ValueError, match=r"weights.goal_dims='fused_state' needs .*state_dim="):
         only.for_model(SPEC)
-    with pytest.raises(ValueError, match="weights.goal_dim_weights key"):
+    with pytest.raises(ValueError, match=r"weights.fused_state=4.0 and weights.goal_dims="
+                       r"'fused_state' need .* set weights.fused_state=1 and weights.goal_dims=null"):
+        CostWeights(goal_dims="fused_state", fused_state=4.0).for_model(SPEC)
+    with pytest.raises(ValueError, match="weights.goal_dim_weights key") as err:
         CostWeights(goal_dim_weights={"fused_state": 2.0})  # only goal_dims takes the name
+    assert "fused_state" not in str(err.value).split(";", 1)[1]  # nor is it offered there
+    with pytest.raises(ValueError, match=r"weights.goal_dims=.*or 'fused_state'"):
+        CostWeights(goal_dims="fused")
     ctrl = FlatMPC(build_world_model(kp, seed=0), GradientDescent(iters=1), horizon=2,
                    weights=only)
     assert ctrl.weights.goal_dims == slice(8, 10)

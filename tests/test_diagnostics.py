@@ -96,7 +96,6 @@ def test_probed_prediction_ratio_reads_the_state_the_latent_error_hides():
     assert ratio(noisy) < 0.1
 
 
-
 class _NoisyDriftModel(_DriftModel):
     """The true dynamics, but an encoder that reads the state with per-frame noise (std ``noise``)."""
 
@@ -120,3 +119,10 @@ def test_probed_floor_is_the_encoders_own_reading_of_the_final_frame():
     noisy = pooled_probe_r2(_NoisyDriftModel(0.5), batches)
     assert 0.5 < noisy["l1/probe_floor_ratio"] < 0.85
     assert noisy["l1/probe_pred_ratio"] > 0.5
+    # the floor does not depend on the predictor: one that moves nothing reads 1, its floor not
+    still = _NoisyDriftModel(0.5)
+    still.drift = 0.0
+    for model, floor in ((_DriftModel(0.0), exact), (still, noisy)):
+        r = pooled_probe_r2(model, batches)
+        assert abs(r["l1/probe_pred_ratio"] - 1) < 0.05
+        assert abs(r["l1/probe_floor_ratio"] - floor["l1/probe_floor_ratio"]) < 0.1

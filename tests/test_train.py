@@ -208,10 +208,15 @@ def test_labelled_episodes_are_split_apart_from_video_only_ones(tmp_path):
         assert len(va) == 10
     plain = _split(frames, 0.5, np.random.default_rng(0), use_video=False)
     assert len(plain[1]) == 10
-    # validation scores action-conditioned rollouts: its windows all have actions, so no
-    # video-only window is rolled out with zero actions into pred_err_ratio / probe_pred_ratio
+
+
+def test_validation_windows_all_have_actions_when_video_only_episodes_train(tmp_path):
+    """Validation scores action-conditioned rollouts: no video-only window is rolled out with
+    zero actions into pred_err_ratio / probe_pred_ratio."""
     from hmpc.train import _make_samplers
 
+    root = tmp_path / "mixed"
+    write_episodes(root, [square_episode(i, with_action=i < 2) for i in range(20)], fps=10)
     cfg = replace(CFG, val_fraction=0.5, video_only="use")
     train_s, val_s, _ = _make_samplers(root, 3, cfg, np.random.default_rng(0))
     assert train_s.num_windows > train_s.num_labelled > 0
