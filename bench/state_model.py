@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import trange
 
 from hmpc.data import LeRobotDataset
-from hmpc.data.windows import FrameArrays, build_frame_cache
+from hmpc.data.windows import FrameArrays, WindowSampler, build_frame_cache
 from hmpc.optimizers import CEM
 from hmpc.report import wilson_interval
 from hmpc.rollout import episode_seed
@@ -61,13 +61,9 @@ class StateDynamics(nn.Module):
 
 
 def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
-    """First frames of every ``length``-frame window inside one episode whose actions are all
-    recorded (video-only frames carry zero actions) (int64)."""
-    parts = [np.arange(s, s + n - length + 1) for s, n in
-             zip(frames.episode_starts, frames.episode_lengths, strict=True) if n >= length]
-    starts = np.concatenate(parts).astype(np.int64)
-    missing = np.concatenate([[0], np.cumsum(~frames.has_action)])  # before frame j
-    return starts[missing[starts + length - 1] == missing[starts]]
+    """First frames (int64) of every ``length``-frame window inside one episode with all its
+    actions recorded (video-only frames carry zero actions): the world model's training windows."""
+    return WindowSampler(frames, length).starts
 
 
 def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,

@@ -100,19 +100,36 @@ def level_views(
     return views
 
 
+View = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
 @torch.no_grad()
-def window_diagnostics(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def rolled_views(model: WorldModel, batch: dict[str, torch.Tensor]) -> list[View]:
+    """:func:`level_views` with each window's open-loop prediction of its last latent (B, D_l)
+    from its first and its actions/codes (None for a model without ``rollout``): one encoding
+    and one rollout per batch, shared by :func:`window_diagnostics` and :func:`pooled_probe_r2`."""
+    rolls = hasattr(model, "rollout")
+    return [(s, a, y, model.rollout(s[:, 0], a, level)[:, -1] if rolls else None)
+            for level, (s, a, y) in enumerate(level_views(model, batch), start=1)]
+
+
+@torch.no_grad()
+def window_diagnostics(
+    model: WorldModel, batch: dict[str, torch.Tensor], views: list[View] | None = None
+) -> dict[str, float]:
     """Collapse metrics and k-step error ratios of one batch, per level (``l<l>/...`` keys).
 
     The error ratio divides the open-loop prediction error over the whole window by the error of
     the "nothing moves" baseline (s_T predicted as s_0): < 1 means the predictor learned dynamics.
-    Probe R² needs many windows to be honest: see :func:`pooled_probe_r2`.
+    Probe R² needs many windows to be honest: see :func:`pooled_probe_r2`. ``views``: the batch's
+    :func:`rolled_views`, when already computed.
     """
     out: dict[str, float] = {}
-    for level, (s, a, _) in enumerate(level_views(model, batch), start=1):
+    for level, (s, _, _, pred) in enumerate(views or rolled_views(model, batch), start=1):
         for name, v in collapse_metrics(s.flatten(0, 1)).items():
             out[f"l{level}/{name}"] = v
-        pred = model.rollout(s[:, 0], a, level)[:, -1]
+        if pred is None:
+            raise TypeError(f"{type(model).__name__} has no rollout(): no prediction error to report")
         err = (pred - s[:, -1]).pow(2).mean()
         base = (s[:, 0] - s[:, -1]).pow(2).mean().clamp_min(1e-12)
         out[f"l{level}/pred_err_ratio"] = float(err / base)
@@ -121,7 +138,8 @@ def window_diagnostics(model: WorldModel, batch: dict[str, torch.Tensor]) -> dic
 
 @torch.no_grad()
 def pooled_probe_r2(
-    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: Sequence[int] = (0, 1)
+    model: WorldModel, batches: list[dict[str, torch.Tensor]], probe_dims: Sequence[int] = (0, 1),
+    views: list[list[View]] | None = None,
 ) -> dict[str, float]:
     """Linear-probe R² of the state dims ``probe_dims``, per level (``l<l>/probe_r2``), and the
     open-loop prediction error over a window read through that probe (``l<l>/probe_pred_ratio``,
@@ -131,19 +149,19 @@ def pooled_probe_r2(
     The windows of all ``batches`` are pooled; the probe is fit on the first half of the windows
     and scored on the second half. Frames of one window are nearly the same state, so a probe fit
     within one small batch sees only a few distinct states: in a large maze it overfits and reads
-    far too low (0.5 where the pooled probe reads 0.99).
+    far too low (0.5 where the pooled probe reads 0.99). ``views``: each batch's
+    :func:`rolled_views`, when already computed.
     """
     zs: dict[int, list[torch.Tensor]] = {}
     ys: dict[int, list[torch.Tensor]] = {}
     ends: dict[int, list[torch.Tensor]] = {}  # predicted final latents (N_windows, D_l)
-    rolls = hasattr(model, "rollout")
-    for batch in batches:
-        for level, (s, a, y) in enumerate(level_views(model, batch), start=1):
+    for batch_views in views or [rolled_views(model, b) for b in batches]:
+        for level, (s, _, y, pred) in enumerate(batch_views, start=1):
             zs.setdefault(level, []).append(s.float().cpu())
             y = y[..., list(probe_dims)] if y.shape[-1] else y  # no observation.state: no probe
             ys.setdefault(level, []).append(y.float().cpu())
-            if rolls:
-                ends.setdefault(level, []).append(model.rollout(s[:, 0], a, level)[:, -1].float().cpu())
+            if pred is not None:
+                ends.setdefault(level, []).append(pred.float().cpu())
     out: dict[str, float] = {}
     for level in zs:
         z, y = torch.cat(zs[level]), torch.cat(ys[level])  # (N_windows, n_l + 1, .)
@@ -152,7 +170,7 @@ def pooled_probe_r2(
             zf, yf = z[:half].flatten(0, 1), y[:half].flatten(0, 1)
             out[f"l{level}/probe_r2"] = linear_probe_r2(zf, yf, z[half:].flatten(0, 1),
                                                         y[half:].flatten(0, 1))
-            if rolls:
+            if level in ends:  # the model rolls out
                 w = fit_prediction_probe(zf, yf)
                 out[f"l{level}/probe_pred_ratio"] = probed_error_ratio(
                     w, z[half:, 0], torch.cat(ends[level])[half:], y[half:, -1])
@@ -169,18 +187,20 @@ def representation_report(
 
     Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "probe_floor_ratio",
     "steps_per_window", "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. The
-    error ratio is averaged over batches; probe R² (:func:`pooled_probe_r2`), std and effective rank use all batches together.
+    error ratio is averaged over batches; probe R² (:func:`pooled_probe_r2`), std and effective
+    rank use all batches together. Each batch is encoded and rolled out once.
     """
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     latents: dict[int, list[torch.Tensor]] = {}
-    for batch in batches:
-        for k, v in window_diagnostics(model, batch).items():
+    views = [rolled_views(model, batch) for batch in batches]
+    for batch, batch_views in zip(batches, views, strict=True):
+        for k, v in window_diagnostics(model, batch, batch_views).items():
             sums[k] = sums.get(k, 0.0) + v / len(batches)
-        for level, (s, _, _) in enumerate(level_views(model, batch), start=1):
+        for level, (s, *_) in enumerate(batch_views, start=1):
             latents.setdefault(level, []).append(s.flatten(0, 1).float().cpu())
-    sums.update(pooled_probe_r2(model, batches, probe_dims))
+    sums.update(pooled_probe_r2(model, batches, probe_dims, views))
     model.train(was_training)
     report: dict[str, dict] = {}
     for level, zs in latents.items():

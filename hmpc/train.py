@@ -23,7 +23,12 @@ from hmpc.checkpoint import atomic_write_json
 from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_episodes
 from hmpc.data.video import DatasetError
 from hmpc.data.windows import FrameArrays
-from hmpc.diagnostics import pooled_probe_r2, representation_report, window_diagnostics
+from hmpc.diagnostics import (
+    pooled_probe_r2,
+    representation_report,
+    rolled_views,
+    window_diagnostics,
+)
 from hmpc.objective import LossWeights, add_warps, update_ema, world_model_loss
 from hmpc.train_log import MetricsLog, plot_training_curves
 from hmpc.train_state import (
@@ -221,12 +226,13 @@ def validate(
     model.eval()
     sums: dict[str, float] = {}
     batches = _val_batches(sampler, cfg, weights, device)
-    for batch in batches:
+    views = [rolled_views(model, batch) for batch in batches]  # encoded and rolled out once
+    for batch, batch_views in zip(batches, views, strict=True):
         _, m = world_model_loss(model, batch, weights, target)
-        m.update(window_diagnostics(model, batch))
+        m.update(window_diagnostics(model, batch, batch_views))
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
-    sums.update(pooled_probe_r2(model, batches, cfg.probe_dims))
+    sums.update(pooled_probe_r2(model, batches, cfg.probe_dims, views))
     model.train()
     return {f"val/{k}": v for k, v in sums.items()}
 
