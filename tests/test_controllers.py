@@ -217,8 +217,8 @@ def test_goal_dim_weights_scale_squared_differences_of_their_dims():
 
 
 def test_fused_state_weight_finds_the_fused_dims_of_the_model():
-    # a keypoint latent [16 coordinates, 16 vectors, 2 fused] (Push-T's preset layout): the
-    # weight lands on dims 6:8, as goal_dim_weights={"6:8": 30} would
+    # a keypoint latent [4 coordinates, 4 vectors, 2 fused] (Push-T's preset layout, with 2
+    # keypoints instead of 16): the weight lands on dims 8:10, as goal_dim_weights={"8:10": 30} would
     kp = WorldModelSpec(image_size=16, action_dim=2, latent_dim=2 * 2 * 2 + 2, widths=(4, 8),
                         hidden=16, state_dim=2, keypoints=2, keypoint_vectors=1, levels=())
     assert kp.fused_state_dims == slice(8, 10)
