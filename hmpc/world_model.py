@@ -29,6 +29,7 @@ from hmpc.models import (
     ResidualPredictor,
     keypoint_features,
     make_encoder,
+    make_predictor,
     mlp,
 )
 
@@ -61,6 +62,7 @@ class WorldModelSpec:
     expander_dim: int = 0  # > 0: level-1 covariance on an MLP expander this wide (variance on both)
     keypoints: int = 0  # > 0: a spatial-softmax keypoint encoder with this many keypoints
     keypoint_vectors: int = 0  # > 0: attended 2-D vectors per keypoint, in the latent after the coordinates
+    predictor: str = "residual"  # level 1: "residual" MLP, or "relative" (keypoints seen relative to the agent)
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
@@ -161,7 +163,7 @@ class WorldModel(nn.Module):
             spec.keypoint_vectors,
         )
         z_dim = spec.latent_var_dim
-        self.predictor = ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
+        self.predictor = self._level1_predictor()
         self.inverse = InverseDynamics(spec.latent_dim, spec.action_dim, spec.hidden)
         # posterior q(z | s_t, s_t+1), deterministic and tanh-bounded; absent when z_dim == 0
         self.posterior = LatentPosterior(spec.latent_dim, z_dim, spec.hidden) if z_dim else None
@@ -174,8 +176,7 @@ class WorldModel(nn.Module):
         self.abstract = nn.ModuleList(abstract)
         # built last, so a model without them initialises exactly as before they existed
         self.ensemble = nn.ModuleList(  # members 1..M-1; member 0 is self.predictor
-            ResidualPredictor(spec.latent_dim, spec.action_dim + z_dim, spec.hidden)
-            for _ in range(spec.num_predictors - 1)
+            self._level1_predictor() for _ in range(spec.num_predictors - 1)
         )
         self.probe = None
         if spec.probe_dim:
@@ -183,6 +184,11 @@ class WorldModel(nn.Module):
             self.probe = nn.Linear(d, out) if h == 0 else mlp(d, h, out, depth=1)
         e = spec.expander_dim
         self.expander = mlp(spec.latent_dim, e, e, depth=2) if e else None
+
+    def _level1_predictor(self) -> nn.Module:
+        s = self.spec
+        return make_predictor(s.predictor, s.latent_dim, s.action_dim + s.latent_var_dim, s.hidden,
+                              s.keypoints, s.keypoint_vectors, s.state_dim)
 
     @property
     def device(self) -> torch.device:
