@@ -15,6 +15,9 @@ images show, normalised) with ``--horizon``-step open-loop rollouts, then:
 The state here is privileged (the learned controllers see images; their goal is an image). So
 this row bounds what learning the dynamics from this data allows with flat CEM: below it the
 loss is perception and the latent; above it, up to the oracle, the dynamics' precision.
+``--frame relative`` trains the same MLP on the pusher's place relative to the block, with
+nothing absolute (``RelativeDynamics``: pushing is the same everywhere), ``--frame block`` turned
+into the T's own frame as well (the same at every heading).
 """
 
 from __future__ import annotations
@@ -62,6 +65,53 @@ class StateDynamics(nn.Module):
         return torch.stack(out, dim=1) * self.std + self.mean
 
 
+def _rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Vectors (N, 2) rotated by the angles whose cosine and sine are ``cos``, ``sin`` (N,)."""
+    return torch.stack([cos * v[:, 0] - sin * v[:, 1], sin * v[:, 0] + cos * v[:, 1]], dim=-1)
+
+
+class RelativeDynamics(nn.Module):
+    """The same MLP seeing nothing absolute: the pusher's place relative to the block, the
+    action and (``rotate=False``) the T's heading as (cos, sin); it predicts the displacements of
+    block and pusher and the T's turn. Pushes learned at one place then hold at every place (the
+    arena's walls are not seen). ``rotate=True`` also turns inputs and outputs into the T's own
+    frame, so they hold at every heading too. ``std`` (S,) only scales the training loss."""
+
+    _OUT_SCALE = (0.01, 0.01, 0.05, 0.01, 0.01)  # block dx, dy (m), turn (rad), pusher dx, dy (m)
+
+    def __init__(self, hidden: int, std: torch.Tensor, rotate: bool) -> None:
+        super().__init__()
+        self.rotate = rotate
+        self.net = nn.Sequential(nn.Linear(4 if rotate else 6, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 5))
+        self.register_buffer("std", std)
+        self.register_buffer("out_scale", torch.tensor(self._OUT_SCALE))
+
+    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Raw states (N, 6) and actions (N, 2) -> next raw states (N, 6)."""
+        pusher, block = s[:, 0:2], s[:, 2:4]
+        theta = torch.atan2(s[:, 5], s[:, 4])
+        if self.rotate:
+            cos, sin = torch.cos(theta), torch.sin(theta)
+            x = torch.cat([_rotate(pusher - block, cos, -sin) / 0.1, _rotate(a, cos, -sin)], dim=-1)
+        else:
+            cos, sin = torch.ones_like(theta), torch.zeros_like(theta)  # outputs in the world frame
+            x = torch.cat([(pusher - block) / 0.1, a, s[:, 4:6]], dim=-1)
+        d = self.net(x) * self.out_scale
+        theta = theta + d[:, 2]
+        return torch.cat([pusher + _rotate(d[:, 3:5], cos, sin), block + _rotate(d[:, 0:2], cos, sin),
+                          torch.cos(theta)[:, None], torch.sin(theta)[:, None]], dim=-1)
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Raw states (N, S) and actions (N, H, A) -> predicted raw states (N, H, S)."""
+        s, out = s0, []
+        for t in range(actions.shape[1]):
+            s = self.step(s, actions[:, t])
+            out.append(s)
+        return torch.stack(out, dim=1)
+
+
 def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
     """First frames (int64) of every ``length``-frame window inside one episode with all its
     actions recorded (video-only frames carry zero actions): the world model's training windows."""
@@ -69,11 +119,12 @@ def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
 
 
 def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,
-                   batch: int = 256) -> StateDynamics:
+                   batch: int = 256, frame: str = "absolute") -> nn.Module:
     state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
     with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
         torch.manual_seed(seed)
-        model = StateDynamics(state.shape[1], action.shape[1], hidden, state.mean(0), state.std(0))
+        model = (StateDynamics(state.shape[1], action.shape[1], hidden, state.mean(0), state.std(0))
+                 if frame == "absolute" else RelativeDynamics(hidden, state.std(0), frame == "block"))
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -91,7 +142,7 @@ def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, s
 
 
 @torch.no_grad()
-def error_ratios(model: StateDynamics, frames: FrameArrays, steps: int = 10) -> dict[str, float]:
+def error_ratios(model: nn.Module, frames: FrameArrays, steps: int = 10) -> dict[str, float]:
     """Per state group: squared error of the ``steps``-step open-loop prediction / of copying."""
     state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
     idx = window_starts(frames, steps + 1)[::2, None] + np.arange(steps + 1)
@@ -108,7 +159,7 @@ def push_t_distance(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def plan_episodes(model: StateDynamics, episodes: int, seed: int, max_steps: int = 50,
+def plan_episodes(model: nn.Module, episodes: int, seed: int, max_steps: int = 50,
                   horizon: int = 16, population: int = 64, iters: int = 3) -> list[dict]:
     env = make_env("push_t", goal_mode="push", goal_push_steps=25)
     rows = []
@@ -147,6 +198,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=5000)
     parser.add_argument("--horizon", type=int, default=8, help="open-loop steps per training window")
     parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--frame", choices=["absolute", "relative", "block"], default="absolute",
+                        help="absolute: the MLP sees the states as they are; relative: the pusher "
+                        "relative to the block, nothing absolute; block: that, turned into the T's "
+                        "frame (RelativeDynamics)")
     parser.add_argument("--eval-episodes", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2000],
                         help="evaluation seeds (start/goal pairs), one row each")
@@ -158,11 +213,11 @@ def main() -> None:
             raise SystemExit(f"{path}: observation.state has {frames.state.shape[1]} dims and "
                              f"action {frames.action.shape[1]}; this bench reads Push-T's (6 and 2)")
     t0 = time.perf_counter()
-    model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0)
+    model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0, frame=args.frame)
     train_s = time.perf_counter() - t0
     ratios = error_ratios(model, held)
     print(f"\n# Push-T push goals, learned dynamics on the true state ({args.train_steps} steps, "
-          f"horizon {args.horizon}, hidden {args.hidden}; {train_s / 60:.1f} min); flat CEM 64 x 3, "
+          f"horizon {args.horizon}, hidden {args.hidden}, {args.frame} frame; {train_s / 60:.1f} min); flat CEM 64 x 3, "
           f"horizon 16; held-out 10-step error / copying: pusher {ratios['pusher']:.3f}, block "
           f"{ratios['block']:.3f}, angle {ratios['angle']:.3f}\n")
     print("| seed | pairs | success % | 95 % CI | final distance | plan ms |\n|---:|---:|---:|---|---:|---:|")
