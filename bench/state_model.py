@@ -42,6 +42,12 @@ from robots.push_t import BLOCK_GYRATION
 GROUPS = {"pusher": [0, 1], "block": [2, 3], "angle": [4, 5]}  # Push-T's observation.state
 
 
+def gelu_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """Three GELU layers of width ``hidden``, then a linear head (the dynamics of this bench)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
 class StateDynamics(nn.Module):
     """s_{t+1} = s_t + f(s_t, a_t) on normalised states (B, S), actions (B, A). f is a plain
     GELU MLP; the world model's :func:`hmpc.models.mlp` (LayerNorm after each layer, depth 3)
@@ -50,9 +56,7 @@ class StateDynamics(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, hidden: int,
                  mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(state_dim + action_dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, state_dim))
+        self.net = gelu_mlp(state_dim + action_dim, hidden, state_dim)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
@@ -82,9 +86,7 @@ class RelativeDynamics(nn.Module):
     def __init__(self, hidden: int, std: torch.Tensor, rotate: bool) -> None:
         super().__init__()
         self.rotate = rotate
-        self.net = nn.Sequential(nn.Linear(4 if rotate else 6, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 5))
+        self.net = gelu_mlp(4 if rotate else 6, hidden, 5)
         self.register_buffer("std", std)
         self.register_buffer("out_scale", torch.tensor(self._OUT_SCALE))
 

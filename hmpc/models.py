@@ -222,10 +222,9 @@ class RelativePredictor(nn.Module):
         if keypoints < 1:
             raise ValueError(f"a relative predictor needs keypoints (got model.keypoints={keypoints})")
         self.coords, self.features = 2 * keypoints, keypoint_features(keypoints, vectors)
-        self.state_dim = state_dim
         self.anchor = nn.Linear(2, 2) if state_dim >= 2 else None
-        in_dim = self.features + max(state_dim - 2, 0) if self.anchor is not None else self.features + state_dim
-        self.net = mlp(in_dim + action_dim, hidden, self.features + state_dim, depth)
+        rest = state_dim - 2 if self.anchor is not None else state_dim  # fused dims after the anchor's
+        self.net = mlp(self.features + rest + action_dim, hidden, self.features + state_dim, depth)
 
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """s: (..., 2K(1 + V) + P), a: (..., A) -> (..., 2K(1 + V) + P)."""
@@ -240,21 +239,28 @@ class RelativePredictor(nn.Module):
         return s + self.net(x)
 
 
+def check_predictor(kind: str, latent_dim: int, keypoints: int, vectors: int, state_dim: int) -> None:
+    """Raise, naming the ``model.*`` keys, unless ``kind`` is a level-1 predictor this latent can
+    have: "residual" (any latent) or "relative" (a keypoint latent without a linear head)."""
+    if kind not in ("residual", "relative"):
+        raise ValueError(f"model.predictor={kind!r}; use 'residual' or 'relative'")
+    size = keypoint_features(keypoints, vectors) + state_dim
+    if kind == "relative" and (latent_dim != size or not keypoints):
+        raise ValueError(
+            f"model.predictor=relative needs a keypoint latent with no linear head: "
+            f"model.latent_dim={latent_dim} must equal 2 * keypoints * (1 + keypoint_vectors) "
+            f"+ state_dim = {size} with model.keypoints > 0 (got {keypoints}); or use "
+            "model.predictor=residual")
+
+
 def make_predictor(kind: str, latent_dim: int, action_dim: int, hidden: int, keypoints: int = 0,
                    vectors: int = 0, state_dim: int = 0) -> nn.Module:
     """Level-1 predictor of ``model.predictor``: "residual" (:class:`ResidualPredictor`, any
     latent) or "relative" (:class:`RelativePredictor`, keypoint latents without a linear head)."""
+    check_predictor(kind, latent_dim, keypoints, vectors, state_dim)
     if kind == "residual":
         return ResidualPredictor(latent_dim, action_dim, hidden)
-    if kind == "relative":
-        if latent_dim != keypoint_features(keypoints, vectors) + state_dim or not keypoints:
-            raise ValueError(
-                f"model.predictor=relative needs a keypoint latent with no linear head: "
-                f"model.latent_dim={latent_dim} must equal 2 * keypoints * (1 + keypoint_vectors) "
-                f"+ state_dim = {keypoint_features(keypoints, vectors) + state_dim} with "
-                f"model.keypoints > 0 (got {keypoints}); or use model.predictor=residual")
-        return RelativePredictor(keypoints, vectors, state_dim, action_dim, hidden)
-    raise ValueError(f"model.predictor={kind!r}; use 'residual' or 'relative'")
+    return RelativePredictor(keypoints, vectors, state_dim, action_dim, hidden)
 
 
 class InverseDynamics(nn.Module):

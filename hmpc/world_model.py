@@ -27,6 +27,7 @@ from hmpc.models import (
     LatentPosterior,
     MacroActionEncoder,
     ResidualPredictor,
+    check_predictor,
     keypoint_features,
     make_encoder,
     make_predictor,
@@ -78,6 +79,8 @@ class WorldModelSpec:
             raise ValueError(f"model.keypoint_vectors={self.keypoint_vectors} must be >= 0 and needs "
                              f"model.keypoints > 0 (got {self.keypoints}); e.g. keypoints=16 "
                              "keypoint_vectors=1, or keypoint_vectors=0")
+        check_predictor(self.predictor, self.latent_dim, self.keypoints, self.keypoint_vectors,
+                        self.state_dim)
         if self.probe_dim < 0 or self.probe_hidden < 0:
             raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
                              f"{self.probe_hidden} must be >= 0")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hmpc.checkpoint import load_checkpoint, save_checkpoint
-from hmpc.models import RelativePredictor, ResidualPredictor
+from hmpc.models import RelativePredictor, ResidualPredictor, make_predictor
 from hmpc.objective import LossWeights, world_model_loss
 from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
 
@@ -81,11 +81,16 @@ def test_world_model_with_a_relative_predictor_trains_and_round_trips(tmp_path):
 
 
 def test_relative_predictor_needs_a_keypoint_latent_without_a_linear_head():
+    """The spec refuses it (before any data is read), and so does the factory on its own."""
     base = WorldModelSpec(image_size=16, latent_dim=D, widths=(4, 8), hidden=16, state_dim=P,
                           keypoints=K, keypoint_vectors=V, predictor="relative")
     with pytest.raises(ValueError, match=r"model.latent_dim=9 must equal .* = 14"):
-        build_world_model(replace(base, latent_dim=9), seed=0)
-    with pytest.raises(ValueError, match="model.keypoints > 0"):
-        build_world_model(replace(base, keypoints=0, keypoint_vectors=0, state_dim=0), seed=0)
+        replace(base, latent_dim=9)
+    with pytest.raises(ValueError, match=r"model.keypoints > 0 \(got 0\)"):
+        replace(base, keypoints=0, keypoint_vectors=0, state_dim=0)
     with pytest.raises(ValueError, match="model.predictor='mlp'; use 'residual' or 'relative'"):
-        build_world_model(replace(base, predictor="mlp"), seed=0)
+        replace(base, predictor="mlp")
+    with pytest.raises(ValueError, match=r"model.latent_dim=9 must equal .* = 14"):
+        make_predictor("relative", 9, A, 16, K, V, P)
+    with pytest.raises(ValueError, match="model.predictor='mlp'"):
+        make_predictor("mlp", D, A, 16, K, V, P)
