@@ -5,6 +5,7 @@ Shapes: B = batch, D = latent size, A = action size, H/W = image height/width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -204,34 +205,44 @@ class RelativePredictor(nn.Module):
     where x_t holds no absolute position.
 
     The latent is [coordinates (2K), vectors (2KV), fused state (P)], a keypoint encoder's with no
-    linear head. The MLP sees the keypoints relative to an *anchor*: a learned affine map of the
-    fused state's first two dims into keypoint coordinates (the agent's x, y: Push-T's pusher, a
-    Panda's end effector), or the keypoints' centroid without fused state. Its other inputs are
-    the vectors, the fused state after its first two dims, and the action; the absolute
-    coordinates and the anchor's own place are left out. A scene shifted in the image therefore
-    predicts the same change, shifted: what is learned about a push at one place holds at every
-    place (walls excepted, which only the keypoints' relations can show). On Push-T's true state
-    this symmetry took learned dynamics from 72.5 % to 92.5 % of 80 push goals (same data and
-    planner); on the keypoint latent it has not paid yet (bench/RESULTS.md, "Dynamics that see
-    nothing absolute").
+    linear head. The MLP sees the keypoints relative to an *anchor*: with fused state, the agent's
+    place in keypoint coordinates, ``anchor_map`` (the camera's affine map (2, 3) of the fused
+    state's first two dims, the agent's x, y, into image coordinates in [-1, 1], x right and y
+    down: ``robots``' ``env.unwrapped.image_map()``) scaled by ``grid_scale`` onto the keypoint
+    grid; without fused state, the keypoints' centroid. Its other inputs are the vectors, the
+    fused state after its first two dims, and the action; the absolute coordinates and the
+    anchor's own place are left out. A scene shifted in the image therefore predicts the same
+    change, shifted: what is learned about a push at one place holds at every place (walls
+    excepted, which only the keypoints' relations can show). On Push-T's true state this symmetry
+    took learned dynamics from 72.5 % to 92.5 % of 80 push goals (same data and planner).
+
+    The map is given, not learned: a learned affine anchor (the first version) stayed far from the
+    camera's map in every Push-T run (bench/RESULTS.md, "A calibrated anchor"), so its
+    "relative" inputs still mixed absolute places.
     """
 
     def __init__(self, keypoints: int, vectors: int, state_dim: int, action_dim: int,
-                 hidden: int = 128, depth: int = 2) -> None:
+                 hidden: int = 128, depth: int = 2,
+                 anchor_map: Sequence[Sequence[float]] | None = None, grid_scale: float = 1.0) -> None:
         super().__init__()
         if keypoints < 1:
             raise ValueError(f"a relative predictor needs keypoints (got model.keypoints={keypoints})")
         self.coords, self.features = 2 * keypoints, keypoint_features(keypoints, vectors)
-        self.anchor = nn.Linear(2, 2) if state_dim >= 2 else None
-        rest = state_dim - 2 if self.anchor is not None else state_dim  # fused dims after the anchor's
+        self.anchored = state_dim >= 2
+        if self.anchored:
+            if anchor_map is None:
+                raise ValueError(_NEEDS_MAP)
+            self.register_buffer("anchor_map", grid_scale * torch.tensor(anchor_map, dtype=torch.float32))
+        rest = state_dim - 2 if self.anchored else state_dim  # fused dims after the anchor's
         self.net = mlp(self.features + rest + action_dim, hidden, self.features + state_dim, depth)
 
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """s: (..., 2K(1 + V) + P), a: (..., A) -> (..., 2K(1 + V) + P)."""
         points = s[..., : self.coords].unflatten(-1, (-1, 2))  # (..., K, 2)
         state = s[..., self.features :]
-        if self.anchor is not None:
-            origin, rest = self.anchor(state[..., :2]), state[..., 2:]
+        if self.anchored:
+            m = self.anchor_map
+            origin, rest = state[..., :2] @ m[:, :2].T + m[:, 2], state[..., 2:]
         else:
             origin, rest = points.mean(-2), state
         relative = (points - origin.unsqueeze(-2)).flatten(-2)
@@ -239,9 +250,18 @@ class RelativePredictor(nn.Module):
         return s + self.net(x)
 
 
-def check_predictor(kind: str, latent_dim: int, keypoints: int, vectors: int, state_dim: int) -> None:
+_NEEDS_MAP = ("model.predictor=relative with fused state (model.state_dim >= 2) needs "
+              "model.anchor_map: the camera's map of the agent's x, y into image coordinates, "
+              "[[a, b, c], [d, e, f]] (x_img = a x + b y + c, y_img = d x + e y + f, both in "
+              "[-1, 1], y down); print it with `python -c \"from robots import make_env; "
+              "print(make_env('<env>').unwrapped.image_map().tolist())\"`")
+
+
+def check_predictor(kind: str, latent_dim: int, keypoints: int, vectors: int, state_dim: int,
+                    anchor_map: Sequence[Sequence[float]] | None = None) -> None:
     """Raise, naming the ``model.*`` keys, unless ``kind`` is a level-1 predictor this latent can
-    have: "residual" (any latent) or "relative" (a keypoint latent without a linear head)."""
+    have: "residual" (any latent) or "relative" (a keypoint latent without a linear head, and
+    with fused state an ``anchor_map`` of 2 rows of 3 finite numbers)."""
     if kind not in ("residual", "relative"):
         raise ValueError(f"model.predictor={kind!r}; use 'residual' or 'relative'")
     size = keypoint_features(keypoints, vectors) + state_dim
@@ -251,16 +271,44 @@ def check_predictor(kind: str, latent_dim: int, keypoints: int, vectors: int, st
             f"model.latent_dim={latent_dim} must equal 2 * keypoints * (1 + keypoint_vectors) "
             f"+ state_dim = {size} with model.keypoints > 0 (got {keypoints}); or use "
             "model.predictor=residual")
+    anchored = kind == "relative" and state_dim >= 2
+    if anchor_map is None:
+        if anchored:
+            raise ValueError(_NEEDS_MAP)
+        return
+    if not anchored:
+        raise ValueError(f"model.anchor_map is used only by model.predictor=relative with "
+                         f"model.state_dim >= 2 (got predictor={kind!r}, state_dim={state_dim}); "
+                         "set model.anchor_map=null")
+    rows = [list(r) for r in anchor_map] if isinstance(anchor_map, (list, tuple)) else []
+    if len(rows) != 2 or any(len(r) != 3 for r in rows) or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) for r in rows for v in r):
+        raise ValueError(f"model.anchor_map={anchor_map!r} must be 2 rows of 3 finite numbers, "
+                         "[[a, b, c], [d, e, f]]")
 
 
 def make_predictor(kind: str, latent_dim: int, action_dim: int, hidden: int, keypoints: int = 0,
-                   vectors: int = 0, state_dim: int = 0) -> nn.Module:
+                   vectors: int = 0, state_dim: int = 0,
+                   anchor_map: Sequence[Sequence[float]] | None = None,
+                   image_size: int = 64) -> nn.Module:
     """Level-1 predictor of ``model.predictor``: "residual" (:class:`ResidualPredictor`, any
-    latent) or "relative" (:class:`RelativePredictor`, keypoint latents without a linear head)."""
-    check_predictor(kind, latent_dim, keypoints, vectors, state_dim)
+    latent) or "relative" (:class:`RelativePredictor`, keypoint latents without a linear head;
+    ``anchor_map`` in image coordinates is put onto the keypoint grid of an ``image_size`` image,
+    see :func:`keypoint_grid_scale`)."""
+    check_predictor(kind, latent_dim, keypoints, vectors, state_dim, anchor_map)
     if kind == "residual":
         return ResidualPredictor(latent_dim, action_dim, hidden)
-    return RelativePredictor(keypoints, vectors, state_dim, action_dim, hidden)
+    return RelativePredictor(keypoints, vectors, state_dim, action_dim, hidden,
+                             anchor_map=anchor_map, grid_scale=keypoint_grid_scale(image_size))
+
+
+def keypoint_grid_scale(image_size: int) -> float:
+    """Image coordinates -> :class:`KeypointEncoder` coordinates: its softmax grid puts -1 and 1
+    on the centres of the first and last of the side = image_size / 4 feature cells, so a point
+    at image coordinate u (-1 and 1 at the image's edges) is at keypoint coordinate
+    u * side / (side - 1)."""
+    side = image_size // 4
+    return side / (side - 1)
 
 
 class InverseDynamics(nn.Module):

@@ -64,6 +64,9 @@ class WorldModelSpec:
     keypoints: int = 0  # > 0: a spatial-softmax keypoint encoder with this many keypoints
     keypoint_vectors: int = 0  # > 0: attended 2-D vectors per keypoint, in the latent after the coordinates
     predictor: str = "residual"  # level 1: "residual" MLP, or "relative" (keypoints seen relative to the agent)
+    # predictor=relative with fused state: the camera's affine map (2 rows of 3) of the agent's
+    # x, y into image coordinates in [-1, 1] (x right, y down): env.unwrapped.image_map()
+    anchor_map: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.num_predictors < 1:
@@ -80,7 +83,10 @@ class WorldModelSpec:
                              f"model.keypoints > 0 (got {self.keypoints}); e.g. keypoints=16 "
                              "keypoint_vectors=1, or keypoint_vectors=0")
         check_predictor(self.predictor, self.latent_dim, self.keypoints, self.keypoint_vectors,
-                        self.state_dim)
+                        self.state_dim, self.anchor_map)
+        if self.anchor_map is not None:  # JSON and configs give lists: keep it hashable and exact
+            object.__setattr__(self, "anchor_map",
+                               tuple(tuple(float(v) for v in row) for row in self.anchor_map))
         if self.probe_dim < 0 or self.probe_hidden < 0:
             raise ValueError(f"model.probe_dim={self.probe_dim} and model.probe_hidden="
                              f"{self.probe_hidden} must be >= 0")
@@ -191,7 +197,8 @@ class WorldModel(nn.Module):
     def _level1_predictor(self) -> nn.Module:
         s = self.spec
         return make_predictor(s.predictor, s.latent_dim, s.action_dim + s.latent_var_dim, s.hidden,
-                              s.keypoints, s.keypoint_vectors, s.state_dim)
+                              s.keypoints, s.keypoint_vectors, s.state_dim, s.anchor_map,
+                              s.image_size)
 
     @property
     def device(self) -> torch.device:

@@ -212,6 +212,24 @@ class BulletGoalEnv(gymnasium.Env):
         )
         return cv2.cvtColor(np.asarray(rgba, dtype=np.uint8).reshape(s, s, 4), cv2.COLOR_RGBA2RGB)
 
+    def image_map(self, z: float | None = None) -> np.ndarray:
+        """The camera's affine map (2, 3) of world (x, y) at height ``z`` (default: the camera
+        target's) into image coordinates in [-1, 1], x to the right and y down: [u, v] =
+        M @ [x, y, 1]. A least-squares fit over points around the target, exact for a camera
+        looking straight down; ``model.anchor_map`` of the relative predictor."""
+        cam = self.camera
+        z = cam.target[2] if z is None else float(z)
+        reach = float(np.linalg.norm(np.subtract(cam.eye, cam.target))) * np.tan(np.radians(cam.fov_deg) / 4)
+        offsets = np.linspace(-reach, reach, 5)
+        world = np.array([[cam.target[0] + dx, cam.target[1] + dy, z, 1.0]
+                          for dx in offsets for dy in offsets])  # fmt: skip
+        view, proj = (np.asarray(m, dtype=np.float64).reshape(4, 4, order="F")
+                      for m in self._camera_matrices())
+        clip = world @ (proj @ view).T
+        image = clip[:, :2] / clip[:, 3:4] * [1.0, -1.0]  # NDC y points up, image rows down
+        coef, *_ = np.linalg.lstsq(world[:, [0, 1, 3]], image, rcond=None)
+        return coef.T
+
     # ------------------------------------------------------------------ actions
     def _check_action(self, action: Any) -> tuple[np.ndarray, bool]:
         return sanitize_action(action, self.action_space.shape)
