@@ -193,6 +193,15 @@ def plan_episodes(model: nn.Module, episodes: int, seed: int, max_steps: int = 5
     return rows
 
 
+def success_cells(rows: list[dict]) -> str:
+    """A table row's tail for episodes ``rows``: pairs | success % | 95 % CI | final distance |
+    plan ms |."""
+    wins = sum(r["success"] for r in rows)
+    lo, hi = wilson_interval(wins, len(rows))
+    return (f"{len(rows)} | {100 * wins / len(rows):.1f} | [{lo:.0f}, {hi:.0f}] | "
+            f"{np.mean([r['distance'] for r in rows]):.3f} | {np.mean([r['plan_ms'] for r in rows]):.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="training dataset (push_t)")
@@ -224,12 +233,8 @@ def main() -> None:
           f"{ratios['block']:.3f}, angle {ratios['angle']:.3f}\n")
     print("| seed | pairs | success % | 95 % CI | final distance | plan ms |\n|---:|---:|---:|---|---:|---:|")
     for seed in args.seeds:
-        rows = plan_episodes(model, args.eval_episodes, seed)
-        wins = sum(r["success"] for r in rows)
-        lo, hi = wilson_interval(wins, len(rows))
-        print(f"| {seed} | {len(rows)} | {100 * wins / len(rows):.1f} | [{lo:.0f}, {hi:.0f}] | "
-              f"{np.mean([r['distance'] for r in rows]):.3f} | "
-              f"{np.mean([r['plan_ms'] for r in rows]):.1f} |", flush=True)
+        print(f"| {seed} | {success_cells(plan_episodes(model, args.eval_episodes, seed))}",
+              flush=True)
 
 
 if __name__ == "__main__":
