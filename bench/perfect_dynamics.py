@@ -1,7 +1,7 @@
 """Perfect dynamics, learned cost: plan in the simulator, score what a checkpoint's encoder sees.
 
     python bench/perfect_dynamics.py --checkpoint <run>/train/checkpoint --cost latent probe \
-        --eval-episodes 40 --seeds 2000 1000   # Push-T push goals, ~25 min per row on 2 cores
+        --eval-episodes 40 --seeds 2000 1000   # Push-T push goals, 10-15 min per row on 2 cores
 
 The other half of ``bench/state_model.py`` (perfect perception, learned dynamics). Here the
 dynamics are the simulator's own (a clone synced to the real env's state every step, as the
@@ -26,19 +26,17 @@ means the objective itself misleads the planner, whatever the predictor.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from state_model import push_t_distance, success_cells
+from state_model import CostFn, cem_episode, push_t_distance, success_cells
 from tqdm import trange
 
 from hmpc.checkpoint import load_checkpoint
 from hmpc.costs import CostWeights, action_smoothness
-from hmpc.optimizers import CEM
 from hmpc.rollout import episode_seed
 from hmpc.world_model import WorldModel
 from robots import make_env
@@ -90,36 +88,24 @@ def make_scorer(kind: str, model: WorldModel, goal_obs: dict[str, np.ndarray],
 
 @torch.no_grad()
 def plan_episodes(model: WorldModel, kind: str, weights: CostWeights, episodes: int, seed: int,
-                  every: int, max_steps: int = 50, horizon: int = 16, population: int = 64,
-                  iters: int = 3) -> list[dict]:
+                  every: int) -> list[dict]:
     env = make_env("push_t", goal_mode="push", goal_push_steps=25)
     sim = env.unwrapped.clone()
     rows = []
     try:
         for i in trange(episodes, desc=f"{kind} cost, seed {seed}"):
-            obs, info = env.reset(seed=episode_seed(seed, i))
+            obs, _ = env.reset(seed=episode_seed(seed, i))
             score = make_scorer(kind, model, env.unwrapped.goal_observation(), weights)
-            cem = CEM(iters=iters, population=population, elites=8, seed=i)
-            plan, prev, ms, success = torch.zeros(1, horizon, 2), torch.zeros(2), [], False
-            for _ in range(max_steps):
+
+            def make_cost(obs: dict, prev: torch.Tensor, score: Callable = score) -> CostFn:
                 state = np.asarray(env.unwrapped.get_state()).copy()  # read, never written
 
-                def cost(a: torch.Tensor, state: np.ndarray = state, prev: torch.Tensor = prev,
-                         score: Callable = score) -> torch.Tensor:
+                def cost(a: torch.Tensor) -> torch.Tensor:
                     px, st, d = simulate_frames(sim, state, a.double().numpy(), every)
                     return score(px, st, d) + weights.smoothness * action_smoothness(a, prev)
+                return cost
 
-                t0 = time.perf_counter()
-                best, _ = cem.optimize(cost, plan, -1.0, 1.0)
-                ms.append(1e3 * (time.perf_counter() - t0))
-                best = best.reshape(horizon, 2)
-                plan, prev = torch.cat([best[1:], best[-1:]])[None], best[0]
-                obs, _, _, _, info = env.step(best[0].numpy())
-                if info["is_success"]:
-                    success = True
-                    break
-            rows.append({"success": success, "distance": float(info["distance"]),
-                         "plan_ms": float(np.mean(ms))})
+            rows.append(cem_episode(env, obs, make_cost, cem_seed=i))
     finally:
         sim.close()
         env.close()

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,34 +162,45 @@ def push_t_distance(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
     return dp2 + (2 * BLOCK_GYRATION * torch.sin(dth / 2)).pow(2)
 
 
+CostFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cem_episode(env: Any, obs: dict, make_cost: Callable[[dict, torch.Tensor], CostFn],
+                cem_seed: int, max_steps: int = 50, horizon: int = 16, population: int = 64,
+                iters: int = 3) -> dict:
+    """One Push-T episode of flat CEM (``flat_cem``'s budget: replanned every step, warm-started
+    from the shifted plan) from ``obs``. ``make_cost(obs, prev_action)`` gives the cost of
+    candidates (N, H, 2) -> (N,) at each step. Returns success, final distance and plan ms."""
+    cem = CEM(iters=iters, population=population, elites=8, seed=cem_seed)
+    plan, prev, ms, success = torch.zeros(1, horizon, 2), torch.zeros(2), [], False
+    for _ in range(max_steps):
+        cost = make_cost(obs, prev)
+        t0 = time.perf_counter()
+        best, _ = cem.optimize(cost, plan, -1.0, 1.0)
+        ms.append(1e3 * (time.perf_counter() - t0))
+        best = best.reshape(horizon, 2)
+        plan, prev = torch.cat([best[1:], best[-1:]])[None], best[0]  # warm start: shifted plan
+        obs, _, _, _, info = env.step(best[0].numpy())
+        if info["is_success"]:
+            success = True
+            break
+    return {"success": success, "distance": float(info["distance"]), "plan_ms": float(np.mean(ms))}
+
+
 @torch.no_grad()
-def plan_episodes(model: nn.Module, episodes: int, seed: int, max_steps: int = 50,
-                  horizon: int = 16, population: int = 64, iters: int = 3) -> list[dict]:
+def plan_episodes(model: nn.Module, episodes: int, seed: int) -> list[dict]:
     env = make_env("push_t", goal_mode="push", goal_push_steps=25)
     rows = []
     try:
         for i in trange(episodes, desc="episodes"):
             obs, info = env.reset(seed=episode_seed(seed, i))
             goal = torch.as_tensor(info["goal_state"]).float()
-            cem = CEM(iters=iters, population=population, elites=8, seed=i)
-            plan, ms, success = torch.zeros(1, horizon, 2), [], False
-            for _ in range(max_steps):
+
+            def make_cost(obs: dict, prev: torch.Tensor, goal: torch.Tensor = goal) -> CostFn:
                 s0 = torch.as_tensor(obs["state"]).float()[None]
+                return lambda a: push_t_distance(model.rollout(s0.expand(len(a), -1), a), goal).mean(1)
 
-                def cost(a: torch.Tensor, s0: torch.Tensor = s0, goal: torch.Tensor = goal) -> torch.Tensor:
-                    return push_t_distance(model.rollout(s0.expand(len(a), -1), a), goal).mean(1)
-
-                t0 = time.perf_counter()
-                best, _ = cem.optimize(cost, plan, -1.0, 1.0)
-                ms.append(1e3 * (time.perf_counter() - t0))
-                best = best.reshape(horizon, 2)
-                plan = torch.cat([best[1:], best[-1:]])[None]  # warm start: the shifted plan
-                obs, _, _, _, info = env.step(best[0].numpy())
-                if info["is_success"]:
-                    success = True
-                    break
-            rows.append({"success": success, "distance": float(info["distance"]),
-                         "plan_ms": float(np.mean(ms))})
+            rows.append(cem_episode(env, obs, make_cost, cem_seed=i))
     finally:
         env.close()
     return rows
