@@ -124,16 +124,25 @@ def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
 
 def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,
                    batch: int = 256, frame: str = "absolute") -> nn.Module:
-    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
+    """A dynamics model of ``--frame`` kind, seeded, fit by :func:`fit_dynamics`."""
+    state = torch.from_numpy(frames.state).float()
     with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
         torch.manual_seed(seed)
-        model = (StateDynamics(state.shape[1], action.shape[1], hidden, state.mean(0), state.std(0))
+        model = (StateDynamics(state.shape[1], frames.action.shape[1], hidden, state.mean(0), state.std(0))
                  if frame == "absolute" else RelativeDynamics(hidden, state.std(0), frame == "block"))
+    return fit_dynamics(model, frames, steps, horizon, seed, batch)
+
+
+def fit_dynamics(model: nn.Module, frames: FrameArrays, steps: int, horizon: int, seed: int,
+                 batch: int = 256) -> nn.Module:
+    """Fits ``model`` (``rollout(s0 (N, S), actions (N, H, A)) -> (N, H, S)`` and a ``std`` (S,)
+    buffer) to ``frames.state`` with ``horizon``-step open-loop rollouts: AdamW, cosine schedule."""
+    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     starts = window_starts(frames, horizon + 1)
-    for _ in trange(steps, desc="state dynamics", mininterval=5):
+    for _ in trange(steps, desc="dynamics", mininterval=5):
         idx = starts[rng.integers(0, len(starts), batch)][:, None] + np.arange(horizon + 1)
         pred = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])
         loss = ((pred - state[idx[:, 1:]]) / model.std).pow(2).mean()

@@ -1,0 +1,248 @@
+"""A pose read out of a keypoint checkpoint, and dynamics in the T's frame on it: Push-T from images.
+
+    python bench/pose_dynamics.py --checkpoint <run>/train/checkpoint --data <run>/dataset \
+        --held-out <run>/held_out --eval-episodes 40 --seeds 2000 1000   # ~10 min on 2 CPU cores
+
+``bench/state_model.py --frame block`` plans 95 % of the Push-T push-goal pairs from the true
+state; ``bench/perfect_dynamics.py`` shows the image latent's goal distance is good enough. This
+bench puts the two together from images, with nothing privileged in the loop:
+- the object's keypoints are found without labels in a keypoint checkpoint with vectors
+  (``model.keypoint_vectors`` >= 1): keypoints that copy one another are merged, and the tightest
+  cluster of distinct ones is the object (``--keypoints`` chooses them by hand);
+- its pose is the cluster's mean place (keypoint coordinates) and the circular mean of the
+  members' first vectors' angles, each turned by its own offset to the first member (a vector
+  turns with what its keypoint sits on: the equivariance term);
+- ``PoseDynamics``: ``state_model.RelativeDynamics`` in the object's frame, the pose put into
+  world units by the camera's map (``env.unwrapped.image_map()``) and a learned scale for the
+  softmax keypoints' shrink toward the image centre (one number, starts at 1);
+- flat CEM with ``flat_cem``'s budget on the env's pose distance of the predicted pose to the goal
+  image's, plus ``--pusher-weight`` x the squared distance of the pusher to the goal image's.
+The controller sees the images, the fused pusher and the goal image with its pusher; the true block
+pose is read only to report how well the readout matches it. The camera map is calibration, not
+state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from state_model import (
+    GROUPS,
+    RelativeDynamics,
+    cem_episode,
+    error_ratios,
+    fit_dynamics,
+    push_t_distance,
+    success_cells,
+)
+from torch import nn
+from tqdm import trange
+
+from hmpc.checkpoint import load_checkpoint
+from hmpc.data import LeRobotDataset
+from hmpc.data.windows import FrameArrays, build_frame_cache
+from hmpc.models import KeypointEncoder, keypoint_grid_scale
+from hmpc.rollout import episode_seed
+from robots import make_env
+
+COPY_TOL = 0.02  # keypoints whose places never differ by more than this are copies of one another
+CLUSTER_TOL = 0.03  # distinct keypoints whose mean distance is below this sit on one object
+
+
+@torch.no_grad()
+def read_keypoints(encoder: KeypointEncoder, pixels: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (N, H, W, 3) uint8 -> keypoints (N, K, 2) and first vectors (N, K, 2)."""
+    points, vectors = [], []
+    for i in range(0, len(pixels), chunk):
+        p, v = encoder.parts(torch.as_tensor(pixels[i:i + chunk]).permute(0, 3, 1, 2))
+        points.append(p)
+        vectors.append(v[:, :, 0])
+    return torch.cat(points).numpy(), torch.cat(vectors).numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseReadout:
+    """The object's pose from keypoints: ``members`` (their indices), ``offsets`` (rad, each
+    member's vector angle minus the first member's, circular mean over the data), ``sign`` (-1
+    where the image flips the world's turning sense)."""
+
+    members: tuple[int, ...]
+    offsets: np.ndarray
+    sign: float
+
+    def __call__(self, points: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints and vectors (N, K, 2) -> the cluster's place (N, 2) and angle (N,)."""
+        m = list(self.members)
+        angles = np.arctan2(vectors[:, m, 1], vectors[:, m, 0]) - self.offsets
+        return points[:, m].mean(1), self.sign * np.angle(np.exp(1j * angles).mean(1))
+
+
+def find_object(points: np.ndarray, vectors: np.ndarray, sign: float,
+                members: list[int] | None = None) -> PoseReadout:
+    """The readout of the tightest cluster of distinct keypoints (or of ``members``), from
+    keypoints and vectors (N, K, 2) alone: no state is read."""
+    k = points.shape[1]
+    if members is None:
+        reps: list[int] = []  # one keypoint of each set of copies
+        for i in range(k):
+            if all(np.abs(points[:, i] - points[:, r]).max() > COPY_TOL for r in reps):
+                reps.append(i)
+        dist = np.linalg.norm(points[:, reps, None] - points[:, None, reps], axis=-1).mean(0)
+        clusters = [[reps[j] for j in np.flatnonzero(row < CLUSTER_TOL)] for row in dist]
+        members = max(clusters, key=len)
+        if len(members) < 2:
+            raise SystemExit(f"no two distinct keypoints sit together (mean distance < {CLUSTER_TOL}) "
+                             "in this checkpoint; choose the object's keypoints with --keypoints")
+    angles = np.arctan2(vectors[:, members, 1], vectors[:, members, 0])
+    offsets = np.angle(np.exp(1j * (angles - angles[:, :1])).mean(0))
+    return PoseReadout(tuple(int(i) for i in members), offsets, sign)
+
+
+def pose_frames(frames: FrameArrays, readout: PoseReadout, points: np.ndarray,
+                vectors: np.ndarray) -> FrameArrays:
+    """``frames`` with ``state`` (N, 6) = [pusher x, y (fused, metres), the object's place
+    (keypoint units), cos, sin of its angle]: what the controller may know."""
+    place, angle = readout(points, vectors)
+    state = np.concatenate([frames.state[:, :2], place, np.cos(angle)[:, None], np.sin(angle)[:, None]], 1)
+    return dataclasses.replace(frames, state=state.astype(np.float32))
+
+
+class PoseDynamics(nn.Module):
+    """``RelativeDynamics`` (the object's frame) on pose states (N, 6) of :func:`pose_frames`. The
+    place goes to world metres through the camera's ``image_map`` (2, 3), the keypoint grid's
+    scale and a learned shrink; ``std`` (6,) scales the training loss."""
+
+    def __init__(self, hidden: int, std: torch.Tensor, image_map: np.ndarray, grid_scale: float) -> None:
+        super().__init__()
+        self.inner = RelativeDynamics(hidden, std, rotate=True)
+        self.register_buffer("std", std)
+        self.register_buffer("map", torch.as_tensor(image_map, dtype=torch.float32))
+        self.grid_scale = grid_scale
+        self.log_shrink = nn.Parameter(torch.zeros(()))
+
+    @property
+    def shrink(self) -> float:
+        return float(self.log_shrink.detach().exp())
+
+    def to_world(self, place: torch.Tensor) -> torch.Tensor:
+        """Keypoint coordinates (..., 2) -> world x, y (..., 2)."""
+        image = place * self.log_shrink.exp() / self.grid_scale - self.map[:, 2]
+        return image @ torch.linalg.inv(self.map[:, :2]).T
+
+    def to_image(self, world: torch.Tensor) -> torch.Tensor:
+        return (world @ self.map[:, :2].T + self.map[:, 2]) * self.grid_scale / self.log_shrink.exp()
+
+    def world_state(self, s: torch.Tensor) -> torch.Tensor:
+        """Pose states (..., 6) -> states in world units (..., 6), as ``push_t_distance`` reads them."""
+        return torch.cat([s[..., :2], self.to_world(s[..., 2:4]), s[..., 4:6]], -1)
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Pose states (N, 6) and actions (N, H, A) -> predicted pose states (N, H, 6)."""
+        world = self.inner.rollout(self.world_state(s0), actions)
+        return torch.cat([world[..., :2], self.to_image(world[..., 2:4]), world[..., 4:6]], -1)
+
+
+def readout_error(readout_state: np.ndarray, true_state: np.ndarray, shrink_world) -> tuple[float, float]:
+    """For reading only: the readout's angle error (deg, rms after the best constant offset) and
+    place error (cm, rms after the best affine fit on the true pose) against the true state."""
+    angle = np.arctan2(readout_state[:, 5], readout_state[:, 4])
+    d = np.angle(np.exp(1j * (angle - np.arctan2(true_state[:, 5], true_state[:, 4]))))
+    d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
+    world = shrink_world(torch.as_tensor(readout_state[:, 2:4])).detach().numpy()
+    x = np.concatenate([true_state[:, 2:6], np.ones((len(true_state), 1))], 1)
+    coef, *_ = np.linalg.lstsq(x, world, rcond=None)
+    res = world - x @ coef
+    return float(np.degrees(np.sqrt((d ** 2).mean()))), float(100 * np.sqrt((res ** 2).sum(1).mean()))
+
+
+@torch.no_grad()
+def plan_episodes(model: PoseDynamics, encoder: KeypointEncoder, readout: PoseReadout,
+                  pusher_weight: float, episodes: int, seed: int) -> list[dict]:
+    env = make_env("push_t", goal_mode="push", goal_push_steps=25)
+
+    def pose(obs: dict) -> torch.Tensor:
+        points, vectors = read_keypoints(encoder, obs["pixels"][None])
+        place, angle = readout(points, vectors)
+        return torch.as_tensor(np.concatenate([obs["state"][None, :2], place, np.cos(angle)[:, None],
+                                               np.sin(angle)[:, None]], 1), dtype=torch.float32)
+
+    rows = []
+    try:
+        for i in trange(episodes, desc="episodes"):
+            obs, _ = env.reset(seed=episode_seed(seed, i))
+            goal = model.world_state(pose(env.unwrapped.goal_observation())[0])
+
+            def make_cost(obs: dict, prev: torch.Tensor, goal: torch.Tensor = goal):
+                s0 = pose(obs)
+
+                def cost(actions: torch.Tensor) -> torch.Tensor:
+                    pred = model.world_state(model.rollout(s0.expand(len(actions), -1), actions))
+                    pusher = (pred[..., :2] - goal[:2]).pow(2).sum(-1)
+                    return (push_t_distance(pred, goal) + pusher_weight * pusher).mean(1)
+                return cost
+
+            rows.append(cem_episode(env, obs, make_cost, cem_seed=i))
+    finally:
+        env.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a Push-T keypoint checkpoint with vectors (model.keypoint_vectors >= 1)")
+    parser.add_argument("--data", type=Path, required=True, help="training dataset (push_t)")
+    parser.add_argument("--held-out", type=Path, required=True, help="held-out dataset (push_t)")
+    parser.add_argument("--keypoints", type=int, nargs="+", default=None,
+                        help="the object's keypoints (default: found without labels)")
+    parser.add_argument("--train-steps", type=int, default=5000)
+    parser.add_argument("--horizon", type=int, default=8, help="open-loop steps per training window")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--pusher-weight", type=float, nargs="+", default=[0.3],
+                        help="weights of the pusher's squared distance to the goal image's, one row each")
+    parser.add_argument("--eval-episodes", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2000], help="evaluation seeds, one row each")
+    args = parser.parse_args()
+    model, _ = load_checkpoint(args.checkpoint)
+    encoder = model.encoder
+    if not isinstance(encoder, KeypointEncoder) or not encoder.num_vectors:
+        raise SystemExit(f"{args.checkpoint}: needs a keypoint encoder with vectors (trained with "
+                         "model.keypoints > 0 and model.keypoint_vectors >= 1, e.g. model=push_t)")
+    train = build_frame_cache(LeRobotDataset(args.data), progress=False)
+    held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
+    env = make_env("push_t")
+    image_map = env.unwrapped.image_map()
+    env.close()
+    sign = float(np.sign(np.linalg.det(image_map[:, :2])))  # the image's y points down: -1
+    t0 = time.perf_counter()
+    kp_train, kp_held = read_keypoints(encoder, train.pixels), read_keypoints(encoder, held.pixels)
+    readout = find_object(*kp_train, sign, args.keypoints)
+    pose_train, pose_held = pose_frames(train, readout, *kp_train), pose_frames(held, readout, *kp_held)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        dyn = PoseDynamics(args.hidden, torch.from_numpy(pose_train.state).std(0), image_map,
+                           keypoint_grid_scale(encoder.image_size))
+    fit_dynamics(dyn, pose_train, args.train_steps, args.horizon, seed=0)
+    build_s = time.perf_counter() - t0
+    angle_deg, place_cm = readout_error(pose_held.state, held.state, dyn.to_world)
+    ratios = error_ratios(dyn, pose_held)
+    print(f"\n# Push-T push goals from images: pose readout of keypoints {list(readout.members)} "
+          f"(held out, against the true pose: angle {angle_deg:.1f} deg rms, place {place_cm:.2f} cm rms); "
+          f"object-frame dynamics ({args.train_steps} steps, horizon {args.horizon}, hidden {args.hidden}; "
+          f"learned shrink {dyn.shrink:.3f}; {build_s / 60:.1f} min); held-out 10-step error / copying "
+          f"of the readout: " + ", ".join(f"{g} {ratios[g]:.3f}" for g in GROUPS) + "; flat CEM 64 x 3, horizon 16\n")
+    print("| pusher weight | seed | pairs | success % | 95 % CI | final distance | plan ms |\n"
+          "|---:|---:|---:|---:|---|---:|---:|")
+    for w in args.pusher_weight:
+        for seed in args.seeds:
+            rows = plan_episodes(dyn, encoder, readout, w, args.eval_episodes, seed)
+            print(f"| {w:g} | {seed} | {success_cells(rows)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
