@@ -65,24 +65,60 @@ def read_keypoints(encoder: KeypointEncoder, pixels: np.ndarray, chunk: int = 51
     return torch.cat(points).numpy(), torch.cat(vectors).numpy()
 
 
+def contact_basis(r: np.ndarray, bearing: np.ndarray) -> np.ndarray:
+    """Features (N, 27) of the pusher's place around the object, at distance ``r`` (m) and
+    ``bearing`` (rad) in the object's frame: 4 harmonics of the bearing and a constant, each
+    fading with distance at 5, 10 and 20 cm."""
+    feats = []
+    for scale in (0.05, 0.1, 0.2):
+        fade = np.exp(-r / scale)
+        feats += [fade * f(k * bearing) for k in (1, 2, 3, 4) for f in (np.cos, np.sin)] + [fade]
+    return np.stack(feats, 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class PoseReadout:
     """The object's pose from keypoints: ``members`` (their indices), ``offsets`` (rad, each
     member's vector angle minus the first member's, circular mean over the data), ``sign`` (-1
-    where the image flips the world's turning sense)."""
+    where the image flips the world's turning sense), ``to_image`` (2, 3: world x, y, 1 ->
+    keypoint coordinates, the camera's map on the keypoint grid). ``angle_coef`` (F,) and
+    ``place_coef`` (2F,) undo what the pusher's place adds to the readout (:func:`fit_slowness`)."""
 
     members: tuple[int, ...]
     offsets: np.ndarray
     sign: float
+    to_image: np.ndarray
+    angle_coef: np.ndarray | None = None
+    place_coef: np.ndarray | None = None
 
-    def __call__(self, points: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw(self, points: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints and vectors (N, K, 2) -> the cluster's place (N, 2) and angle (N,)."""
         m = list(self.members)
         angles = np.arctan2(vectors[:, m, 1], vectors[:, m, 0]) - self.offsets
         return points[:, m].mean(1), self.sign * np.angle(np.exp(1j * angles).mean(1))
 
+    def basis(self, place: np.ndarray, angle: np.ndarray, pusher: np.ndarray) -> np.ndarray:
+        """:func:`contact_basis` of the pusher (N, 2, world) around the readout's pose."""
+        world = (place - self.to_image[:, 2]) @ np.linalg.inv(self.to_image[:, :2]).T
+        rel = pusher - world
+        cos, sin = np.cos(angle), np.sin(angle)
+        x, y = cos * rel[:, 0] + sin * rel[:, 1], -sin * rel[:, 0] + cos * rel[:, 1]
+        return contact_basis(np.hypot(x, y), np.arctan2(y, x))
 
-def find_object(points: np.ndarray, vectors: np.ndarray, sign: float,
+    def __call__(self, points: np.ndarray, vectors: np.ndarray,
+                 pusher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints and vectors (N, K, 2), the pusher (N, 2) -> place (N, 2), angle (N,)."""
+        place, angle = self.raw(points, vectors)
+        if self.angle_coef is None or self.place_coef is None:
+            return place, angle
+        feats = self.basis(place, angle, pusher)
+        local = feats @ self.place_coef.reshape(2, -1).T  # (N, 2) in the object's frame
+        cos, sin = np.cos(angle), np.sin(angle)
+        shift = np.stack([cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1]], 1)
+        return place - shift @ self.to_image[:, :2].T, angle - feats @ self.angle_coef
+
+
+def find_object(points: np.ndarray, vectors: np.ndarray, sign: float, to_image: np.ndarray,
                 members: list[int] | None = None) -> PoseReadout:
     """The readout of the tightest cluster of distinct keypoints (or of ``members``), from
     keypoints and vectors (N, K, 2) alone: no state is read."""
@@ -100,14 +136,36 @@ def find_object(points: np.ndarray, vectors: np.ndarray, sign: float,
                              "in this checkpoint; choose the object's keypoints with --keypoints")
     angles = np.arctan2(vectors[:, members, 1], vectors[:, members, 0])
     offsets = np.angle(np.exp(1j * (angles - angles[:, :1])).mean(0))
-    return PoseReadout(tuple(int(i) for i in members), offsets, sign)
+    return PoseReadout(tuple(int(i) for i in members), offsets, sign, to_image)
+
+
+def fit_slowness(readout: PoseReadout, points: np.ndarray, vectors: np.ndarray, pusher: np.ndarray,
+                 episode_index: np.ndarray) -> PoseReadout:
+    """The readout with the pusher's share taken out, fit without labels: the corrections (linear
+    in :func:`contact_basis` of the pusher around the raw pose) that make the readout change least
+    from one frame to the next within episodes (least squares). The pusher moves at every step,
+    the object only when pushed, so what the readout moves with the pusher alone is taken out."""
+    place, angle = readout.raw(points, vectors)
+    feats = readout.basis(place, angle, pusher)
+    same = episode_index[1:] == episode_index[:-1]
+    step = (feats[1:] - feats[:-1])[same]
+    turn = np.angle(np.exp(1j * (angle[1:] - angle[:-1])))[same]
+    angle_coef, *_ = np.linalg.lstsq(step, turn, rcond=None)
+    world = (place - readout.to_image[:, 2]) @ np.linalg.inv(readout.to_image[:, :2]).T
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    x_of = np.concatenate([cos * feats, -sin * feats], 1)  # world x of the shift, over [cx, cy]
+    y_of = np.concatenate([sin * feats, cos * feats], 1)
+    design = np.concatenate([(x_of[1:] - x_of[:-1])[same], (y_of[1:] - y_of[:-1])[same]])
+    moves = np.concatenate([(world[1:, 0] - world[:-1, 0])[same], (world[1:, 1] - world[:-1, 1])[same]])
+    place_coef, *_ = np.linalg.lstsq(design, moves, rcond=None)
+    return dataclasses.replace(readout, angle_coef=angle_coef, place_coef=place_coef)
 
 
 def pose_frames(frames: FrameArrays, readout: PoseReadout, points: np.ndarray,
                 vectors: np.ndarray) -> FrameArrays:
     """``frames`` with ``state`` (N, 6) = [pusher x, y (fused, metres), the object's place
     (keypoint units), cos, sin of its angle]: what the controller may know."""
-    place, angle = readout(points, vectors)
+    place, angle = readout(points, vectors, frames.state[:, :2])
     state = np.concatenate([frames.state[:, :2], place, np.cos(angle)[:, None], np.sin(angle)[:, None]], 1)
     return dataclasses.replace(frames, state=state.astype(np.float32))
 
@@ -167,7 +225,7 @@ def plan_episodes(model: PoseDynamics, encoder: KeypointEncoder, readout: PoseRe
 
     def pose(obs: dict) -> torch.Tensor:
         points, vectors = read_keypoints(encoder, obs["pixels"][None])
-        place, angle = readout(points, vectors)
+        place, angle = readout(points, vectors, obs["state"][None, :2])
         return torch.as_tensor(np.concatenate([obs["state"][None, :2], place, np.cos(angle)[:, None],
                                                np.sin(angle)[:, None]], 1), dtype=torch.float32)
 
@@ -200,6 +258,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=Path, required=True, help="held-out dataset (push_t)")
     parser.add_argument("--keypoints", type=int, nargs="+", default=None,
                         help="the object's keypoints (default: found without labels)")
+    parser.add_argument("--raw", action="store_true",
+                        help="read the pose as it is, without the slowness correction for the pusher")
     parser.add_argument("--train-steps", type=int, default=5000)
     parser.add_argument("--horizon", type=int, default=8, help="open-loop steps per training window")
     parser.add_argument("--hidden", type=int, default=512)
@@ -221,17 +281,20 @@ def main() -> None:
     sign = float(np.sign(np.linalg.det(image_map[:, :2])))  # the image's y points down: -1
     t0 = time.perf_counter()
     kp_train, kp_held = read_keypoints(encoder, train.pixels), read_keypoints(encoder, held.pixels)
-    readout = find_object(*kp_train, sign, args.keypoints)
+    grid = keypoint_grid_scale(encoder.image_size)
+    readout = find_object(*kp_train, sign, image_map * grid, args.keypoints)
+    if not args.raw:
+        readout = fit_slowness(readout, *kp_train, train.state[:, :2], train.episode_index)
     pose_train, pose_held = pose_frames(train, readout, *kp_train), pose_frames(held, readout, *kp_held)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        dyn = PoseDynamics(args.hidden, torch.from_numpy(pose_train.state).std(0), image_map,
-                           keypoint_grid_scale(encoder.image_size))
+        dyn = PoseDynamics(args.hidden, torch.from_numpy(pose_train.state).std(0), image_map, grid)
     fit_dynamics(dyn, pose_train, args.train_steps, args.horizon, seed=0)
     build_s = time.perf_counter() - t0
     angle_deg, place_cm = readout_error(pose_held.state, held.state, dyn.to_world)
     ratios = error_ratios(dyn, pose_held)
-    print(f"\n# Push-T push goals from images: pose readout of keypoints {list(readout.members)} "
+    print(f"\n# Push-T push goals from images: pose readout of keypoints {list(readout.members)}, "
+          f"{'raw' if args.raw else 'slowness-corrected'} "
           f"(held out, against the true pose: angle {angle_deg:.1f} deg rms, place {place_cm:.2f} cm rms); "
           f"object-frame dynamics ({args.train_steps} steps, horizon {args.horizon}, hidden {args.hidden}; "
           f"learned shrink {dyn.shrink:.3f}; {build_s / 60:.1f} min); held-out 10-step error / copying "
