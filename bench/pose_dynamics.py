@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from state_model import (
     GROUPS,
+    CostFn,
     RelativeDynamics,
     cem_episode,
     error_ratios,
@@ -205,13 +207,14 @@ class PoseDynamics(nn.Module):
         return torch.cat([world[..., :2], self.to_image(world[..., 2:4]), world[..., 4:6]], -1)
 
 
-def readout_error(readout_state: np.ndarray, true_state: np.ndarray, shrink_world) -> tuple[float, float]:
+def readout_error(readout_state: np.ndarray, true_state: np.ndarray,
+                  to_world: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """For reading only: the readout's angle error (deg, rms after the best constant offset) and
     place error (cm, rms after the best affine fit on the true pose) against the true state."""
     angle = np.arctan2(readout_state[:, 5], readout_state[:, 4])
     d = np.angle(np.exp(1j * (angle - np.arctan2(true_state[:, 5], true_state[:, 4]))))
     d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
-    world = shrink_world(torch.as_tensor(readout_state[:, 2:4])).detach().numpy()
+    world = to_world(torch.as_tensor(readout_state[:, 2:4])).detach().numpy()
     x = np.concatenate([true_state[:, 2:6], np.ones((len(true_state), 1))], 1)
     coef, *_ = np.linalg.lstsq(x, world, rcond=None)
     res = world - x @ coef
@@ -233,9 +236,10 @@ def plan_episodes(model: PoseDynamics, encoder: KeypointEncoder, readout: PoseRe
     try:
         for i in trange(episodes, desc="episodes"):
             obs, _ = env.reset(seed=episode_seed(seed, i))
+            # the goal image and its pusher (the goal state's first 2 dims; the block's are never read)
             goal = model.world_state(pose(env.unwrapped.goal_observation())[0])
 
-            def make_cost(obs: dict, prev: torch.Tensor, goal: torch.Tensor = goal):
+            def make_cost(obs: dict, prev: torch.Tensor, goal: torch.Tensor = goal) -> CostFn:
                 s0 = pose(obs)
 
                 def cost(actions: torch.Tensor) -> torch.Tensor:
