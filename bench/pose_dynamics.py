@@ -7,8 +7,8 @@
 state; ``bench/perfect_dynamics.py`` shows the image latent's goal distance is good enough. This
 bench puts the two together from images, with nothing privileged in the loop:
 - the object's keypoints are found without labels in a keypoint checkpoint with vectors
-  (``model.keypoint_vectors`` >= 1): keypoints that copy one another are merged, and the tightest
-  cluster of distinct ones is the object (``--keypoints`` chooses them by hand);
+  (``model.keypoint_vectors`` >= 1): keypoints that copy one another are merged, and the largest
+  cluster of distinct ones (those within 0.03 of one of them) is the object (``--keypoints`` chooses them by hand);
 - its pose is the cluster's mean place (keypoint coordinates) and the circular mean of the
   members' first vectors' angles, each turned by its own offset to the first member (a vector
   turns with what its keypoint sits on: the equivariance term);
@@ -122,8 +122,9 @@ class PoseReadout:
 
 def find_object(points: np.ndarray, vectors: np.ndarray, sign: float, to_image: np.ndarray,
                 members: list[int] | None = None) -> PoseReadout:
-    """The readout of the tightest cluster of distinct keypoints (or of ``members``), from
-    keypoints and vectors (N, K, 2) alone: no state is read."""
+    """The readout of ``members``, or else of the largest cluster of distinct keypoints (those within
+    ``CLUSTER_TOL`` of one of them; ties to the first), from keypoints and vectors (N, K, 2) alone:
+    no state is read."""
     k = points.shape[1]
     if members is None:
         reps: list[int] = []  # one keypoint of each set of copies
@@ -210,7 +211,8 @@ class PoseDynamics(nn.Module):
 def readout_error(readout_state: np.ndarray, true_state: np.ndarray,
                   to_world: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """For reading only: the readout's angle error (deg, rms after the best constant offset) and
-    place error (cm, rms after the best affine fit on the true pose) against the true state."""
+    place error (cm in ``to_world``'s metres, rms after the best affine fit on the true pose)
+    against the true state."""
     angle = np.arctan2(readout_state[:, 5], readout_state[:, 4])
     d = np.angle(np.exp(1j * (angle - np.arctan2(true_state[:, 5], true_state[:, 4]))))
     d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
