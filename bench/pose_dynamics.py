@@ -99,10 +99,13 @@ class PoseReadout:
         angles = np.arctan2(vectors[:, m, 1], vectors[:, m, 0]) - self.offsets
         return points[:, m].mean(1), self.sign * np.angle(np.exp(1j * angles).mean(1))
 
+    def to_world(self, place: np.ndarray) -> np.ndarray:
+        """Keypoint coordinates (N, 2) -> world x, y (N, 2), by the camera's map alone."""
+        return (place - self.to_image[:, 2]) @ np.linalg.inv(self.to_image[:, :2]).T
+
     def basis(self, place: np.ndarray, angle: np.ndarray, pusher: np.ndarray) -> np.ndarray:
         """:func:`contact_basis` of the pusher (N, 2, world) around the readout's pose."""
-        world = (place - self.to_image[:, 2]) @ np.linalg.inv(self.to_image[:, :2]).T
-        rel = pusher - world
+        rel = pusher - self.to_world(place)
         cos, sin = np.cos(angle), np.sin(angle)
         x, y = cos * rel[:, 0] + sin * rel[:, 1], -sin * rel[:, 0] + cos * rel[:, 1]
         return contact_basis(np.hypot(x, y), np.arctan2(y, x))
@@ -154,7 +157,7 @@ def fit_slowness(readout: PoseReadout, points: np.ndarray, vectors: np.ndarray, 
     step = (feats[1:] - feats[:-1])[same]
     turn = np.angle(np.exp(1j * (angle[1:] - angle[:-1])))[same]
     angle_coef, *_ = np.linalg.lstsq(step, turn, rcond=None)
-    world = (place - readout.to_image[:, 2]) @ np.linalg.inv(readout.to_image[:, :2]).T
+    world = readout.to_world(place)
     cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
     x_of = np.concatenate([cos * feats, -sin * feats], 1)  # world x of the shift, over [cx, cy]
     y_of = np.concatenate([sin * feats, cos * feats], 1)
@@ -164,13 +167,18 @@ def fit_slowness(readout: PoseReadout, points: np.ndarray, vectors: np.ndarray, 
     return dataclasses.replace(readout, angle_coef=angle_coef, place_coef=place_coef)
 
 
+def pose_state(readout: PoseReadout, points: np.ndarray, vectors: np.ndarray,
+               pusher: np.ndarray) -> np.ndarray:
+    """Pose states (N, 6) float32 = [pusher x, y (fused, metres), the object's place (keypoint
+    units), cos, sin of its angle]: what the controller may know."""
+    place, angle = readout(points, vectors, pusher)
+    return np.concatenate([pusher, place, np.cos(angle)[:, None], np.sin(angle)[:, None]], 1).astype(np.float32)
+
+
 def pose_frames(frames: FrameArrays, readout: PoseReadout, points: np.ndarray,
                 vectors: np.ndarray) -> FrameArrays:
-    """``frames`` with ``state`` (N, 6) = [pusher x, y (fused, metres), the object's place
-    (keypoint units), cos, sin of its angle]: what the controller may know."""
-    place, angle = readout(points, vectors, frames.state[:, :2])
-    state = np.concatenate([frames.state[:, :2], place, np.cos(angle)[:, None], np.sin(angle)[:, None]], 1)
-    return dataclasses.replace(frames, state=state.astype(np.float32))
+    """``frames`` with :func:`pose_state` as ``state``."""
+    return dataclasses.replace(frames, state=pose_state(readout, points, vectors, frames.state[:, :2]))
 
 
 class PoseDynamics(nn.Module):
@@ -181,10 +189,14 @@ class PoseDynamics(nn.Module):
     def __init__(self, hidden: int, std: torch.Tensor, image_map: np.ndarray, grid_scale: float) -> None:
         super().__init__()
         self.inner = RelativeDynamics(hidden, std, rotate=True)
-        self.register_buffer("std", std)
         self.register_buffer("map", torch.as_tensor(image_map, dtype=torch.float32))
+        self.register_buffer("map_inv", torch.linalg.inv(self.map[:, :2]))
         self.grid_scale = grid_scale
         self.log_shrink = nn.Parameter(torch.zeros(()))
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.inner.std
 
     @property
     def shrink(self) -> float:
@@ -193,7 +205,7 @@ class PoseDynamics(nn.Module):
     def to_world(self, place: torch.Tensor) -> torch.Tensor:
         """Keypoint coordinates (..., 2) -> world x, y (..., 2)."""
         image = place * self.log_shrink.exp() / self.grid_scale - self.map[:, 2]
-        return image @ torch.linalg.inv(self.map[:, :2]).T
+        return image @ self.map_inv.T
 
     def to_image(self, world: torch.Tensor) -> torch.Tensor:
         return (world @ self.map[:, :2].T + self.map[:, 2]) * self.grid_scale / self.log_shrink.exp()
@@ -230,9 +242,7 @@ def plan_episodes(model: PoseDynamics, encoder: KeypointEncoder, readout: PoseRe
 
     def pose(obs: dict) -> torch.Tensor:
         points, vectors = read_keypoints(encoder, obs["pixels"][None])
-        place, angle = readout(points, vectors, obs["state"][None, :2])
-        return torch.as_tensor(np.concatenate([obs["state"][None, :2], place, np.cos(angle)[:, None],
-                                               np.sin(angle)[:, None]], 1), dtype=torch.float32)
+        return torch.from_numpy(pose_state(readout, points, vectors, obs["state"][None, :2]))
 
     rows = []
     try:
