@@ -256,7 +256,8 @@ def equivariance_term(model: WorldModel, batch: dict[str, torch.Tensor]) -> torc
         raise ValueError("model.loss.equivariance > 0 needs a keypoint encoder: set model.keypoints "
                          "> 0 (e.g. 16), or model.loss.equivariance=0")
     theta = batch.get("warp")
-    frames = batch["pixels"][:, 0]  # (B, 3, H, W)
+    state = batch.get("state")
+    frames = model.visible(batch["pixels"][:, 0], None if state is None else state[:, 0])  # (B, 3, H, W)
     if theta is None or theta.shape != (frames.shape[0], 2, 3):
         got = None if theta is None else tuple(theta.shape)
         raise ValueError(f"model.loss.equivariance needs batch['warp'] ({frames.shape[0]}, 2, 3) "

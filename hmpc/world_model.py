@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from hmpc.agent_mask import AgentMask
 from hmpc.models import (
     InverseDynamics,
     LatentPosterior,
@@ -67,8 +68,15 @@ class WorldModelSpec:
     # predictor=relative with fused state: the camera's affine map (2 rows of 3) of the agent's
     # x, y into image coordinates in [-1, 1] (x right, y down): env.unwrapped.image_map()
     anchor_map: tuple[tuple[float, ...], ...] | None = None
+    # paint the agent's disc out of the images before encoding, at the fused state's first two
+    # dims (world x, y): hmpc.agent_mask.AgentMask (a mapping in configs and JSON); needs state_dim >= 2
+    agent_mask: AgentMask | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "agent_mask", AgentMask.from_value(self.agent_mask))
+        if self.agent_mask is not None and self.state_dim < 2:
+            raise ValueError(f"model.agent_mask needs the agent's x, y fused: model.state_dim >= 2 "
+                             f"(got {self.state_dim}); set model.state_dim=2 or model.agent_mask=null")
         if self.num_predictors < 1:
             raise ValueError(f"model.num_predictors={self.num_predictors} must be >= 1 "
                              "(1 = a single level-1 predictor, e.g. 5 for an ensemble)")
@@ -205,9 +213,20 @@ class WorldModel(nn.Module):
         return next(self.parameters()).device
 
     # -- encode -------------------------------------------------------------------------------
+    def visible(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """What the encoder sees of uint8 images (B, 3, H, W): with ``spec.agent_mask``, the agent
+        painted out at ``state[:, :2]`` (B, >= 2; required then); else the images themselves."""
+        mask = self.spec.agent_mask
+        if mask is None:
+            return pixels
+        if state is None:
+            raise ValueError("model.agent_mask paints the agent out at the fused state: pass "
+                             "observation.state with the images")
+        return mask(pixels, state[:, :2])
+
     def encode(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """Level-1 latent of images. pixels: uint8 (B, 3, H, W) -> (B, D_1)."""
-        return self.encoder(pixels, state)
+        return self.encoder(self.visible(pixels, state), state)
 
     def encode_window(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """Level-1 latents of every frame of a window: pixels uint8 (B, L, 3, H, W) -> (B, L, D_1).

@@ -230,6 +230,13 @@ class BulletGoalEnv(gymnasium.Env):
         coef, *_ = np.linalg.lstsq(world[:, [0, 1, 3]], image, rcond=None)
         return coef.T
 
+    def agent_mask(self) -> dict[str, Any]:
+        """``model.agent_mask`` for this env's camera: ``{image_map, radius, fill}`` of a
+        disc-shaped agent whose world x, y are ``observation.state[:2]``. Envs whose agent is
+        not such a disc (an arm) have none."""
+        raise ValueError(f"{type(self).__name__} has no disc-shaped agent at observation.state[:2] "
+                         "to paint out; leave model.agent_mask=null")
+
     # ------------------------------------------------------------------ actions
     def _check_action(self, action: Any) -> tuple[np.ndarray, bool]:
         return sanitize_action(action, self.action_space.shape)

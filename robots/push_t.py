@@ -254,6 +254,10 @@ class PushTEnv(BulletGoalEnv):
             self._goal, self._goal_pusher = state[10:13].copy(), state[13:15].copy()
             self._goal_pixels = self._render_goal()
 
+    def agent_mask(self) -> dict[str, Any]:
+        """The pusher's disc on the floor, for ``model.agent_mask``."""
+        return {"image_map": self.image_map().tolist(), "radius": PUSHER_RADIUS, "fill": list(FLOOR_RGB)}
+
     # ------------------------------------------------------------------ episodes
     def _render_goal(self) -> np.ndarray:
         """The T at the goal pose, the pusher at the goal image's place; the state is restored."""
