@@ -1,11 +1,16 @@
 """A pose read out of a keypoint checkpoint, and dynamics in the T's frame on it: Push-T from images.
 
     python bench/pose_dynamics.py --checkpoint <run>/train/checkpoint --data <run>/dataset \
-        --held-out <run>/held_out --eval-episodes 40 --seeds 2000 1000   # ~10 min on 2 CPU cores
+        --held-out <run>/held_out --eval-episodes 40 --seeds 2000 1000 3000 --raw --pusher-weight 0
+        # ~13 min on 2 CPU cores
 
 ``bench/state_model.py --frame block`` plans 95 % of the Push-T push-goal pairs from the true
 state; ``bench/perfect_dynamics.py`` shows the image latent's goal distance is good enough. This
 bench puts the two together from images, with nothing privileged in the loop:
+- the pusher is painted out of every frame before it is encoded (``hmpc.agent_mask``, at the
+  fused pusher's place through the camera's map; ``--no-mask`` leaves it in; a checkpoint trained
+  with ``model.agent_mask`` brings its own): what the encoder reads of the T no longer follows the
+  pusher, so the slowness correction below has nothing left to take out (``--raw`` skips it);
 - the object's keypoints are found without labels in a keypoint checkpoint with vectors
   (``model.keypoint_vectors`` >= 1): keypoints that copy one another are merged, and the largest
   cluster of distinct ones (those within 0.03 of one of them) is the object (``--keypoints`` chooses them by hand);
@@ -45,6 +50,7 @@ from state_model import (
 from torch import nn
 from tqdm import trange
 
+from hmpc.agent_mask import AgentMask
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import FrameArrays, build_frame_cache
@@ -57,11 +63,16 @@ CLUSTER_TOL = 0.03  # distinct keypoints whose mean distance is below this sit o
 
 
 @torch.no_grad()
-def read_keypoints(encoder: KeypointEncoder, pixels: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (N, H, W, 3) uint8 -> keypoints (N, K, 2) and first vectors (N, K, 2)."""
+def read_keypoints(encoder: KeypointEncoder, pixels: np.ndarray, pusher: np.ndarray,
+                   mask: AgentMask | None, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (N, H, W, 3) uint8 -> keypoints (N, K, 2) and first vectors (N, K, 2); with
+    ``mask``, the pusher (N, 2, world) is painted out first."""
     points, vectors = [], []
     for i in range(0, len(pixels), chunk):
-        p, v = encoder.parts(torch.as_tensor(pixels[i:i + chunk]).permute(0, 3, 1, 2))
+        frames = torch.as_tensor(pixels[i:i + chunk]).permute(0, 3, 1, 2)
+        if mask is not None:
+            frames = mask(frames, torch.as_tensor(pusher[i:i + chunk]))
+        p, v = encoder.parts(frames)
         points.append(p)
         vectors.append(v[:, :, 0])
     return torch.cat(points).numpy(), torch.cat(vectors).numpy()
@@ -237,11 +248,11 @@ def readout_error(readout_state: np.ndarray, true_state: np.ndarray,
 
 @torch.no_grad()
 def plan_episodes(model: PoseDynamics, encoder: KeypointEncoder, readout: PoseReadout,
-                  pusher_weight: float, episodes: int, seed: int) -> list[dict]:
+                  mask: AgentMask | None, pusher_weight: float, episodes: int, seed: int) -> list[dict]:
     env = make_env("push_t", goal_mode="push", goal_push_steps=25)
 
     def pose(obs: dict) -> torch.Tensor:
-        points, vectors = read_keypoints(encoder, obs["pixels"][None])
+        points, vectors = read_keypoints(encoder, obs["pixels"][None], obs["state"][None, :2], mask)
         return torch.from_numpy(pose_state(readout, points, vectors, obs["state"][None, :2]))
 
     rows = []
@@ -276,6 +287,9 @@ def main() -> None:
                         help="the object's keypoints (default: found without labels)")
     parser.add_argument("--raw", action="store_true",
                         help="read the pose as it is, without the slowness correction for the pusher")
+    parser.add_argument("--no-mask", action="store_true",
+                        help="encode the frames as they are, without painting the pusher out first "
+                             "(checkpoints trained with model.agent_mask always paint it out)")
     parser.add_argument("--train-steps", type=int, default=5000)
     parser.add_argument("--horizon", type=int, default=8, help="open-loop steps per training window")
     parser.add_argument("--hidden", type=int, default=512)
@@ -292,11 +306,13 @@ def main() -> None:
     train = build_frame_cache(LeRobotDataset(args.data), progress=False)
     held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
     env = make_env("push_t")
-    image_map = env.unwrapped.image_map()
+    image_map, env_mask = env.unwrapped.image_map(), AgentMask.from_value(env.unwrapped.agent_mask())
     env.close()
     sign = float(np.sign(np.linalg.det(image_map[:, :2])))  # the image's y points down: -1
     t0 = time.perf_counter()
-    kp_train, kp_held = read_keypoints(encoder, train.pixels), read_keypoints(encoder, held.pixels)
+    mask = model.spec.agent_mask or (None if args.no_mask else env_mask)  # a masked checkpoint's own
+    kp_train = read_keypoints(encoder, train.pixels, train.state[:, :2], mask)
+    kp_held = read_keypoints(encoder, held.pixels, held.state[:, :2], mask)
     grid = keypoint_grid_scale(encoder.image_size)
     readout = find_object(*kp_train, sign, image_map * grid, args.keypoints)
     if not args.raw:
@@ -309,7 +325,8 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     angle_deg, place_cm = readout_error(pose_held.state, held.state, dyn.to_world)
     ratios = error_ratios(dyn, pose_held)
-    print(f"\n# Push-T push goals from images: pose readout of keypoints {list(readout.members)}, "
+    print(f"\n# Push-T push goals from images{'' if mask is None else ', pusher painted out'}: "
+          f"pose readout of keypoints {list(readout.members)}, "
           f"{'raw' if args.raw else 'slowness-corrected'} "
           f"(held out, against the true pose: angle {angle_deg:.1f} deg rms, place {place_cm:.2f} cm rms); "
           f"object-frame dynamics ({args.train_steps} steps, horizon {args.horizon}, hidden {args.hidden}; "
@@ -319,7 +336,7 @@ def main() -> None:
           "|---:|---:|---:|---:|---|---:|---:|")
     for w in args.pusher_weight:
         for seed in args.seeds:
-            rows = plan_episodes(dyn, encoder, readout, w, args.eval_episodes, seed)
+            rows = plan_episodes(dyn, encoder, readout, mask, w, args.eval_episodes, seed)
             print(f"| {w:g} | {seed} | {success_cells(rows)}", flush=True)
 
 
