@@ -36,18 +36,13 @@ from tqdm import trange
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import FrameArrays, WindowSampler, build_frame_cache
 from hmpc.optimizers import CEM
+from hmpc.pose_dynamics import RelativeDynamics, fit_dynamics, gelu_mlp, pose_distance
 from hmpc.report import wilson_interval
 from hmpc.rollout import episode_seed
 from robots import make_env
 from robots.push_t import BLOCK_GYRATION
 
 GROUPS = {"pusher": [0, 1], "block": [2, 3], "angle": [4, 5]}  # Push-T's observation.state
-
-
-def gelu_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    """Three GELU layers of width ``hidden``, then a linear head (the dynamics of this bench)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                         nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
 class StateDynamics(nn.Module):
@@ -71,51 +66,6 @@ class StateDynamics(nn.Module):
         return torch.stack(out, dim=1) * self.std + self.mean
 
 
-def _rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Vectors (N, 2) rotated by the angles whose cosine and sine are ``cos``, ``sin`` (N,)."""
-    return torch.stack([cos * v[:, 0] - sin * v[:, 1], sin * v[:, 0] + cos * v[:, 1]], dim=-1)
-
-
-class RelativeDynamics(nn.Module):
-    """The same MLP seeing nothing absolute: the pusher's place relative to the block, the
-    action and (``rotate=False``) the T's heading as (cos, sin); it predicts the displacements of
-    block and pusher and the T's turn. Pushes learned at one place then hold at every place (the
-    arena's walls are not seen). ``rotate=True`` also turns inputs and outputs into the T's own
-    frame, so they hold at every heading too. ``std`` (S,) only scales the training loss."""
-
-    _OUT_SCALE = (0.01, 0.01, 0.05, 0.01, 0.01)  # block dx, dy (m), turn (rad), pusher dx, dy (m)
-
-    def __init__(self, hidden: int, std: torch.Tensor, rotate: bool) -> None:
-        super().__init__()
-        self.rotate = rotate
-        self.net = gelu_mlp(4 if rotate else 6, hidden, 5)
-        self.register_buffer("std", std)
-        self.register_buffer("out_scale", torch.tensor(self._OUT_SCALE))
-
-    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Raw states (N, 6) and actions (N, 2) -> next raw states (N, 6)."""
-        pusher, block = s[:, 0:2], s[:, 2:4]
-        theta = torch.atan2(s[:, 5], s[:, 4])
-        if self.rotate:
-            cos, sin = torch.cos(theta), torch.sin(theta)
-            x = torch.cat([_rotate(pusher - block, cos, -sin) / 0.1, _rotate(a, cos, -sin)], dim=-1)
-        else:
-            cos, sin = torch.ones_like(theta), torch.zeros_like(theta)  # outputs in the world frame
-            x = torch.cat([(pusher - block) / 0.1, a, s[:, 4:6]], dim=-1)
-        d = self.net(x) * self.out_scale
-        theta = theta + d[:, 2]
-        return torch.cat([pusher + _rotate(d[:, 3:5], cos, sin), block + _rotate(d[:, 0:2], cos, sin),
-                          torch.cos(theta)[:, None], torch.sin(theta)[:, None]], dim=-1)
-
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Raw states (N, S) and actions (N, H, A) -> predicted raw states (N, H, S)."""
-        s, out = s0, []
-        for t in range(actions.shape[1]):
-            s = self.step(s, actions[:, t])
-            out.append(s)
-        return torch.stack(out, dim=1)
-
-
 def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
     """First frames (int64) of every ``length``-frame window inside one episode with all its
     actions recorded (video-only frames carry zero actions): the world model's training windows."""
@@ -133,27 +83,6 @@ def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, s
     return fit_dynamics(model, frames, steps, horizon, seed, batch)
 
 
-def fit_dynamics(model: nn.Module, frames: FrameArrays, steps: int, horizon: int, seed: int,
-                 batch: int = 256) -> nn.Module:
-    """Fits ``model`` (``rollout(s0 (N, S), actions (N, H, A)) -> (N, H, S)`` and a ``std`` (S,)
-    buffer) to ``frames.state`` with ``horizon``-step open-loop rollouts: AdamW, cosine schedule."""
-    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    starts = window_starts(frames, horizon + 1)
-    for _ in trange(steps, desc="dynamics", mininterval=5):
-        idx = starts[rng.integers(0, len(starts), batch)][:, None] + np.arange(horizon + 1)
-        pred = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])
-        loss = ((pred - state[idx[:, 1:]]) / model.std).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-    return model.eval()
-
-
 @torch.no_grad()
 def error_ratios(model: nn.Module, frames: FrameArrays, steps: int = 10) -> dict[str, float]:
     """Per state group: squared error of the ``steps``-step open-loop prediction / of copying."""
@@ -166,9 +95,7 @@ def error_ratios(model: nn.Module, frames: FrameArrays, steps: int = 10) -> dict
 
 def push_t_distance(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
     """The env's squared goal distance (info["distance"]^2) of predicted states (..., 6)."""
-    dp2 = (pred[..., 2:4] - goal[2:4]).pow(2).sum(-1)
-    dth = torch.atan2(pred[..., 5], pred[..., 4]) - torch.atan2(goal[5], goal[4])
-    return dp2 + (2 * BLOCK_GYRATION * torch.sin(dth / 2)).pow(2)
+    return pose_distance(pred, goal, BLOCK_GYRATION)
 
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
