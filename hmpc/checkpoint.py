@@ -46,18 +46,23 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def save_checkpoint(folder: str | Path, model: WorldModel, meta: dict[str, Any]) -> Path:
     """Save weights + ``{"model": spec, **meta}``; the JSON is written last (it marks completion)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS}.", dir=folder)
+    atomic_save_weights(folder / WEIGHTS, model)
+    atomic_write_json(folder / CONFIG, {"model": model.spec.to_dict(), **meta})
+    return folder
+
+
+def atomic_save_weights(path: Path, module: torch.nn.Module) -> None:
+    """``module``'s state dict as safetensors at ``path``, through a temporary file in its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp)
-        os.replace(tmp, folder / WEIGHTS)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_json(folder / CONFIG, {"model": model.spec.to_dict(), **meta})
-    return folder
 
 
 def load_checkpoint(

@@ -15,11 +15,13 @@ from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.landmarks import LandmarkGraph
 from hmpc.mpc import Controller, FlatMPC, RandomController
+from hmpc.object_pose import PoseModel
 from hmpc.optimizers import make_optimizer
 from hmpc.oracle import OracleMPC
+from hmpc.pose_mpc import PoseMPC
 from hmpc.world_model import WorldModel, WorldModelSpec
 
-KINDS = ("hierarchical", "flat", "oracle", "random", "rllib")
+KINDS = ("hierarchical", "flat", "pose", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 
 
@@ -53,6 +55,9 @@ class ControllerSpec:
     compile: str | None = None  # learned kinds: torch.compile backend of the rollouts ("inductor")
     landmarks: int = 0  # kind hierarchical: size of a landmark graph of the training data (0: none)
     landmark_hops: int = 4  # with landmarks: the top level plans toward the route's node this far ahead
+    # kind pose (an object-pose model from hmpc-pose in <checkpoint>/pose): the agent's squared
+    # distance to the goal image's agent, and action changes, as extra cost terms (hmpc.pose_mpc)
+    pose: dict[str, float] = field(default_factory=lambda: {"agent_weight": 0.0, "smoothness": 0.0})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -101,11 +106,12 @@ def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | Non
 def build_controller(
     spec: ControllerSpec, model: WorldModel | None, action_dim: int, seed: int,
     device: torch.device | str = "cpu", env: Any | None = None,
-    graphs: dict[int, LandmarkGraph] | None = None,
+    graphs: dict[int, LandmarkGraph] | None = None, pose: PoseModel | None = None,
 ) -> Controller:
     """Instantiate ``spec``. ``model`` may be None for kinds "random" and "oracle"; ``env`` (the
     episode's real env, whose state the oracle reads and clones) is required for "oracle" only;
-    ``graphs`` (size -> graph, :func:`hmpc.landmarks.landmark_graphs`) for ``spec.landmarks`` > 0."""
+    ``graphs`` (size -> graph, :func:`hmpc.landmarks.landmark_graphs`) for ``spec.landmarks`` > 0;
+    ``pose`` (:func:`hmpc.object_pose.load_pose_model`) for kind "pose"."""
     if spec.kind == "random":
         return RandomController(action_dim, seed)
     if spec.kind == "rllib":
@@ -130,6 +136,16 @@ def build_controller(
         )
     if model is None:
         raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")
+    if spec.kind == "pose":
+        if pose is None:
+            raise ValueError(f"controller {spec.name!r} (kind: pose) needs an object-pose model in "
+                             "<checkpoint>/pose: fit one with `hmpc-pose checkpoint=<checkpoint> env=<env>`")
+        unknown = set(spec.pose) - {"agent_weight", "smoothness"}
+        if unknown:
+            raise ValueError(f"controllers.{spec.name}.pose has unknown keys {sorted(unknown)}; "
+                             "known: agent_weight, smoothness")
+        return PoseMPC(pose, _optimizer(spec.optimizer, seed), spec.horizon, spec.candidates,
+                       device=device, deadline_ms=spec.deadline_ms, **spec.pose)
     weights = spec.cost_weights()
     check_spec_guardrails(spec, model.spec)
     if spec.kind == "hierarchical":

@@ -36,6 +36,8 @@ from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
+from hmpc.object_pose import CONFIG as POSE_CONFIG
+from hmpc.object_pose import pose_blob, pose_from_blob
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
 from hmpc.report import aggregate, difficulty_table, results_csv, results_table
@@ -200,6 +202,8 @@ def model_blob(
         blob["atlas"] = build_atlas(model, frames, 2, atlas_size, np.random.default_rng(seed))
     if landmarks:
         blob["landmarks"] = landmark_graphs(model, frames, set(landmarks))
+    if (Path(checkpoint) / "pose" / POSE_CONFIG).is_file():  # hmpc-pose's object-pose model
+        blob["pose"] = pose_blob(Path(checkpoint) / "pose")
     return blob
 
 
@@ -217,7 +221,8 @@ def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: s
     model = model_from_blob(blob, dev) if blob is not None else None
     atlas = blob.get("atlas") if blob is not None else None
     graphs = blob.get("landmarks") if blob is not None else None
-    return env_specs, {}, model, dev, atlas, graphs
+    pose = pose_from_blob(blob["pose"], model, dev) if blob is not None and "pose" in blob else None
+    return env_specs, {}, model, dev, atlas, graphs, pose
 
 
 def row_label(name: str, condition: str) -> str:
@@ -246,7 +251,7 @@ def _run(
 
     The first ``cfg.videos`` episodes of each controller come back with an mp4 as bytes.
     """
-    env_specs, envs, model, dev, atlas, graphs = state
+    env_specs, envs, model, dev, atlas, graphs, pose = state
     index, seed, name, cond = item
     record = _record(item)
     t0 = time.perf_counter()
@@ -255,7 +260,7 @@ def _run(
             envs[cond] = env_specs[cond].make()
         env = envs[cond]
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env,
-                                graphs=graphs)
+                                graphs=graphs, pose=pose)
         try:
             rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos,
                               guardrails=specs[name].cost_weights().guardrails)

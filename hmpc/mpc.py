@@ -100,6 +100,22 @@ def run_optimizer(
     return best, info, ok
 
 
+def receding_step(
+    optimizer: Optimizer, cost_fn: CostFn, plan: torch.Tensor, candidates: int, deadline: float | None,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """One receding-horizon step from the stored plan (H, A) (its row 0 is the previous plan's
+    action for this step): optimise from it as a warm start (``candidates`` copies), send the first
+    action or fall back. Returns (action (A,) float32, the next stored plan (the result shifted by
+    one step, or the old plan consumed by one), the optimised plan (H, A) or None after a
+    fallback, info with ``fallback``)."""
+    init = plan.unsqueeze(0).repeat(candidates, 1, 1)  # warm start, (B, H, A)
+    best, info, _ = run_optimizer(optimizer, cost_fn, init, -1.0, 1.0, deadline)
+    action, fell_back = safe_action(best[0], plan[0].cpu().numpy())
+    if fell_back:
+        return action, shift_plan(plan), None, {**info, "fallback": True}
+    return action, shift_plan(best).detach(), best, {**info, "fallback": False}
+
+
 class RandomController(Controller):
     """Uniform random actions: the floor every learned controller must beat."""
 
@@ -214,21 +230,16 @@ class FlatMPC(LatentController):
         def cost_fn(a: torch.Tensor) -> torch.Tensor:
             return sum(self.cost_terms(s, a).values())
 
-        init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # warm start, (B, H, A)
-        deadline = deadline_at(t0, self.deadline_ms)
-        best, info, _ = run_optimizer(self.optimizer, cost_fn, init, -1.0, 1.0, deadline)
         # self.plan is stored shifted: its row 0 is the previous plan's action for this step.
-        action, fell_back = safe_action(best[0], self.plan[0].cpu().numpy())
+        action, self.plan, best, info = receding_step(
+            self.optimizer, cost_fn, self.plan, self.candidates, deadline_at(t0, self.deadline_ms))
         plan_ms = 1000 * (time.perf_counter() - t0)  # the per-term report below is not planning
         terms: dict[str, float] = {}
-        if not fell_back:  # keep the plan for the next warm start: shift by one step
-            self.plan = shift_plan(best).detach()
+        if best is not None:
             with torch.no_grad():
                 terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
-        else:  # consumed one step of the previous plan
-            self.plan = shift_plan(self.plan)
         self.prev = torch.as_tensor(action, device=self.device)
-        info = {**info, "terms": terms, "fallback": fell_back}
+        info = {**info, "terms": terms}
         violated = predicted_violation(self.model, s, self.prev, self.weights.guardrails)
         if violated is not None:
             info["predicted_violation"] = violated

@@ -258,6 +258,11 @@ class PushTEnv(BulletGoalEnv):
         """The pusher's disc on the floor, for ``model.agent_mask``."""
         return {"image_map": self.image_map().tolist(), "radius": PUSHER_RADIUS, "fill": list(FLOOR_RGB)}
 
+    @property
+    def object_gyration(self) -> float:
+        """The T's radius of gyration (m): ``info["distance"]`` weighs its heading error by it."""
+        return BLOCK_GYRATION
+
     # ------------------------------------------------------------------ episodes
     def _render_goal(self) -> np.ndarray:
         """The T at the goal pose, the pusher at the goal image's place; the state is restored."""

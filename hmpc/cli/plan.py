@@ -25,21 +25,23 @@ def run(cfg: DictConfig) -> None:
     from hmpc.controllers import NO_MODEL_KINDS, build_controller
     from hmpc.episode_video import video_bytes
     from hmpc.evaluate import model_blob, model_from_blob, run_episode
+    from hmpc.object_pose import pose_from_blob
     from hmpc.runtime import resolve_device
 
     specs = {s.name: s for s in controller_specs(cfg.all_controllers)}
     if cfg.controller not in specs:
         raise ValueError(f"unknown controller {cfg.controller!r}; known controllers: {sorted(specs)}")
     spec, device = specs[cfg.controller], resolve_device(cfg.device)
-    model = atlas = graphs = None
+    model = atlas = graphs = pose = None
     if spec.kind not in NO_MODEL_KINDS:
         ckpt = existing_dir(cfg.checkpoint, "checkpoint", "train one with `hmpc-train` or `hmpc-demo`")
         blob = model_blob(ckpt, cfg.atlas_size, cfg.seed, {spec.landmarks} - {0})
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
         graphs = blob.get("landmarks")
+        pose = pose_from_blob(blob["pose"], model, device) if "pose" in blob else None
     env = env_spec(cfg).make()
     ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env,
-                            graphs=graphs)
+                            graphs=graphs, pose=pose)
     rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True,
                       guardrails=spec.cost_weights().guardrails)
     out = Path(cfg.output_dir)
