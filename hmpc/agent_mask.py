@@ -1,7 +1,7 @@
 """Paint the agent out of camera images before they are encoded (``model.agent_mask``).
 
-A disc-shaped agent (the Push-T pusher, the maze's ball) is known to the controller twice: as
-pixels and as its fused proprioception (``observation.state[:2]``, world x, y). The pixels add
+A disc-shaped agent (the Push-T pusher) is known to the controller twice: as pixels and as its
+fused proprioception (``observation.state[:2]``, world x, y). The pixels add
 nothing, and a learned encoder lets them leak into what it reads of the rest of the scene (the
 Push-T block's angle followed the pusher's bearing around it, bench/RESULTS.md). With the camera's
 map (calibration, not state) the agent's disc can be painted over with the background before
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 _HOW = ("e.g. model.agent_mask={image_map:[[2,0,-1],[0,-2,1]],radius:0.03,fill:[255,255,255]} "
@@ -34,7 +35,7 @@ class AgentMask:
     margin: float = 1.0
 
     def __post_init__(self) -> None:
-        rows = [list(r) for r in self.image_map] if isinstance(self.image_map, (list, tuple)) else []
+        rows = [list(r) for r in self.image_map] if isinstance(self.image_map, (list, tuple, np.ndarray)) else []
         if len(rows) != 2 or any(len(r) != 3 for r in rows):
             raise ValueError(f"model.agent_mask.image_map={self.image_map!r} must be 2 rows of 3 numbers; {_HOW}")
         m = tuple(tuple(float(v) for v in r) for r in rows)

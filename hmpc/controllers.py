@@ -23,6 +23,7 @@ from hmpc.world_model import WorldModel, WorldModelSpec
 
 KINDS = ("hierarchical", "flat", "pose", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
+POSE_KEYS = ("agent_weight", "smoothness")  # kind pose: hmpc.pose_mpc.PoseMPC's cost weights
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class ControllerSpec:
             raise ValueError(f"controllers.{self.name}.landmarks={self.landmarks} needs kind "
                              f"hierarchical (got {self.kind!r}), >= 2 landmarks and landmark_hops >= 1 "
                              f"(got {self.landmark_hops}); e.g. landmarks: 300, landmark_hops: 4")
+        bad = {k: v for k, v in self.pose.items()
+               if k not in POSE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+        if bad:
+            raise ValueError(f"controllers.{self.name}.pose: {bad} not accepted; keys {list(POSE_KEYS)}, "
+                             "each a number >= 0 (e.g. pose: {agent_weight: 0.0, smoothness: 0.0})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")
@@ -140,10 +146,6 @@ def build_controller(
         if pose is None:
             raise ValueError(f"controller {spec.name!r} (kind: pose) needs an object-pose model in "
                              "<checkpoint>/pose: fit one with `hmpc-pose checkpoint=<checkpoint> env=<env>`")
-        unknown = set(spec.pose) - {"agent_weight", "smoothness"}
-        if unknown:
-            raise ValueError(f"controllers.{spec.name}.pose has unknown keys {sorted(unknown)}; "
-                             "known: agent_weight, smoothness")
         return PoseMPC(pose, _optimizer(spec.optimizer, seed), spec.horizon, spec.candidates,
                        device=device, deadline_ms=spec.deadline_ms, **spec.pose)
     weights = spec.cost_weights()

@@ -36,7 +36,6 @@ from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
-from hmpc.object_pose import CONFIG as POSE_CONFIG
 from hmpc.object_pose import pose_blob, pose_from_blob
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
@@ -179,12 +178,14 @@ def _step_entry(t: int, action: np.ndarray, pinfo: dict[str, Any], distance: flo
 
 def model_blob(
     checkpoint: str | Path, atlas_size: int = 0, seed: int = 0, landmarks: set[int] | None = None,
+    pose: bool = False,
 ) -> dict[str, Any]:
     """Checkpoint as plain arrays, so workers on other machines need no shared filesystem.
 
     With ``atlas_size`` > 0 and the training dataset still on disk, a level-2 ``SubgoalAtlas``
     rides along so videos can show subgoals; ``landmarks`` (graph sizes) add one
-    :class:`hmpc.landmarks.LandmarkGraph` of that dataset per size (``blob["landmarks"]``).
+    :class:`hmpc.landmarks.LandmarkGraph` of that dataset per size (``blob["landmarks"]``);
+    ``pose`` adds the object-pose model of ``<checkpoint>/pose`` (``hmpc-pose``; ``blob["pose"]``).
     """
     model, meta = load_checkpoint(checkpoint, "cpu")
     blob = {"meta": meta, "weights": {k: v.numpy() for k, v in model.state_dict().items()}}
@@ -202,8 +203,8 @@ def model_blob(
         blob["atlas"] = build_atlas(model, frames, 2, atlas_size, np.random.default_rng(seed))
     if landmarks:
         blob["landmarks"] = landmark_graphs(model, frames, set(landmarks))
-    if (Path(checkpoint) / "pose" / POSE_CONFIG).is_file():  # hmpc-pose's object-pose model
-        blob["pose"] = pose_blob(Path(checkpoint) / "pose")
+    if pose:  # controllers of kind pose: fails here, before any episode, when it is missing or stale
+        blob["pose"] = pose_blob(Path(checkpoint) / "pose", checkpoint)
     return blob
 
 
@@ -300,7 +301,8 @@ def evaluate(
     needs_model = any(c.kind not in NO_MODEL_KINDS for c in controllers)
     atlas_size = cfg.atlas_size if cfg.videos > 0 else 0
     sizes = {c.landmarks for c in controllers if c.landmarks}
-    blob = model_blob(checkpoint, atlas_size, cfg.seed, sizes) if needs_model and checkpoint else None
+    pose = any(c.kind == "pose" for c in controllers)
+    blob = model_blob(checkpoint, atlas_size, cfg.seed, sizes, pose) if needs_model and checkpoint else None
     if needs_model and blob is None:
         raise ValueError(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"

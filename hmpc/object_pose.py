@@ -17,6 +17,7 @@ mask, the world-model checkpoint it reads), written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 from hmpc.agent_mask import AgentMask
+from hmpc.checkpoint import WEIGHTS as CHECKPOINT_WEIGHTS
 from hmpc.checkpoint import atomic_save_weights, atomic_write_json
 from hmpc.data.windows import FrameArrays
 from hmpc.models import KeypointEncoder, keypoint_grid_scale
@@ -154,17 +156,28 @@ def save_pose_model(folder: str | Path, model: PoseModel, meta: dict[str, Any]) 
     return folder
 
 
-def pose_blob(folder: str | Path) -> dict[str, Any]:
+def weights_digest(checkpoint: str | Path) -> str:
+    """SHA-256 of a world-model checkpoint's weights file: which encoder a pose model reads."""
+    return hashlib.sha256((Path(checkpoint) / CHECKPOINT_WEIGHTS).read_bytes()).hexdigest()
+
+
+def pose_blob(folder: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """The pose model in ``folder`` (from :func:`save_pose_model`) as plain config and arrays, to
-    travel to workers with no shared filesystem."""
+    travel to workers with no shared filesystem. With ``checkpoint``, refuses a pose model fit on
+    other weights (``checkpoint_sha256`` in its config)."""
     folder = Path(folder)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG} and {WEIGHTS}; fit a pose model with "
-                                "`hmpc-pose checkpoint=<run>/train/checkpoint env=<env>` (it writes "
+                                f"`hmpc-pose checkpoint={checkpoint or '<checkpoint>'} env=<env>` (it writes "
                                 "<checkpoint>/pose)")
+    config = json.loads((folder / CONFIG).read_text())
+    fit_on = config.get("checkpoint_sha256")
+    if checkpoint is not None and fit_on is not None and fit_on != weights_digest(checkpoint):
+        raise ValueError(f"{folder / CONFIG} was fit on other weights than {checkpoint}/{CHECKPOINT_WEIGHTS} "
+                         f"(checkpoint_sha256 differs): refit it with `hmpc-pose checkpoint={checkpoint}`")
     check_safetensors_file(folder / WEIGHTS)
     weights = {k: v.numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
-    return {"config": json.loads((folder / CONFIG).read_text()), "weights": weights, "folder": str(folder)}
+    return {"config": config, "weights": weights, "folder": str(folder)}
 
 
 def pose_from_blob(blob: dict[str, Any], world_model: WorldModel,

@@ -235,7 +235,7 @@ class BulletGoalEnv(gymnasium.Env):
         disc-shaped agent whose world x, y are ``observation.state[:2]``. Envs whose agent is
         not such a disc (an arm) have none."""
         raise ValueError(f"{type(self).__name__} has no disc-shaped agent at observation.state[:2] "
-                         "to paint out; leave model.agent_mask=null")
+                         "to paint out; leave model.agent_mask=null (hmpc-pose: mask=none)")
 
     # ------------------------------------------------------------------ actions
     def _check_action(self, action: Any) -> tuple[np.ndarray, bool]:

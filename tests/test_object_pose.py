@@ -1,6 +1,7 @@
 """Object pose read out of keypoints, its dynamics, the pose controller and its plumbing."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,12 +11,13 @@ from hmpc.agent_mask import AgentMask
 from hmpc.checkpoint import save_checkpoint
 from hmpc.controllers import ControllerSpec, build_controller
 from hmpc.data.windows import FrameArrays
-from hmpc.evaluate import EvalConfig, evaluate
+from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.object_pose import (
     find_object,
     fit_pose_model,
     load_pose_model,
     save_pose_model,
+    weights_digest,
 )
 from hmpc.optimizers import CEM
 from hmpc.pose_dynamics import PoseDynamics, RelativeDynamics, pose_distance, rotate
@@ -55,10 +57,12 @@ def test_the_object_is_found_and_its_pose_read_without_labels():
 
 
 def test_relative_dynamics_is_the_same_at_every_place_and_heading():
-    torch.manual_seed(0)
-    model = RelativeDynamics(32, torch.ones(6), rotate=True)
-    s = torch.cat([torch.rand(4, 4), torch.nn.functional.normalize(torch.randn(4, 2), dim=-1)], 1)
-    a = torch.rand(4, 5, 2) * 2 - 1
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = RelativeDynamics(32, torch.ones(6), rotate=True)
+    g = torch.Generator().manual_seed(0)
+    s = torch.cat([torch.rand(4, 4, generator=g), torch.nn.functional.normalize(torch.randn(4, 2, generator=g), dim=-1)], 1)
+    a = torch.rand(4, 5, 2, generator=g) * 2 - 1
     phi, shift = 0.7, torch.tensor([0.3, -0.2])
     c, si = torch.full((4,), math.cos(phi)), torch.full((4,), math.sin(phi))
 
@@ -128,7 +132,7 @@ def tiny_pose(tmp_path_factory):
                           hidden=16, members=[0, 1], progress=False)
     ckpt = tmp_path_factory.mktemp("pose") / "ckpt"
     save_checkpoint(ckpt, model, {})
-    save_pose_model(ckpt / "pose", pose, {"steps": 20})
+    save_pose_model(ckpt / "pose", pose, {"steps": 20, "checkpoint_sha256": weights_digest(ckpt)})
     return model, pose, ckpt
 
 
@@ -139,7 +143,7 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
     s, a = torch.rand(3, 6), torch.rand(3, 5, 2) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded.dynamics.rollout(s, a), pose.dynamics.rollout(s, a))
-    assert loaded.readout == pose.readout and loaded.mask == pose.mask
+    assert loaded.readout == pose.readout and loaded.mask == pose.mask and loaded.gyration == 0.05
     spec = ControllerSpec(name="pose_cem", kind="pose", optimizer={"name": "cem", "iters": 2, "population": 16},
                           horizon=6, candidates=1, pose={"agent_weight": 0.3, "smoothness": 0.0})
     with pytest.raises(ValueError, match="hmpc-pose checkpoint="):
@@ -147,6 +151,8 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
     ctrl = build_controller(spec, model, 2, seed=0, pose=loaded)
     assert isinstance(ctrl, PoseMPC)
     frames = _push_t_frames(1, 2)
+    seen = observation_for(ctrl, {"pixels": frames.pixels[0], "state": frames.state[0]})  # the harness's cut
+    assert set(seen) == {"pixels", "state"} and seen["state"].shape == (2,)  # the pusher only, never the T
     obs = {"pixels": frames.pixels[0], "state": frames.state[0, :2]}
     ctrl.reset(obs, {"pixels": frames.pixels[1], "state": frames.state[1, :2]})
     action, info = ctrl.act(obs)
@@ -154,21 +160,25 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
     assert set(info["terms"]) == {"goal", "agent"}
 
 
-def test_nan_dynamics_fall_back_and_never_reach_the_env(tiny_pose):
+def test_nan_dynamics_fall_back_to_the_previous_plan(tiny_pose):
     model, pose, ckpt = tiny_pose
     broken = load_pose_model(ckpt / "pose", model)
+    ctrl = PoseMPC(broken, CEM(iters=2, population=8, elites=2, seed=0), horizon=4)
+    frames = _push_t_frames(1, 3)
+    obs = [{"pixels": frames.pixels[i], "state": frames.state[i, :2]} for i in range(3)]
+    ctrl.reset(obs[0], obs[2])
+    first, info = ctrl.act(obs[0])
+    assert not info["fallback"]
+    planned = ctrl.plan[0].numpy().copy()  # the plan's action for the next step
     with torch.no_grad():
         broken.dynamics.inner.net[-1].bias.fill_(float("nan"))
-    ctrl = PoseMPC(broken, CEM(iters=2, population=8, elites=2, seed=0), horizon=4)
-    frames = _push_t_frames(1, 2)
-    obs = {"pixels": frames.pixels[0], "state": frames.state[0, :2]}
-    ctrl.reset(obs, obs)
-    action, info = ctrl.act(obs)
-    assert info["fallback"] and np.array_equal(action, np.zeros(2, np.float32))
+    action, info = ctrl.act(obs[1])
+    assert info["fallback"] and np.array_equal(action, np.clip(planned, -1, 1).astype(np.float32))
+    assert np.all(np.isfinite(action))
 
 
 def test_hmpc_eval_finds_the_pose_model_next_to_the_checkpoint(tiny_pose, tmp_path):
-    _, _, ckpt = tiny_pose
+    model, _, ckpt = tiny_pose
     spec = ControllerSpec(name="pose_cem", kind="pose", optimizer={"name": "cem", "iters": 1, "population": 8},
                           horizon=4, candidates=1)
     env = EnvSpec("push_t", {"goal_mode": "push", "goal_push_steps": 5})
@@ -176,6 +186,16 @@ def test_hmpc_eval_finds_the_pose_model_next_to_the_checkpoint(tiny_pose, tmp_pa
                     tmp_path, progress=False)
     rows = info["per_episode"]
     assert len(rows) == 2 and all(r["error"] is None for r in rows), rows
+    cfg = EvalConfig(episodes=1, max_steps=2, workers=0, videos=0, device="cpu")
+    bare = save_checkpoint(tmp_path / "bare", model, {})  # no pose model: refused before any episode
+    with pytest.raises(FileNotFoundError, match="hmpc-pose checkpoint="):
+        evaluate(env, str(bare), [spec], cfg, tmp_path / "bare_eval", progress=False)
+    stale = save_checkpoint(tmp_path / "stale", build_world_model(model.spec, seed=1), {})
+    shutil.copytree(ckpt / "pose", stale / "pose")  # fit on other weights: refused too
+    with pytest.raises(ValueError, match="refit it"):
+        evaluate(env, str(stale), [spec], cfg, tmp_path / "stale_eval", progress=False)
+    with pytest.raises(ValueError, match="controllers.pose_cem.pose"):
+        ControllerSpec(name="pose_cem", kind="pose", pose={"agent_wieght": 0.3})
 
 
 def test_hmpc_pose_then_hmpc_plan(tmp_path, capsys):

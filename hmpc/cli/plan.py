@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> None:
     model = atlas = graphs = pose = None
     if spec.kind not in NO_MODEL_KINDS:
         ckpt = existing_dir(cfg.checkpoint, "checkpoint", "train one with `hmpc-train` or `hmpc-demo`")
-        blob = model_blob(ckpt, cfg.atlas_size, cfg.seed, {spec.landmarks} - {0})
+        blob = model_blob(ckpt, cfg.atlas_size, cfg.seed, {spec.landmarks} - {0}, spec.kind == "pose")
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
         graphs = blob.get("landmarks")
         pose = pose_from_blob(blob["pose"], model, device) if "pose" in blob else None

@@ -20,7 +20,7 @@ def run(cfg: DictConfig) -> None:
     from hmpc.agent_mask import AgentMask
     from hmpc.checkpoint import load_checkpoint
     from hmpc.data import LeRobotDataset, build_frame_cache
-    from hmpc.object_pose import encoder_of, fit_pose_model, save_pose_model
+    from hmpc.object_pose import encoder_of, fit_pose_model, save_pose_model, weights_digest
     from hmpc.runtime import resolve_device
 
     ckpt = existing_dir(cfg.checkpoint, "checkpoint", "train one with `hmpc-train data=<dir> model=push_t "
@@ -35,20 +35,28 @@ def run(cfg: DictConfig) -> None:
         image_map = env.unwrapped.image_map()
         if cfg.mask not in ("auto", "none"):
             raise ValueError(f"mask={cfg.mask!r}: use auto (the checkpoint's model.agent_mask, else the env's) or none")
+        if cfg.mask == "none" and model.spec.agent_mask is not None:
+            raise ValueError(f"mask=none: {ckpt} was trained with model.agent_mask, so its encoder never "
+                             "saw the agent; use mask=auto")
         mask = None
         if cfg.mask == "auto":
-            mask = model.spec.agent_mask or AgentMask.from_value(env.unwrapped.agent_mask())
+            try:
+                mask = model.spec.agent_mask or AgentMask.from_value(env.unwrapped.agent_mask())
+            except ValueError as e:
+                raise ValueError(f"mask=auto: {e.args[0].split(';')[0]}; use mask=none") from e
         gyration = cfg.gyration if cfg.gyration is not None else getattr(env.unwrapped, "object_gyration", None)
         if gyration is None:
             raise ValueError(f"env {cfg.env.name} has no object_gyration; set gyration=<the object's radius of gyration, m>")
     finally:
         env.close()
     frames = build_frame_cache(LeRobotDataset(root))
+    members = None if cfg.members is None else [int(i) for i in cfg.members]
     pose = fit_pose_model(model, frames, image_map, mask, float(gyration), cfg.steps, cfg.horizon, cfg.hidden,
-                          cfg.seed, plain(cfg.members), device)
+                          cfg.seed, members, device)
     out = Path(cfg.output_dir or Path(ckpt) / "pose")
-    save_pose_model(out, pose, {"checkpoint": str(ckpt), "data": str(root), "steps": cfg.steps,
-                                "horizon": cfg.horizon, "seed": cfg.seed, "env": cfg.env.name})
+    save_pose_model(out, pose, {"checkpoint": str(ckpt), "checkpoint_sha256": weights_digest(ckpt),
+                                "data": str(root), "steps": cfg.steps, "horizon": cfg.horizon,
+                                "seed": cfg.seed, "env": cfg.env.name, "env_options": plain(cfg.env)})
     print(json.dumps({"members": list(pose.readout.members), "shrink": round(pose.dynamics.shrink, 4),
                       "mask": mask is not None}))
     print(f"pose model: {out} (plan with controllers=[pose_cem])")
