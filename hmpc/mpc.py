@@ -47,6 +47,19 @@ class Controller(ABC):
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]: ...
 
 
+def image_tensor(obs: Obs, image_size: int, device: torch.device) -> torch.Tensor:
+    """``obs["pixels"]`` (H, W, 3) uint8 as a batch of one (1, 3, H, W) on ``device``; an image of
+    another size than the checkpoint's fails with both sizes."""
+    px = obs["pixels"]
+    expected = (image_size, image_size, 3)
+    if px.shape != expected:
+        raise ValueError(
+            f"observation image has shape {px.shape} but the checkpoint expects {expected}; "
+            "use the env settings (image_size) the model was trained with"
+        )
+    return torch.as_tensor(px, device=device).permute(2, 0, 1).unsqueeze(0)
+
+
 def safe_action(
     action: torch.Tensor | np.ndarray, fallback: np.ndarray | None, low: float = -1.0, high: float = 1.0
 ) -> tuple[np.ndarray, bool]:
@@ -168,14 +181,7 @@ class LatentController(Controller):
     @torch.no_grad()
     def encode(self, obs: Obs) -> torch.Tensor:
         """Level-1 latent of one observation dict -> (1, D_1)."""
-        px = obs["pixels"]
-        expected = (self.model.spec.image_size, self.model.spec.image_size, 3)
-        if px.shape != expected:
-            raise ValueError(
-                f"observation image has shape {px.shape} but the checkpoint expects {expected}; "
-                "use the env settings (image_size) the model was trained with"
-            )
-        pixels = torch.as_tensor(px, device=self.device).permute(2, 0, 1).unsqueeze(0)
+        pixels = image_tensor(obs, self.model.spec.image_size, self.device)
         state = None
         if self.model.spec.state_dim:
             state = torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32)[None]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import action_smoothness
-from hmpc.mpc import Controller, Obs, deadline_at, receding_step
+from hmpc.mpc import Controller, Obs, deadline_at, image_tensor, receding_step
 from hmpc.object_pose import PoseModel
 from hmpc.optimizers import Optimizer
 from hmpc.pose_dynamics import pose_distance
@@ -47,11 +47,7 @@ class PoseMPC(Controller):
 
     def read(self, obs: Obs) -> torch.Tensor:
         """Pose state (1, 6) of one observation (pixels (H, W, 3), state (>= 2,))."""
-        size = self.model.encoder.image_size
-        if obs["pixels"].shape != (size, size, 3):
-            raise ValueError(f"observation image has shape {obs['pixels'].shape} but the pose model's "
-                             f"checkpoint expects {(size, size, 3)}; use the env settings it was trained with")
-        pixels = torch.as_tensor(obs["pixels"], device=self.device).permute(2, 0, 1)[None]
+        pixels = image_tensor(obs, self.model.encoder.image_size, self.device)
         agent = torch.as_tensor(np.asarray(obs["state"][:2]), device=self.device, dtype=torch.float32)[None]
         return self.model.read(pixels, agent)
 
