@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hmpc.costs import CostWeights
+from hmpc.costs import GOAL_MODES, CostWeights
 from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.landmarks import LandmarkGraph
@@ -23,7 +23,7 @@ from hmpc.world_model import WorldModel, WorldModelSpec
 
 KINDS = ("hierarchical", "flat", "pose", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
-POSE_KEYS = ("agent_weight", "smoothness")  # kind pose: hmpc.pose_mpc.PoseMPC's cost weights
+POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,10 @@ class ControllerSpec:
     compile: str | None = None  # learned kinds: torch.compile backend of the rollouts ("inductor")
     landmarks: int = 0  # kind hierarchical: size of a landmark graph of the training data (0: none)
     landmark_hops: int = 4  # with landmarks: the top level plans toward the route's node this far ahead
-    # kind pose (an object-pose model from hmpc-pose in <checkpoint>/pose): the agent's squared
-    # distance to the goal image's agent, and action changes, as extra cost terms (hmpc.pose_mpc)
-    pose: dict[str, float] = field(default_factory=lambda: {"agent_weight": 0.0, "smoothness": 0.0})
+    # kind pose (an object-pose model from hmpc-pose in <checkpoint>/pose): the object's goal
+    # distance over the horizon as in weights.goal_mode / goal_mix, and the agent's squared
+    # distance to the goal image's agent and action changes as extra cost terms (hmpc.pose_mpc)
+    pose: dict[str, Any] = field(default_factory=lambda: {"agent_weight": 0.0, "smoothness": 0.0})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,10 +74,12 @@ class ControllerSpec:
                              f"hierarchical (got {self.kind!r}), >= 2 landmarks and landmark_hops >= 1 "
                              f"(got {self.landmark_hops}); e.g. landmarks: 300, landmark_hops: 4")
         bad = {k: v for k, v in self.pose.items()
-               if k not in POSE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+               if k not in POSE_KEYS or (v not in GOAL_MODES if k == "goal_mode" else
+                                         isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0)}
         if bad:
             raise ValueError(f"controllers.{self.name}.pose: {bad} not accepted; keys {list(POSE_KEYS)}, "
-                             "each a number >= 0 (e.g. pose: {agent_weight: 0.0, smoothness: 0.0})")
+                             f"goal_mode one of {list(GOAL_MODES)}, the others numbers >= 0 "
+                             "(e.g. pose: {goal_mode: final, agent_weight: 0.0, smoothness: 0.0})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")

@@ -160,6 +160,32 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
     assert set(info["terms"]) == {"goal", "agent"}
 
 
+def test_pose_goal_modes_score_the_horizon_as_configured(tiny_pose):
+    model, pose, ckpt = tiny_pose
+    frames = _push_t_frames(1, 2)
+    obs = [{"pixels": frames.pixels[i], "state": frames.state[i, :2]} for i in range(2)]
+    s = PoseMPC(pose, CEM(seed=0), horizon=5).read(obs[0])
+    actions = torch.rand(3, 5, 2) * 2 - 1
+    with torch.no_grad():
+        dyn = pose.dynamics
+        per_step = pose_distance(dyn.world_state(dyn.rollout(s.expand(3, -1), actions)),
+                                 dyn.world_state(PoseMPC(pose, CEM(seed=0)).read(obs[1]))[0], pose.gyration)
+        goal = {}
+        for mode in ("final", "sum", "mixed"):
+            ctrl = PoseMPC(pose, CEM(seed=0), horizon=5, goal_mode=mode, goal_mix=0.5)
+            ctrl.reset(obs[0], obs[1])
+            goal[mode] = ctrl.cost_terms(s, actions)["goal"]
+    assert torch.allclose(goal["final"], per_step[:, -1]) and torch.allclose(goal["sum"], per_step.mean(1))
+    assert torch.allclose(goal["mixed"], per_step[:, -1] + 0.5 * per_step.mean(1))
+    assert PoseMPC(pose, CEM(seed=0)).goal_mode == "final"  # the default: see hmpc/pose_mpc.py
+    with pytest.raises(ValueError, match="goal_mode='last'"):
+        PoseMPC(pose, CEM(seed=0), goal_mode="last")
+    for bad in ({"goal_mode": "last"}, {"goal_mix": -1.0}, {"agent_weight": "high"}):
+        with pytest.raises(ValueError, match=f"controllers.p.pose: .*{next(iter(bad))}"):
+            ControllerSpec(name="p", kind="pose", pose=bad)
+    assert ControllerSpec(name="p", kind="pose", pose={"goal_mode": "sum", "goal_mix": 0.0}).pose["goal_mode"] == "sum"
+
+
 def test_nan_dynamics_fall_back_to_the_previous_plan(tiny_pose):
     model, pose, ckpt = tiny_pose
     broken = load_pose_model(ckpt / "pose", model)
