@@ -36,7 +36,7 @@ from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
-from hmpc.object_pose import pose_blob, pose_from_blob
+from hmpc.object_pose import check_pose_env, pose_blob, pose_from_blob
 from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
 from hmpc.report import aggregate, difficulty_table, results_csv, results_table
@@ -308,6 +308,13 @@ def evaluate(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
         )
     model_spec = WorldModelSpec.from_dict(blob["meta"]["model"]) if blob is not None else None
+    if blob is not None and "pose" in blob:  # the pose model's env and camera, before any episode
+        for spec in env_specs.values():
+            env = spec.make()
+            try:
+                check_pose_env(blob["pose"], env, spec.name)
+            finally:
+                env.close()
     for c in controllers:  # before any episode: a guardrail the model cannot evaluate
         check_spec_guardrails(c, model_spec)
     items = [

@@ -180,6 +180,21 @@ def pose_blob(folder: str | Path, checkpoint: str | Path | None = None) -> dict[
     return {"config": config, "weights": weights, "folder": str(folder)}
 
 
+def check_pose_env(blob: dict[str, Any], env: Any, env_name: str) -> None:
+    """Refuse to plan with :func:`pose_blob`'s model in an env it was not fit for: another env, or
+    a camera whose map of world x, y into the image differs (the readout would be off)."""
+    cfg, where = blob["config"], Path(blob["folder"]) / CONFIG
+    fit_env = cfg.get("env")
+    if fit_env is not None and fit_env != env_name:
+        raise ValueError(f"{where} was fit for env {fit_env!r}, not {env_name!r}: refit it with "
+                         f"`hmpc-pose checkpoint=<checkpoint> env={env_name}`")
+    camera = getattr(env.unwrapped, "image_map", None)
+    if camera is not None and not np.allclose(camera(), np.asarray(cfg["image_map"]), atol=1e-6):
+        raise ValueError(f"{where} was fit with the camera map {np.round(cfg['image_map'], 4).tolist()}; env "
+                         f"{env_name!r} here has {np.round(camera(), 4).tolist()} (another camera or arena "
+                         f"option): evaluate with the env options in its env_options, or refit with hmpc-pose")
+
+
 def pose_from_blob(blob: dict[str, Any], world_model: WorldModel,
                    device: torch.device | str = "cpu") -> PoseModel:
     """:func:`pose_blob`'s pose model on ``world_model``'s encoder (the checkpoint it was fit on)."""

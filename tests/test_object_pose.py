@@ -13,9 +13,11 @@ from hmpc.controllers import ControllerSpec, build_controller
 from hmpc.data.windows import FrameArrays
 from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.object_pose import (
+    check_pose_env,
     find_object,
     fit_pose_model,
     load_pose_model,
+    pose_blob,
     save_pose_model,
     weights_digest,
 )
@@ -222,6 +224,17 @@ def test_hmpc_eval_finds_the_pose_model_next_to_the_checkpoint(tiny_pose, tmp_pa
         evaluate(env, str(stale), [spec], cfg, tmp_path / "stale_eval", progress=False)
     with pytest.raises(ValueError, match="controllers.pose_cem.pose"):
         ControllerSpec(name="pose_cem", kind="pose", pose={"agent_wieght": 0.3})
+    wider = EnvSpec("push_t", {"goal_mode": "push", "arena_size": 1.2})  # another camera map: refused
+    with pytest.raises(ValueError, match="camera map"):
+        evaluate(wider, str(ckpt), [spec], cfg, tmp_path / "wider_eval", progress=False)
+    blob = pose_blob(ckpt / "pose")
+    blob["config"]["env"] = "push_t"
+    maze = EnvSpec("point_maze").make()
+    try:
+        with pytest.raises(ValueError, match="fit for env 'push_t', not 'point_maze'"):
+            check_pose_env(blob, maze, "point_maze")
+    finally:
+        maze.close()
 
 
 def test_hmpc_pose_then_hmpc_plan(tmp_path, capsys):

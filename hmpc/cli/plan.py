@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> None:
     from hmpc.controllers import NO_MODEL_KINDS, build_controller
     from hmpc.episode_video import video_bytes
     from hmpc.evaluate import model_blob, model_from_blob, run_episode
-    from hmpc.object_pose import pose_from_blob
+    from hmpc.object_pose import check_pose_env, pose_from_blob
     from hmpc.runtime import resolve_device
 
     specs = {s.name: s for s in controller_specs(cfg.all_controllers)}
@@ -39,7 +39,10 @@ def run(cfg: DictConfig) -> None:
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
         graphs = blob.get("landmarks")
         pose = pose_from_blob(blob["pose"], model, device) if "pose" in blob else None
-    env = env_spec(cfg).make()
+    espec = env_spec(cfg)
+    env = espec.make()
+    if pose is not None:
+        check_pose_env(blob["pose"], env, espec.name)
     ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env,
                             graphs=graphs, pose=pose)
     rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True,
