@@ -308,7 +308,9 @@ def evaluate(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
         )
     model_spec = WorldModelSpec.from_dict(blob["meta"]["model"]) if blob is not None else None
-    if blob is not None and "pose" in blob:  # the pose model's env and camera, before any episode
+    # the pose model's env and camera, before any episode: a condition that changes the camera
+    # (or arena) refuses the whole run, since the readout would be off in that row
+    if blob is not None and "pose" in blob:
         for spec in env_specs.values():
             env = spec.make()
             try:

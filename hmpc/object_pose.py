@@ -192,7 +192,8 @@ def check_pose_env(blob: dict[str, Any], env: Any, env_name: str) -> None:
     if camera is not None and not np.allclose(camera(), np.asarray(cfg["image_map"]), atol=1e-6):
         raise ValueError(f"{where} was fit with the camera map {np.round(cfg['image_map'], 4).tolist()}; env "
                          f"{env_name!r} here has {np.round(camera(), 4).tolist()} (another camera or arena "
-                         f"option): evaluate with the env options in its env_options, or refit with hmpc-pose")
+                         f"option): evaluate with the env options it was fit with ({cfg.get('env_options')}), "
+                         f"or refit with hmpc-pose")
 
 
 def pose_from_blob(blob: dict[str, Any], world_model: WorldModel,

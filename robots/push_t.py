@@ -255,10 +255,8 @@ class PushTEnv(BulletGoalEnv):
             self._goal_pixels = self._render_goal()
 
     def agent_mask(self) -> dict[str, Any]:
-        """The pusher's disc on the floor, for ``model.agent_mask``. Half a pixel of margin: one
-        pixel ate the T's edge in contact (the keypoint readout's angle error 5.1 deg rms there,
-        3.8 with half a pixel, 4.9 with none, bench/RESULTS.md); at most 2 pixels of the 16-gon's
-        corners are left."""
+        """The pusher's disc for ``model.agent_mask``; half a pixel of margin (one ate the T's edge
+        in contact, bench/RESULTS.md#planning-on-the-final-step)."""
         return {"image_map": self.image_map().tolist(), "radius": PUSHER_RADIUS, "fill": list(FLOOR_RGB),
                 "margin": 0.5}
 
