@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,19 +115,28 @@ def run_optimizer(
 
 
 def receding_step(
-    optimizer: Optimizer, cost_fn: CostFn, plan: torch.Tensor, candidates: int, deadline: float | None,
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    optimizer: Optimizer, cost_terms: Callable[[torch.Tensor], dict[str, torch.Tensor]], plan: torch.Tensor,
+    candidates: int, t0: float, deadline_ms: float | None,
+) -> tuple[np.ndarray, torch.Tensor, dict[str, Any]]:
     """One receding-horizon step from the stored plan (H, A) (its row 0 is the previous plan's
-    action for this step): optimise from it as a warm start (``candidates`` copies), send the first
-    action or fall back. Returns (action (A,) float32, the next stored plan (the result shifted by
-    one step, or the old plan consumed by one), the optimised plan (H, A) or None after a
-    fallback, info with ``fallback``)."""
+    action for this step), begun at ``t0`` (``time.perf_counter()``): optimise the sum of
+    ``cost_terms(actions (N, H, A)) -> {name: (N,)}`` from the plan as a warm start
+    (``candidates`` copies), send the first action or fall back. Returns (action (A,) float32,
+    the next stored plan (the result shifted by one step, or the old plan consumed by one), info
+    with ``fallback``, ``plan_ms`` and each term's value for the sent plan (``terms``, empty after
+    a fallback; computed after ``plan_ms`` is taken: reporting is not planning))."""
+    def cost_fn(a: torch.Tensor) -> torch.Tensor:
+        return sum(cost_terms(a).values())
+
     init = plan.unsqueeze(0).repeat(candidates, 1, 1)  # warm start, (B, H, A)
-    best, info, _ = run_optimizer(optimizer, cost_fn, init, -1.0, 1.0, deadline)
+    best, info, _ = run_optimizer(optimizer, cost_fn, init, -1.0, 1.0, deadline_at(t0, deadline_ms))
     action, fell_back = safe_action(best[0], plan[0].cpu().numpy())
+    plan_ms = 1000 * (time.perf_counter() - t0)
     if fell_back:
-        return action, shift_plan(plan), None, {**info, "fallback": True}
-    return action, shift_plan(best).detach(), best, {**info, "fallback": False}
+        return action, shift_plan(plan), {**info, "fallback": True, "terms": {}, "plan_ms": plan_ms}
+    with torch.no_grad():
+        terms = {k: float(v[0]) for k, v in cost_terms(best.unsqueeze(0)).items()}
+    return action, shift_plan(best).detach(), {**info, "fallback": False, "terms": terms, "plan_ms": plan_ms}
 
 
 class RandomController(Controller):
@@ -232,22 +242,11 @@ class FlatMPC(LatentController):
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()
         s = self.encode(obs)
-
-        def cost_fn(a: torch.Tensor) -> torch.Tensor:
-            return sum(self.cost_terms(s, a).values())
-
         # self.plan is stored shifted: its row 0 is the previous plan's action for this step.
-        action, self.plan, best, info = receding_step(
-            self.optimizer, cost_fn, self.plan, self.candidates, deadline_at(t0, self.deadline_ms))
-        plan_ms = 1000 * (time.perf_counter() - t0)  # the per-term report below is not planning
-        terms: dict[str, float] = {}
-        if best is not None:
-            with torch.no_grad():
-                terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
+        action, self.plan, info = receding_step(
+            self.optimizer, lambda a: self.cost_terms(s, a), self.plan, self.candidates, t0, self.deadline_ms)
         self.prev = torch.as_tensor(action, device=self.device)
-        info = {**info, "terms": terms}
         violated = predicted_violation(self.model, s, self.prev, self.weights.guardrails)
         if violated is not None:
             info["predicted_violation"] = violated
-        info["plan_ms"] = plan_ms
         return action, info

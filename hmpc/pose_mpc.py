@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import GOAL_MODES, action_smoothness, reduce_horizon
-from hmpc.mpc import Controller, Obs, deadline_at, image_tensor, receding_step
+from hmpc.mpc import Controller, Obs, image_tensor, receding_step
 from hmpc.object_pose import PoseModel
 from hmpc.optimizers import Optimizer
 from hmpc.pose_dynamics import pose_distance
@@ -77,16 +77,7 @@ class PoseMPC(Controller):
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()
         s = self.read(obs)
-
-        def cost_fn(a: torch.Tensor) -> torch.Tensor:
-            return sum(self.cost_terms(s, a).values())
-
-        action, self.plan, best, info = receding_step(
-            self.optimizer, cost_fn, self.plan, self.candidates, deadline_at(t0, self.deadline_ms))
-        plan_ms = 1000 * (time.perf_counter() - t0)
-        terms: dict[str, float] = {}
-        if best is not None:
-            with torch.no_grad():
-                terms = {k: float(v[0]) for k, v in self.cost_terms(s, best.unsqueeze(0)).items()}
+        action, self.plan, info = receding_step(
+            self.optimizer, lambda a: self.cost_terms(s, a), self.plan, self.candidates, t0, self.deadline_ms)
         self.prev = torch.as_tensor(action, device=self.device)
-        return action, {**info, "terms": terms, "plan_ms": plan_ms}
+        return action, info
