@@ -49,7 +49,8 @@ class ControllerSpec:
     subgoal_tolerance: float = 0.0
     goal_switch: float = 0.0  # kind hierarchical: final approach (see hmpc.hierarchy.HierarchicalMPC)
     weights: dict[str, Any] = field(default_factory=dict)
-    oracle_score: str = "path"  # kind oracle only: "path" or "distance" (see hmpc.oracle)
+    oracle_score: str = "path"  # kind oracle only: "path", "distance" or "staged" (see hmpc.oracle)
+    oracle_reach: float = 0.5  # kind oracle, score staged: weight of the end effector's distance to the cube
     policy: str | None = None  # kind rllib only: folder of an exported policy (hmpc-baseline)
     deadline_ms: float | None = None  # planning budget per control step; None: no deadline
     macro_support: bool = True  # kind hierarchical: abstract plans only realisable macro codes
@@ -141,7 +142,7 @@ def build_controller(
         check_spec_guardrails(spec, None)
         return OracleMPC(
             env, opt, spec.horizon, spec.candidates, weights, action_dim, spec.oracle_score,
-            deadline_ms=spec.deadline_ms,
+            deadline_ms=spec.deadline_ms, reach=spec.oracle_reach,
         )
     if model is None:
         raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")

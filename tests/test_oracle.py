@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from hmpc.controllers import ControllerSpec, build_controller
+from hmpc.costs import CostWeights
 from hmpc.optimizers import CEM, GradientDescent
 from hmpc.oracle import OracleMPC
 from robots import make_env
@@ -89,3 +91,45 @@ def test_oracle_scores_by_distance_where_there_is_no_maze():
         ctrl.close()
     finally:
         maze.close()
+
+
+def test_staged_oracle_scores_the_reach_to_the_cube():
+    """PandaPickPlace: moving the hand toward the cube leaves the cube's goal distance unchanged
+    ("distance" cannot tell the two plans apart), but "staged" adds reach * |ee - cube| and
+    prefers it; tasks without a cube keep their score."""
+    env = make_env("panda_pick_place", image_size=16)
+    try:
+        env.reset(seed=0)
+        task = env.unwrapped.task_state()
+        toward = np.clip((task["cube"] - task["ee"]) / 0.03, -1, 1)  # one max_step per step at most
+        plans = torch.tensor(np.array([[[*toward, 1.0]] * 2, [[*-toward, 1.0]] * 2]))  # (2, H=2, 4)
+        state = env.unwrapped.get_state()
+        costs = {}
+        for score in ("distance", "staged"):
+            ctrl = OracleMPC(env, CEM(), horizon=2, action_dim=4, score=score, reach=0.5,
+                             weights=CostWeights(goal=1.0, goal_mode="final", smoothness=0.0))
+            ctrl.reset(None, None)
+            costs[score] = ctrl.score(state, plans).numpy()
+            sim = ctrl.sim
+            sim.set_state(state)
+            for a in plans[0].numpy():
+                sim.simulate(a)
+            moved = sim.task_state()
+            ctrl.close()
+        np.testing.assert_array_equal(env.unwrapped.get_state(), state)  # the real env untouched
+        assert costs["distance"][0] == pytest.approx(costs["distance"][1], abs=1e-9)
+        expected = np.linalg.norm(moved["cube"] - moved["goal"]) + 0.5 * np.linalg.norm(moved["ee"] - moved["cube"])
+        assert costs["staged"][0] == pytest.approx(expected, rel=1e-9)
+        assert costs["staged"][0] < costs["staged"][1] - 0.02
+    finally:
+        env.close()
+    maze = make_env("point_maze", image_size=16)
+    try:
+        maze.reset(seed=0)
+        ctrl = OracleMPC(maze, CEM(), score="staged")
+        assert ctrl.score_kind == "path"
+        ctrl.close()
+    finally:
+        maze.close()
+    with pytest.raises(ValueError, match="reach"):
+        OracleMPC(maze, CEM(), score="staged", reach=-1.0)
