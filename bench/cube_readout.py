@@ -1,0 +1,91 @@
+"""A cube readout for PandaPickPlace: camera image (+ proprioception) -> cube pose, supervised.
+
+Used by ``bench/panda_state_model.py --readout`` to put perception back between the true state
+and the planner. Trained on the dataset's own ``observation.state`` labels (cube xyz and
+quaternion): a state-supervised probe, unlike the label-free Push-T pose readout of ``hmpc-pose``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import trange
+
+from hmpc.data.windows import FrameArrays
+
+PROPRIO = slice(0, 4)  # end effector xyz, gripper width: what the controller may see
+CUBE_POSE = slice(7, 14)  # cube xyz, quaternion (x, y, z, w)
+
+
+def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates in [-1, 1], (h, w) each: y down the rows, x along them."""
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    return torch.meshgrid(ys, xs, indexing="ij")
+
+
+class CubeReadout(nn.Module):
+    """A CNN with a spatial softmax: ``keypoints`` expected (x, y) places and peak values of its
+    last feature maps (at half resolution), with proprioception (or zeros, ``proprio=False``),
+    through an MLP to the cube pose (7,): xyz (m) and quaternion."""
+
+    def __init__(self, channels: int = 32, keypoints: int = 16, proprio: bool = True) -> None:
+        super().__init__()
+        self.proprio = proprio
+        self.conv = nn.Sequential(
+            nn.Conv2d(5, 16, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(16, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, keypoints, 3, padding=1),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Linear(3 * keypoints + 4, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+                                  nn.Linear(256, 7))  # fmt: skip
+
+    def forward(self, pixels: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, H, W, 3), proprioception (N, 4) -> cube poses (N, 7)."""
+        x = pixels.permute(0, 3, 1, 2).float() / 255.0
+        n, _, h, w = x.shape
+        gy, gx = _grid(h, w)
+        x = torch.cat([x, gx.expand(n, 1, h, w), gy.expand(n, 1, h, w)], dim=1)  # CoordConv
+        f = self.conv(x)
+        gy, gx = _grid(*f.shape[-2:])
+        f = f.flatten(2)  # (N, K, h * w)
+        p = f.softmax(-1)
+        places = torch.cat([(p * gx.flatten()).sum(-1), (p * gy.flatten()).sum(-1), f.amax(-1).tanh()], -1)
+        prop = proprio if self.proprio else torch.zeros_like(proprio)
+        return self.head(torch.cat([places, prop], dim=-1))
+
+
+def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = True,
+                  batch: int = 64) -> CubeReadout:
+    """Fit a :class:`CubeReadout` to the frames' cube poses: squared error of xyz (m) + 0.01 x
+    that of the quaternion; AdamW, cosine schedule, batches drawn from ``seed`` alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = CubeReadout(proprio=proprio)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rng = np.random.default_rng(seed)
+    for _ in trange(steps, desc="readout", mininterval=5):
+        idx = np.sort(rng.integers(0, frames.num_frames, batch))
+        state = torch.from_numpy(frames.state[idx])
+        pred = net(torch.from_numpy(np.array(frames.pixels[idx])), state[:, PROPRIO])
+        target = state[:, CUBE_POSE]
+        loss = (pred[:, :3] - target[:, :3]).pow(2).sum(-1).mean() + 0.01 * (pred[:, 3:] - target[:, 3:]).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def readout_errors(net: CubeReadout, frames: FrameArrays) -> dict[str, float]:
+    """Mean cube xyz error (cm) over all frames, those with the cube on the table and in the air."""
+    errs = []
+    for j in range(0, frames.num_frames, 512):
+        state = torch.from_numpy(frames.state[j : j + 512])
+        pred = net(torch.from_numpy(np.array(frames.pixels[j : j + 512])), state[:, PROPRIO])
+        errs.append((pred[:, :3] - state[:, 7:10]).norm(dim=-1))
+    err, z = torch.cat(errs).numpy() * 100, frames.state[:, 9]
+    return {"all": float(err.mean()), "table": float(err[z < 0.03].mean()), "air": float(err[z >= 0.03].mean())}
