@@ -33,14 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from cube_readout import CUBE_POSE, PROPRIO, CubeReadout, readout_errors, train_readout
-from state_model import error_ratios, success_cells, train_dynamics
+from state_model import error_ratios, load_datasets, success_cells, train_dynamics
 from torch import nn
 from tqdm import trange
 
-from hmpc.data import LeRobotDataset
-from hmpc.data.windows import build_frame_cache
 from hmpc.optimizers import CEM, MPPI
-from hmpc.pose_dynamics import fit_dynamics, gelu_mlp
+from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
 from hmpc.rollout import episode_seed
 from robots import make_env
 from robots.panda_scene import WORKSPACE_HIGH, WORKSPACE_LOW
@@ -78,11 +76,7 @@ class RelativeDynamics(nn.Module):
 
     def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """States (N, 14) and actions (N, H, 4) -> predicted states (N, H, 14)."""
-        s, out = s0, []
-        for t in range(actions.shape[1]):
-            s = self.step(s, actions[:, t])
-            out.append(s)
-        return torch.stack(out, dim=1)
+        return step_rollout(self.step, s0, actions)
 
 
 def staged_cost(pred: torch.Tensor, goal: torch.Tensor, reach: float) -> torch.Tensor:
@@ -175,12 +169,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1000], help="evaluation seeds, one row each")
     args = parser.parse_args()
-    train = build_frame_cache(LeRobotDataset(args.data), progress=False)
-    held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
-    for path, frames in ((args.data, train), (args.held_out, held)):
-        if frames.state.shape[1] != 14 or frames.action.shape[1] != 4:
-            raise SystemExit(f"{path}: observation.state has {frames.state.shape[1]} dims and action "
-                             f"{frames.action.shape[1]}; this bench reads PandaPickPlace's (14 and 4)")
+    train, held = load_datasets(args.data, args.held_out, 14, 4, "PandaPickPlace")
     t0 = time.perf_counter()
     members = []
     for k in range(args.ensemble):  # seeds 0..K-1: initialisation and batches

@@ -144,6 +144,20 @@ def plan_episodes(model: nn.Module, episodes: int, seed: int) -> list[dict]:
     return rows
 
 
+def load_datasets(data: Path, held_out: Path, state_dim: int, action_dim: int,
+                  task: str) -> tuple[FrameArrays, FrameArrays]:
+    """The training and held-out frames, refused (naming the file) unless their state and action
+    have ``task``'s ``state_dim`` and ``action_dim``."""
+    out = []
+    for path in (data, held_out):
+        frames = build_frame_cache(LeRobotDataset(path), progress=False)
+        if frames.state.shape[1] != state_dim or frames.action.shape[1] != action_dim:
+            raise SystemExit(f"{path}: observation.state has {frames.state.shape[1]} dims and action "
+                             f"{frames.action.shape[1]}; this bench reads {task}'s ({state_dim} and {action_dim})")
+        out.append(frames)
+    return out[0], out[1]
+
+
 def success_cells(rows: list[dict]) -> str:
     """A table row's tail for episodes ``rows``: pairs | success % | 95 % CI | final distance |
     plan ms |."""
@@ -168,12 +182,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2000],
                         help="evaluation seeds (start/goal pairs), one row each")
     args = parser.parse_args()
-    train = build_frame_cache(LeRobotDataset(args.data), progress=False)
-    held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
-    for path, frames in ((args.data, train), (args.held_out, held)):
-        if frames.state.shape[1] != 6 or frames.action.shape[1] != 2:
-            raise SystemExit(f"{path}: observation.state has {frames.state.shape[1]} dims and "
-                             f"action {frames.action.shape[1]}; this bench reads Push-T's (6 and 2)")
+    train, held = load_datasets(args.data, args.held_out, 6, 2, "Push-T")
     t0 = time.perf_counter()
     model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0, frame=args.frame)
     train_s = time.perf_counter() - t0

@@ -11,6 +11,8 @@ trains either on multi-step open-loop rollouts of logged episodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -30,6 +32,17 @@ def gelu_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Vectors (N, 2) rotated by the angles whose cosine and sine are ``cos``, ``sin`` (N,)."""
     return torch.stack([cos * v[:, 0] - sin * v[:, 1], sin * v[:, 0] + cos * v[:, 1]], dim=-1)
+
+
+def step_rollout(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], s0: torch.Tensor,
+                 actions: torch.Tensor) -> torch.Tensor:
+    """Open-loop rollout of a one-step model ``step(states (N, S), actions (N, A)) -> (N, S)``
+    from ``s0`` (N, S) through ``actions`` (N, H, A) -> the states after each action (N, H, S)."""
+    s, out = s0, []
+    for t in range(actions.shape[1]):
+        s = step(s, actions[:, t])
+        out.append(s)
+    return torch.stack(out, dim=1)
 
 
 class RelativeDynamics(nn.Module):
@@ -64,11 +77,7 @@ class RelativeDynamics(nn.Module):
 
     def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """States (N, 6) and actions (N, H, 2) -> predicted states (N, H, 6)."""
-        s, out = s0, []
-        for t in range(actions.shape[1]):
-            s = self.step(s, actions[:, t])
-            out.append(s)
-        return torch.stack(out, dim=1)
+        return step_rollout(self.step, s0, actions)
 
 
 class PoseDynamics(nn.Module):
