@@ -4,7 +4,7 @@
         --perception truth proprio pixels --seeds 2000 1000    # ~40 min on 2 CPU cores
 
 Splits the gap between the simulator oracle and the image world models on PandaPickPlace, as
-``bench/state_model.py`` does for Push-T. ``--ensemble`` MLP predictors (``RelativeDynamics``,
+``bench/state_model.py`` does for Push-T. ``--ensemble`` MLP predictors (``hmpc.cube_model.CubeDynamics``,
 seeds 0..K-1) are trained on the dataset's ``observation.state`` (end effector xyz, gripper width,
 end effector velocity, cube xyz and quaternion) with ``--horizon``-step open-loop rollouts. Then:
 
@@ -18,7 +18,7 @@ end effector velocity, cube xyz and quaternion) with ``--horizon``-step open-loo
 
 ``--perception`` picks where the planner's cube and goal come from, one row each: ``truth``, the
 simulator's (privileged: this row bounds what these dynamics allow); ``proprio`` and ``pixels``,
-a :class:`cube_readout.CubeReadout` trained on the dataset's labels, reading the camera image and
+a :class:`hmpc.cube_readout.CubeReadout` trained on the dataset's labels, reading the camera image and
 the goal image with and without the proprioception that goes with them (the rest of the state is
 proprioception). The goal image's proprioception is the hand in the goal scene, which holds the
 cube at the goal: ``pixels`` is the row that reads the goal from the image alone.
@@ -32,72 +32,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cube_readout import CUBE_POSE, PROPRIO, CubeReadout, readout_errors, train_readout
-from state_model import error_ratios, load_datasets, success_cells, train_dynamics
+from state_model import load_datasets, success_cells, train_dynamics
 from torch import nn
 from tqdm import trange
 
+from hmpc.cube_model import CUBE, GROUPS, CubeDynamics, ensemble_terms
+from hmpc.cube_readout import CUBE_POSE, PROPRIO, CubeReadout, readout_errors, train_readout
 from hmpc.optimizers import CEM, MPPI
-from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
+from hmpc.pose_dynamics import error_ratios, fit_dynamics
 from hmpc.rollout import episode_seed
 from robots import make_env
-from robots.panda_scene import WORKSPACE_HIGH, WORKSPACE_LOW
-
-# PandaPickPlace's observation.state: ee xyz, gripper width, ee velocity, cube xyz, cube quaternion
-GROUPS = {"end effector": [0, 1, 2], "gripper": [3], "cube": [7, 8, 9]}
-EE, CUBE = slice(0, 3), slice(7, 10)
-
-
-class RelativeDynamics(nn.Module):
-    """Translation-invariant in x, y away from the workspace's walls: an MLP sees the cube's place
-    relative to the end effector, the end effector's height and its distance to each face of the
-    workspace box (saturating at 5 cm: where the commanded target is clipped), gripper width,
-    velocity, the cube's quaternion and the action, and predicts the change of every state entry
-    (``_OUT_SCALE`` units). Far from the hand every place looks alike, so the cube is not learned
-    to drift where nothing touches it. ``std`` (14,) only scales the training loss."""
-
-    _OUT_SCALE = (0.03,) * 3 + (0.02,) + (0.1,) * 3 + (0.03,) * 3 + (0.05,) * 4
-
-    def __init__(self, hidden: int, std: torch.Tensor) -> None:
-        super().__init__()
-        self.net = gelu_mlp(3 + 1 + 6 + 1 + 3 + 4 + 4, hidden, 14)
-        self.register_buffer("std", std)
-        self.register_buffer("low", torch.as_tensor(WORKSPACE_LOW, dtype=torch.float32))
-        self.register_buffer("high", torch.as_tensor(WORKSPACE_HIGH, dtype=torch.float32))
-        self.register_buffer("out_scale", torch.tensor(self._OUT_SCALE))
-
-    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """States (N, 14) and actions (N, 4) -> next states (N, 14)."""
-        ee = s[:, EE]
-        walls = torch.cat([ee - self.low, self.high - ee], dim=-1).div(0.05).clamp(0.0, 1.0)
-        x = torch.cat([(s[:, CUBE] - ee) / 0.1, s[:, 2:3] / 0.1, walls, s[:, 3:4] / 0.04,
-                       s[:, 4:7] / 0.3, s[:, 10:14], a], dim=-1)  # fmt: skip
-        return s + self.net(x) * self.out_scale
-
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """States (N, 14) and actions (N, H, 4) -> predicted states (N, H, 14)."""
-        return step_rollout(self.step, s0, actions)
-
-
-def staged_cost(pred: torch.Tensor, goal: torch.Tensor, reach: float) -> torch.Tensor:
-    """Predicted states (N, H, 14), goal cube xyz (3,) -> (N,): per step the cube's goal distance
-    + ``reach`` x the end effector's distance to the cube, averaged over the horizon."""
-    cube = pred[..., CUBE]
-    d = (cube - goal).norm(dim=-1) + reach * (pred[..., EE] - cube).norm(dim=-1)
-    return d.mean(1)
 
 
 def ensemble_cost(members: list[nn.Module], s0: torch.Tensor, actions: torch.Tensor, goal: torch.Tensor,
                   reach: float, disagreement: float) -> torch.Tensor:
-    """Candidates (N, H, 4) from state (1, 14) -> (N,): the members' mean :func:`staged_cost` +
-    ``disagreement`` x the spread of their predicted cube (norm of the per-axis std across
-    members, metres, averaged over the horizon): where the data never showed what happens, the
-    members disagree, and a plan that needs the cube to move there pays for it."""
-    preds = torch.stack([m.rollout(s0.expand(len(actions), -1), actions) for m in members])  # (K, N, H, 14)
-    cost = torch.stack([staged_cost(p, goal, reach) for p in preds]).mean(0)
-    if len(members) > 1 and disagreement > 0:
-        cost = cost + disagreement * preds[..., CUBE].std(0).norm(dim=-1).mean(-1)
-    return cost
+    """Candidates (N, H, 4) from state (1, 14) -> (N,): the sum of
+    :func:`hmpc.cube_model.ensemble_terms` (the members' mean staged cost + the spread term)."""
+    return sum(ensemble_terms(members, s0, actions, goal, reach, disagreement).values())
 
 
 @torch.no_grad()
@@ -152,7 +103,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--frame", choices=["absolute", "relative"], default="relative",
                         help="absolute: state_model.StateDynamics on the raw state; relative: "
-                        "RelativeDynamics (the cube relative to the hand, nothing absolute in x, y)")
+                        "hmpc.cube_model.CubeDynamics (the cube relative to the hand, nothing absolute in x, y)")
     parser.add_argument("--ensemble", type=int, default=4, help="dynamics models (seeds 0..K-1)")
     parser.add_argument("--disagreement", type=float, default=2.0,
                         help="weight of the ensemble's spread of the predicted cube (m) in the cost")
@@ -178,10 +129,10 @@ def main() -> None:
         else:
             with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
                 torch.manual_seed(k)
-                model = RelativeDynamics(args.hidden, torch.from_numpy(train.state).float().std(0))
+                model = CubeDynamics(args.hidden, torch.from_numpy(train.state).float().std(0))
             members.append(fit_dynamics(model, train, args.train_steps, args.horizon, seed=k))
     train_s = time.perf_counter() - t0
-    ratios = error_ratios(members[0], held, groups=GROUPS)
+    ratios = error_ratios(members[0], held, GROUPS)
     readouts, notes = {}, []
     for mode in args.perception:
         if mode != "truth":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from state_model import GROUPS, error_ratios, success_cells
+from state_model import GROUPS, success_cells
 from tqdm import trange
 
 from hmpc.agent_mask import AgentMask
@@ -40,6 +40,7 @@ from hmpc.data.windows import build_frame_cache
 from hmpc.evaluate import run_episode
 from hmpc.object_pose import PoseModel, fit_pose_model, pose_state, read_frames
 from hmpc.optimizers import CEM
+from hmpc.pose_dynamics import error_ratios
 from hmpc.pose_mpc import PoseMPC
 from hmpc.rollout import episode_seed
 from robots import make_env
@@ -117,7 +118,7 @@ def main() -> None:
     points, vectors = read_frames(pose.encoder, mask, held.pixels, held.state[:, :2])
     held_pose = pose_state(pose.readout, points, vectors, torch.as_tensor(held.state[:, :2]))
     angle_deg, place_cm = readout_error(pose, held_pose, held.state)
-    ratios = error_ratios(pose.dynamics, dataclasses.replace(held, state=held_pose.numpy()))
+    ratios = error_ratios(pose.dynamics, dataclasses.replace(held, state=held_pose.numpy()), GROUPS)
     print(f"\n# Push-T push goals from images{'' if mask is None else ', pusher painted out'}: "
           f"pose readout of keypoints {list(pose.readout.members)} "
           f"(held out, against the true pose: angle {angle_deg:.1f} deg rms, place {place_cm:.2f} cm rms); "

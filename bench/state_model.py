@@ -34,9 +34,9 @@ from torch import nn
 from tqdm import trange
 
 from hmpc.data import LeRobotDataset
-from hmpc.data.windows import FrameArrays, WindowSampler, build_frame_cache
+from hmpc.data.windows import FrameArrays, build_frame_cache
 from hmpc.optimizers import CEM
-from hmpc.pose_dynamics import RelativeDynamics, fit_dynamics, gelu_mlp, pose_distance
+from hmpc.pose_dynamics import RelativeDynamics, error_ratios, fit_dynamics, gelu_mlp, pose_distance
 from hmpc.report import wilson_interval
 from hmpc.rollout import episode_seed
 from robots import make_env
@@ -66,12 +66,6 @@ class StateDynamics(nn.Module):
         return torch.stack(out, dim=1) * self.std + self.mean
 
 
-def window_starts(frames: FrameArrays, length: int) -> np.ndarray:
-    """First frames (int64) of every ``length``-frame window inside one episode with all its
-    actions recorded (video-only frames carry zero actions): the world model's training windows."""
-    return WindowSampler(frames, length).starts
-
-
 def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, seed: int,
                    batch: int = 256, frame: str = "absolute") -> nn.Module:
     """A dynamics model of ``--frame`` kind, seeded, fit by :func:`fit_dynamics`."""
@@ -81,18 +75,6 @@ def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, s
         model = (StateDynamics(state.shape[1], frames.action.shape[1], hidden, state.mean(0), state.std(0))
                  if frame == "absolute" else RelativeDynamics(hidden, state.std(0), frame == "block"))
     return fit_dynamics(model, frames, steps, horizon, seed, batch)
-
-
-@torch.no_grad()
-def error_ratios(model: nn.Module, frames: FrameArrays, steps: int = 10,
-                 groups: dict[str, list[int]] = GROUPS) -> dict[str, float]:
-    """Per state group (name -> state dims; Push-T's by default): squared error of the
-    ``steps``-step open-loop prediction / of copying the start."""
-    state, action = torch.from_numpy(frames.state).float(), torch.from_numpy(frames.action).float()
-    idx = window_starts(frames, steps + 1)[::2, None] + np.arange(steps + 1)
-    pred, y, s0 = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])[:, -1], state[idx[:, -1]], state[idx[:, 0]]
-    return {name: float((pred[:, d] - y[:, d]).pow(2).sum() / (s0[:, d] - y[:, d]).pow(2).sum())
-            for name, d in groups.items()}
 
 
 def push_t_distance(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -186,7 +168,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=0, frame=args.frame)
     train_s = time.perf_counter() - t0
-    ratios = error_ratios(model, held)
+    ratios = error_ratios(model, held, GROUPS)
     print(f"\n# Push-T push goals, learned dynamics on the true state ({args.train_steps} steps, "
           f"horizon {args.horizon}, hidden {args.hidden}, {args.frame} frame; {train_s / 60:.1f} min); flat CEM 64 x 3, "
           f"horizon 16; held-out 10-step error / copying: pusher {ratios['pusher']:.3f}, block "

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from hmpc.costs import GOAL_MODES, CostWeights
+from hmpc.cube_model import CubeModel
+from hmpc.cube_mpc import CubeMPC
 from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.landmarks import LandmarkGraph
@@ -21,9 +23,10 @@ from hmpc.oracle import OracleMPC
 from hmpc.pose_mpc import PoseMPC
 from hmpc.world_model import WorldModel, WorldModelSpec
 
-KINDS = ("hierarchical", "flat", "pose", "oracle", "random", "rllib")
-NO_MODEL_KINDS = ("oracle", "random", "rllib")  # kinds that need no world-model checkpoint
+KINDS = ("hierarchical", "flat", "pose", "cube", "oracle", "random", "rllib")
+NO_MODEL_KINDS = ("cube", "oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
+CUBE_KEYS = ("reach", "disagreement")  # kind cube: CubeMPC's objective
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class ControllerSpec:
     # distance over the horizon as in weights.goal_mode / goal_mix, and the agent's squared
     # distance to the goal image's agent and action changes as extra cost terms (hmpc.pose_mpc)
     pose: dict[str, Any] = field(default_factory=lambda: {"agent_weight": 0.0, "smoothness": 0.0})
+    # kind cube: the folder `hmpc-cube` wrote (a cube readout and a dynamics ensemble), and the
+    # weights of the hand's distance to the cube and of the members' spread (hmpc.cube_mpc)
+    cube_model: str | None = None
+    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,6 +88,11 @@ class ControllerSpec:
             raise ValueError(f"controllers.{self.name}.pose: {bad} not accepted; keys {list(POSE_KEYS)}, "
                              f"goal_mode one of {list(GOAL_MODES)}, the others numbers >= 0 "
                              "(e.g. pose: {goal_mode: final, agent_weight: 0.0, smoothness: 0.0})")
+        bad = {k: v for k, v in self.cube.items()
+               if k not in CUBE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+        if bad:
+            raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(CUBE_KEYS)}, "
+                             "numbers >= 0 (e.g. cube: {reach: 1.0, disagreement: 2.0})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")
@@ -103,12 +115,18 @@ def _optimizer(cfg: dict[str, Any], seed: int):
 
 def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | None) -> None:
     """Refuse guardrail terms the controller cannot evaluate: any term for the oracle (it plans
-    in a simulator clone), state terms without a state probe, OOD without an ensemble."""
+    in a simulator clone) and the cube planner (its objective is ``cube:``; its OOD term is
+    ``cube.disagreement``), state terms without a state probe, OOD without an ensemble."""
     g, key = spec.cost_weights().guardrails, f"controllers.{spec.name}.weights.guardrails"
     if spec.kind == "oracle" and (g.state_bounds or g.forbidden or g.ood):
         raise ValueError(
             f"{key}: the oracle plans in a simulator clone and applies no guardrail costs; set "
             "their weights to 0 (bounds and regions are still counted by the evaluation harness)")
+    if spec.kind == "cube" and (g.state_bounds or g.forbidden or g.ood):
+        raise ValueError(
+            f"{key}: the cube planner applies no guardrail costs (its out-of-distribution term is "
+            f"controllers.{spec.name}.cube.disagreement); set their weights to 0 (bounds and regions "
+            "are still counted by the evaluation harness)")
     if spec.kind not in NO_MODEL_KINDS and model_spec is not None:
         check_guardrails(model_spec, g, key)
 
@@ -117,11 +135,13 @@ def build_controller(
     spec: ControllerSpec, model: WorldModel | None, action_dim: int, seed: int,
     device: torch.device | str = "cpu", env: Any | None = None,
     graphs: dict[int, LandmarkGraph] | None = None, pose: PoseModel | None = None,
+    cube: CubeModel | None = None,
 ) -> Controller:
-    """Instantiate ``spec``. ``model`` may be None for kinds "random" and "oracle"; ``env`` (the
+    """Instantiate ``spec``. ``model`` may be None for the ``NO_MODEL_KINDS``; ``env`` (the
     episode's real env, whose state the oracle reads and clones) is required for "oracle" only;
     ``graphs`` (size -> graph, :func:`hmpc.landmarks.landmark_graphs`) for ``spec.landmarks`` > 0;
-    ``pose`` (:func:`hmpc.object_pose.load_pose_model`) for kind "pose"."""
+    ``pose`` (:func:`hmpc.object_pose.load_pose_model`) for kind "pose"; ``cube``
+    (:func:`hmpc.cube_model.load_cube_model` of ``spec.cube_model``) for kind "cube"."""
     if spec.kind == "random":
         return RandomController(action_dim, seed)
     if spec.kind == "rllib":
@@ -144,6 +164,12 @@ def build_controller(
             env, opt, spec.horizon, spec.candidates, weights, action_dim, spec.oracle_score,
             deadline_ms=spec.deadline_ms, reach=spec.oracle_reach,
         )
+    if spec.kind == "cube":
+        if cube is None:
+            raise ValueError(f"controller {spec.name!r} (kind: cube) needs a cube model: fit one with `hmpc-cube "
+                             f"data=<dataset> env=<env> output_dir=<dir>` and set controllers.{spec.name}.cube_model=<dir>")
+        return CubeMPC(cube, _optimizer(spec.optimizer, seed), spec.horizon, spec.candidates, device=device,
+                       deadline_ms=spec.deadline_ms, **spec.cube)
     if model is None:
         raise ValueError(f"controller {spec.name!r} needs a world model checkpoint (checkpoint=...)")
     if spec.kind == "pose":

@@ -32,6 +32,7 @@ from hmpc.controllers import (
     check_spec_guardrails,
 )
 from hmpc.costs import Guardrails, guardrail_violated
+from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
 from hmpc.data import LeRobotDataset, build_frame_cache
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.landmarks import landmark_graphs
@@ -217,13 +218,15 @@ def model_from_blob(blob: dict[str, Any], device: torch.device) -> WorldModel:
 Item = tuple[int, int, str, str]  # (episode index, seed, controller name, condition)
 
 
-def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: str):
+def _setup(env_specs: dict[str, EnvSpec], blob: dict[str, Any] | None, device: str,
+           cube_blobs: dict[str, dict[str, Any]] | None = None):
     dev = resolve_device(device)
     model = model_from_blob(blob, dev) if blob is not None else None
     atlas = blob.get("atlas") if blob is not None else None
     graphs = blob.get("landmarks") if blob is not None else None
     pose = pose_from_blob(blob["pose"], model, dev) if blob is not None and "pose" in blob else None
-    return env_specs, {}, model, dev, atlas, graphs, pose
+    cubes = {name: cube_from_blob(b, dev) for name, b in (cube_blobs or {}).items()}  # controller -> model
+    return env_specs, {}, model, dev, atlas, graphs, pose, cubes
 
 
 def row_label(name: str, condition: str) -> str:
@@ -252,7 +255,7 @@ def _run(
 
     The first ``cfg.videos`` episodes of each controller come back with an mp4 as bytes.
     """
-    env_specs, envs, model, dev, atlas, graphs, pose = state
+    env_specs, envs, model, dev, atlas, graphs, pose, cubes = state
     index, seed, name, cond = item
     record = _record(item)
     t0 = time.perf_counter()
@@ -261,7 +264,7 @@ def _run(
             envs[cond] = env_specs[cond].make()
         env = envs[cond]
         ctrl = build_controller(specs[name], model, env.action_space.shape[0], seed, dev, env=env,
-                                graphs=graphs, pose=pose)
+                                graphs=graphs, pose=pose, cube=cubes.get(name))
         try:
             rec = run_episode(env, ctrl, seed, cfg.max_steps, atlas, record_video=index < cfg.videos,
                               guardrails=specs[name].cost_weights().guardrails)
@@ -308,13 +311,17 @@ def evaluate(
             "learned controllers need checkpoint=<folder>; or use controllers=[oracle,random]"
         )
     model_spec = WorldModelSpec.from_dict(blob["meta"]["model"]) if blob is not None else None
-    # the pose model's env and camera, before any episode: a condition that changes the camera
-    # (or arena) refuses the whole run, since the readout would be off in that row
-    if blob is not None and "pose" in blob:
+    cubes = {c.name: cube_blob(c.cube_model, f"controllers.{c.name}.cube_model") for c in controllers if c.kind == "cube"}
+    # the pose and cube models' env and camera, before any episode: a condition that changes the
+    # camera (or arena, or image size) refuses the whole run, since the readout would be off there
+    if (blob is not None and "pose" in blob) or cubes:
         for spec in env_specs.values():
             env = spec.make()
             try:
-                check_pose_env(blob["pose"], env, spec.name)
+                if blob is not None and "pose" in blob:
+                    check_pose_env(blob["pose"], env, spec.name)
+                for cube in cubes.values():
+                    check_cube_env(cube, env, spec.name)
             finally:
                 env.close()
     for c in controllers:  # before any episode: a guardrail the model cannot evaluate
@@ -326,7 +333,7 @@ def evaluate(
     rows = [row_label(n, c) for c in env_specs for n in specs]
     t0 = time.perf_counter()
     gen = parallel_map(
-        functools.partial(_setup, env_specs, blob, cfg.device),
+        functools.partial(_setup, env_specs, blob, cfg.device, cubes),
         functools.partial(_run, specs, cfg),
         items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
         retries=cfg.retries, on_failure=_failed,

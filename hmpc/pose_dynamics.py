@@ -157,3 +157,18 @@ def fit_dynamics(model: nn.Module, frames: FrameArrays, steps: int, horizon: int
         opt.step()
         sched.step()
     return model.eval()
+
+
+@torch.no_grad()
+def error_ratios(model: nn.Module, frames: FrameArrays, groups: dict[str, list[int]],
+                 steps: int = 10) -> dict[str, float]:
+    """Per state group (name -> state dims): squared error of ``model``'s ``steps``-step open-loop
+    prediction from every other window of ``frames`` / that of copying the start (1: no better
+    than assuming nothing moves)."""
+    device = next(model.parameters()).device
+    state = torch.from_numpy(frames.state).float().to(device)
+    action = torch.from_numpy(frames.action).float().to(device)
+    idx = torch.as_tensor(WindowSampler(frames, steps + 1).starts[::2, None] + np.arange(steps + 1), device=device)
+    pred, y, s0 = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])[:, -1], state[idx[:, -1]], state[idx[:, 0]]
+    return {name: float((pred[:, d] - y[:, d]).pow(2).sum() / (s0[:, d] - y[:, d]).pow(2).sum())
+            for name, d in groups.items()}

@@ -123,6 +123,10 @@ def test_every_controller_config_builds_and_acts(model):
                 with pytest.raises(ValueError, match="hmpc-pose checkpoint="):
                     build_controller(ControllerSpec(name=name, **cfg), model, 2, seed=0)
                 continue
+            if cfg["kind"] == "cube":  # needs a fitted cube model and a Panda cube task: tests/test_cube.py
+                with pytest.raises(ValueError, match="hmpc-cube data="):
+                    build_controller(ControllerSpec(name=name, **cfg), None, 4, seed=0)
+                continue
             spec = ControllerSpec(name=name, **cfg)
             m = model
             if spec.cost_weights().guardrails.uses_state:  # needs a state probe (point_maze: 4)

@@ -61,11 +61,14 @@ def train_config(cfg: DictConfig) -> TrainConfig:
     return typed(TrainConfig, plain(cfg), "trainer")
 
 
-def controller_specs(cfg: DictConfig) -> list[ControllerSpec]:
-    """One spec per entry of ``controllers`` (the config group selected as a list)."""
+def controller_specs(cfg: DictConfig, cube_model: str | None = None) -> list[ControllerSpec]:
+    """One spec per entry of ``controllers`` (the config group selected as a list); a top-level
+    ``cube_model`` (the CLI's key) is the folder of every controller of kind cube."""
     if cfg is None or not len(cfg):
         raise ValueError("no controllers selected; use controllers=[hierarchical,flat_gd,random]")
     specs = [typed(ControllerSpec, {"name": n, **plain(c)}, f"controllers/{n}.yaml") for n, c in cfg.items()]
+    if cube_model:
+        specs = [dataclasses.replace(s, cube_model=str(cube_model)) if s.kind == "cube" else s for s in specs]
     for spec in specs:
         check_controller_spec(spec)
     return specs

@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> None:
     ecfg = typed(EvalConfig, {k: v for k, v in plain(cfg).items() if k in fields}, "eval.yaml")
     conditions = plain(cfg.get("conditions")) or {"nominal": {}}
     info = evaluate(
-        env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers), ecfg, cfg.output_dir,
+        env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers, cfg.cube_model), ecfg, cfg.output_dir,
         conditions=conditions,
     )
     print((Path(cfg.output_dir) / "results.md").read_text())

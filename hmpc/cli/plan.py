@@ -23,28 +23,34 @@ from hmpc.cli.common import (
 @report_user_errors
 def run(cfg: DictConfig) -> None:
     from hmpc.controllers import NO_MODEL_KINDS, build_controller
+    from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
     from hmpc.episode_video import video_bytes
     from hmpc.evaluate import model_blob, model_from_blob, run_episode
     from hmpc.object_pose import check_pose_env, pose_from_blob
     from hmpc.runtime import resolve_device
 
-    specs = {s.name: s for s in controller_specs(cfg.all_controllers)}
+    specs = {s.name: s for s in controller_specs(cfg.all_controllers, cfg.cube_model)}
     if cfg.controller not in specs:
         raise ValueError(f"unknown controller {cfg.controller!r}; known controllers: {sorted(specs)}")
     spec, device = specs[cfg.controller], resolve_device(cfg.device)
-    model = atlas = graphs = pose = None
+    model = atlas = graphs = pose = cube = None
     if spec.kind not in NO_MODEL_KINDS:
         ckpt = existing_dir(cfg.checkpoint, "checkpoint", "train one with `hmpc-train` or `hmpc-demo`")
         blob = model_blob(ckpt, cfg.atlas_size, cfg.seed, {spec.landmarks} - {0}, spec.kind == "pose")
         model, atlas = model_from_blob(blob, device), blob.get("atlas")
         graphs = blob.get("landmarks")
         pose = pose_from_blob(blob["pose"], model, device) if "pose" in blob else None
+    if spec.kind == "cube":
+        cblob = cube_blob(spec.cube_model, "cube_model")
+        cube = cube_from_blob(cblob, device)
     espec = env_spec(cfg)
     env = espec.make()
     if pose is not None:
         check_pose_env(blob["pose"], env, espec.name)
+    if cube is not None:
+        check_cube_env(cblob, env, espec.name)
     ctrl = build_controller(spec, model, env.action_space.shape[0], cfg.seed, device, env=env,
-                            graphs=graphs, pose=pose)
+                            graphs=graphs, pose=pose, cube=cube)
     rec = run_episode(env, ctrl, cfg.seed, cfg.max_steps, atlas, record_video=True, log_steps=True,
                       guardrails=spec.cost_weights().guardrails)
     out = Path(cfg.output_dir)

@@ -1,8 +1,10 @@
-"""A cube readout for PandaPickPlace: camera image (+ proprioception) -> cube pose, supervised.
+"""A cube readout for the Panda cube tasks: camera image (+ proprioception) -> cube pose, supervised.
 
-Used by ``bench/panda_state_model.py --readout`` to put perception back between the true state
-and the planner. Trained on the dataset's own ``observation.state`` labels (cube xyz and
-quaternion): a state-supervised probe, unlike the label-free Push-T pose readout of ``hmpc-pose``.
+What controllers of kind "cube" (``hmpc.cube_mpc``) see the cube and the goal image's cube
+through, and what ``bench/panda_state_model.py --perception`` puts between the true state and the
+planner. Trained on the dataset's own ``observation.state`` labels (cube xyz and quaternion, logged
+by the simulator at collection time; never read while acting): a state-supervised readout, unlike
+the label-free Push-T pose readout of ``hmpc-pose``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ PROPRIO = slice(0, 4)  # end effector xyz, gripper width: what the controller ma
 CUBE_POSE = slice(7, 14)  # cube xyz, quaternion (x, y, z, w)
 
 
-def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-centre coordinates in [-1, 1], (h, w) each: y down the rows, x along them."""
-    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    ys, xs = torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device)
     return torch.meshgrid(ys, xs, indexing="ij")
 
 
@@ -45,10 +47,10 @@ class CubeReadout(nn.Module):
         """uint8 images (N, H, W, 3), proprioception (N, 4) -> cube poses (N, 7)."""
         x = pixels.permute(0, 3, 1, 2).float() / 255.0
         n, _, h, w = x.shape
-        gy, gx = _grid(h, w)
+        gy, gx = _grid(h, w, x.device)
         x = torch.cat([x, gx.expand(n, 1, h, w), gy.expand(n, 1, h, w)], dim=1)  # CoordConv
         f = self.conv(x)
-        gy, gx = _grid(*f.shape[-2:])
+        gy, gx = _grid(*f.shape[-2:], x.device)
         f = f.flatten(2)  # (N, K, h * w)
         p = f.softmax(-1)
         places = torch.cat([(p * gx.flatten()).sum(-1), (p * gy.flatten()).sum(-1), f.amax(-1).tanh()], -1)
@@ -57,19 +59,23 @@ class CubeReadout(nn.Module):
 
 
 def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = True,
-                  batch: int = 64) -> CubeReadout:
-    """Fit a :class:`CubeReadout` to the frames' cube poses: squared error of xyz (m) + 0.01 x
-    that of the quaternion; AdamW, cosine schedule, batches drawn from ``seed`` alone."""
+                  batch: int = 64, device: torch.device | str = "cpu", progress: bool = True) -> CubeReadout:
+    """Fit a :class:`CubeReadout` to the frames' cube poses (``observation.state[7:14]``):
+    squared error of xyz (m) + 0.01 x that of the quaternion; AdamW, cosine schedule, batches
+    drawn from ``seed`` alone."""
+    if frames.state.shape[1] < CUBE_POSE.stop:
+        raise ValueError(f"observation.state has {frames.state.shape[1]} dims; a cube readout needs the "
+                         f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = CubeReadout(proprio=proprio)
+        net = CubeReadout(proprio=proprio).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     rng = np.random.default_rng(seed)
-    for _ in trange(steps, desc="readout", mininterval=5):
+    for _ in trange(steps, desc="readout", mininterval=5, disable=not progress):
         idx = np.sort(rng.integers(0, frames.num_frames, batch))
-        state = torch.from_numpy(frames.state[idx])
-        pred = net(torch.from_numpy(np.array(frames.pixels[idx])), state[:, PROPRIO])
+        state = torch.from_numpy(frames.state[idx]).to(device)
+        pred = net(torch.from_numpy(np.array(frames.pixels[idx])).to(device), state[:, PROPRIO])
         target = state[:, CUBE_POSE]
         loss = (pred[:, :3] - target[:, :3]).pow(2).sum(-1).mean() + 0.01 * (pred[:, 3:] - target[:, 3:]).pow(2).sum(-1).mean()
         opt.zero_grad()
@@ -81,11 +87,13 @@ def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = Tr
 
 @torch.no_grad()
 def readout_errors(net: CubeReadout, frames: FrameArrays) -> dict[str, float]:
-    """Mean cube xyz error (cm) over all frames, those with the cube on the table and in the air."""
-    errs = []
+    """Mean cube xyz error (cm) over all frames, those with the cube on the table and in the air
+    (a key only where there are such frames)."""
+    errs, device = [], next(net.parameters()).device
     for j in range(0, frames.num_frames, 512):
-        state = torch.from_numpy(frames.state[j : j + 512])
-        pred = net(torch.from_numpy(np.array(frames.pixels[j : j + 512])), state[:, PROPRIO])
-        errs.append((pred[:, :3] - state[:, 7:10]).norm(dim=-1))
+        state = torch.from_numpy(frames.state[j : j + 512]).to(device)
+        pred = net(torch.from_numpy(np.array(frames.pixels[j : j + 512])).to(device), state[:, PROPRIO])
+        errs.append((pred[:, :3] - state[:, 7:10]).norm(dim=-1).cpu())
     err, z = torch.cat(errs).numpy() * 100, frames.state[:, 9]
-    return {"all": float(err.mean()), "table": float(err[z < 0.03].mean()), "air": float(err[z >= 0.03].mean())}
+    parts = {"all": err, "table": err[z < 0.03], "air": err[z >= 0.03]}
+    return {k: float(v.mean()) for k, v in parts.items() if len(v)}

@@ -1,0 +1,69 @@
+"""Flat MPC on a learned cube model (``hmpc.cube_model``): controllers of kind "cube".
+
+Each step reads the cube's pose from the camera image (:class:`hmpc.cube_readout.CubeReadout`),
+joins it to the proprioception the harness passes (end effector xyz, gripper width, end
+effector velocity: ``state_dims`` = 7, never the cube's true state), rolls candidate action
+sequences (N, H, 4) through every dynamics member and scores the terms of
+:func:`hmpc.cube_model.ensemble_terms`: the members' mean staged cost toward the cube read from the
+goal image (the cube's goal distance + ``reach`` x the hand's distance to the cube, averaged over
+the horizon) and ``disagreement`` x the members' spread of the predicted cube. The same
+fallbacks and per-term report as ``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from hmpc.cube_model import ACTION_DIM, SEEN, CubeModel, ensemble_terms
+from hmpc.mpc import Controller, Obs, receding_step
+from hmpc.optimizers import Optimizer
+
+
+class CubeMPC(Controller):
+    """Receding-horizon planning of real actions (A = 4) on a :class:`CubeModel`."""
+
+    observation_keys = ("pixels", "state")
+    state_dims = SEEN  # proprioception: the cube comes from the image
+
+    def __init__(self, model: CubeModel, optimizer: Optimizer, horizon: int = 12, candidates: int = 1,
+                 reach: float = 1.0, disagreement: float = 2.0, device: torch.device | str = "cpu",
+                 deadline_ms: float | None = None) -> None:
+        if not (horizon >= 1 and candidates >= 1 and reach >= 0 and disagreement >= 0):
+            raise ValueError(f"cube controller: horizon={horizon} and candidates={candidates} must be >= 1, "
+                             f"reach={reach} and disagreement={disagreement} >= 0")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.optimizer, self.horizon, self.candidates = optimizer, horizon, candidates
+        self.reach, self.disagreement, self.deadline_ms = reach, disagreement, deadline_ms
+        self.action_dim = ACTION_DIM
+
+    def read(self, obs: Obs) -> torch.Tensor:
+        """State (1, 14) of one observation: its proprioception (>= 7,) and the cube read from its
+        image (H, W, 3)."""
+        seen = np.asarray(obs["state"][:SEEN], dtype=np.float32)
+        if seen.shape != (SEEN,):
+            raise ValueError(f"cube controller: observation state has {seen.shape[0]} dims; it needs the "
+                             f"Panda cube tasks' proprioception ({SEEN}: end effector, gripper, velocity)")
+        pixels = torch.as_tensor(obs["pixels"], device=self.device)[None]
+        return self.model.read(pixels, torch.as_tensor(seen, device=self.device)[None])
+
+    def reset(self, obs: Obs, goal_obs: Obs) -> None:
+        self.goal = self.read(goal_obs)[0, 7:10]  # the goal image's cube xyz
+        self.plan = torch.zeros(self.horizon, self.action_dim, device=self.device)
+
+    def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each weighted term (N,) of the objective for candidates (N, H, 4) from state s (1, 14)."""
+        return ensemble_terms(self.model.members, s, actions, self.goal, self.reach, self.disagreement)
+
+    def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.perf_counter()
+        s = self.read(obs)
+        action, self.plan, info = receding_step(
+            self.optimizer, lambda a: self.cost_terms(s, a), self.plan, self.candidates, t0, self.deadline_ms)
+        return action, info

@@ -1,0 +1,196 @@
+"""The learned cube model (hmpc.cube_model), its controller (kind cube) and hmpc-cube."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hmpc.controllers import ControllerSpec, build_controller, check_spec_guardrails
+from hmpc.cube_model import (
+    CubeModel,
+    check_cube_env,
+    cube_blob,
+    ensemble_terms,
+    fit_cube_model,
+    load_cube_model,
+    save_cube_model,
+)
+from hmpc.cube_mpc import CubeMPC
+from hmpc.data.windows import FrameArrays
+from hmpc.evaluate import EvalConfig, evaluate, observation_for
+from hmpc.optimizers import CEM
+from hmpc.rollout import EnvSpec
+from robots import make_env
+
+
+def _panda_frames(episodes: int = 2, steps: int = 6, size: int = 32) -> FrameArrays:
+    env = make_env("panda_pick_place", image_size=size)
+    rng = np.random.default_rng(0)
+    pixels, state, action, index = [], [], [], []
+    try:
+        for e in range(episodes):
+            obs, _ = env.reset(seed=e)
+            for _ in range(steps):
+                a = rng.uniform(-1, 1, 4).astype(np.float32)
+                pixels.append(obs["pixels"])
+                state.append(obs["state"])
+                action.append(a)
+                index.append(e)
+                obs, *_ = env.step(a)
+    finally:
+        env.close()
+    n = episodes * steps
+    return FrameArrays(np.stack(pixels), np.stack(state), np.stack(action), np.ones(n, bool),
+                       np.asarray(index, np.int64), np.arange(0, n, steps, dtype=np.int64),
+                       np.full(episodes, steps, np.int64))
+
+
+@pytest.fixture(scope="module")
+def tiny_cube(tmp_path_factory):
+    """A cube model fit for a few steps on a few PandaPickPlace frames (32 pixels), saved."""
+    frames = _panda_frames()
+    model = fit_cube_model(frames, ensemble=2, steps=5, horizon=3, hidden=16, readout_steps=5, progress=False)
+    folder = save_cube_model(tmp_path_factory.mktemp("cube") / "cube", model,
+                             {"env": "panda_pick_place", "image_size": 32})
+    return model, folder, frames
+
+
+def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube):
+    model, folder, frames = tiny_cube
+    loaded = load_cube_model(folder)
+    s, a = torch.as_tensor(frames.state[:3]), torch.rand(3, 5, 4) * 2 - 1
+    px = torch.as_tensor(frames.pixels[:3])
+    with torch.no_grad():
+        for m, l in zip(model.members, loaded.members, strict=True):
+            assert torch.equal(m.rollout(s, a), l.rollout(s, a))
+        assert torch.equal(model.read(px, s[:, :7]), loaded.read(px, s[:, :7]))
+    assert len(loaded.members) == 2 and not loaded.readout.proprio
+    spec = ControllerSpec(name="cube_cem", kind="cube", optimizer={"name": "cem", "iters": 2, "population": 16},
+                          horizon=5, candidates=1)
+    with pytest.raises(ValueError, match="hmpc-cube data="):
+        build_controller(spec, None, 4, seed=0)
+    ctrl = build_controller(spec, None, 4, seed=0, cube=loaded)
+    assert isinstance(ctrl, CubeMPC)
+    seen = observation_for(ctrl, {"pixels": frames.pixels[0], "state": frames.state[0]})  # the harness's cut
+    assert set(seen) == {"pixels", "state"} and seen["state"].shape == (7,)  # proprioception, never the cube
+    goal = observation_for(ctrl, {"pixels": frames.pixels[5], "state": frames.state[5]})
+    ctrl.reset(seen, goal)
+    with torch.no_grad():
+        assert torch.equal(ctrl.goal, loaded.readout(px[:0].new_tensor(frames.pixels[5:6]),
+                                                     torch.as_tensor(frames.state[5:6, :4]))[0, :3])
+    action, info = ctrl.act(seen)
+    assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
+    assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}
+    with pytest.raises(ValueError, match="proprioception"):
+        ctrl.act({"pixels": frames.pixels[0], "state": frames.state[0, :4]})
+
+
+class _Fixed(nn.Module):
+    """A 'member' whose rollout predicts the same state at every step."""
+
+    def __init__(self, state: list[float]) -> None:
+        super().__init__()
+        self.state = torch.tensor(state)
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.state.expand(actions.shape[0], actions.shape[1], -1)
+
+
+def _state(ee: tuple[float, float, float], cube: tuple[float, float, float]) -> list[float]:
+    return [*ee, 0.08, 0.0, 0.0, 0.0, *cube, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_the_terms_are_the_staged_cost_and_the_members_spread():
+    goal, s0, actions = torch.zeros(3), torch.zeros(1, 14), torch.zeros(2, 3, 4)
+    far = _Fixed(_state((0, 0, 0), (0.3, 0.4, 0)))  # cube 0.5 from the goal, hand 0.5 from the cube
+    holding = _Fixed(_state((0.3, 0.4, 0), (0.3, 0.4, 0)))  # the same cube, in the hand
+    terms = ensemble_terms([far, holding], s0, actions, goal, reach=1.0, disagreement=2.0)
+    assert torch.allclose(terms["goal"], torch.full((2,), 0.75))  # mean of 1.0 and 0.5
+    assert torch.allclose(terms["disagreement"], torch.zeros(2))  # both put the cube at the same place
+    moved = _Fixed(_state((0, 0, 0), (0.5, 0.4, 0)))  # 0.2 m further in x
+    terms = ensemble_terms([far, moved], s0, actions, goal, reach=0.0, disagreement=2.0)
+    assert torch.allclose(terms["goal"], torch.full((2,), (0.5 + math.hypot(0.5, 0.4)) / 2))
+    assert torch.allclose(terms["disagreement"], torch.full((2,), 2.0 * 0.2 / math.sqrt(2)))  # std of {0, 0.2}
+    assert set(ensemble_terms([far], s0, actions, goal, 1.0, 2.0)) == {"goal"}  # one member: no spread
+
+
+def test_nan_dynamics_fall_back_to_the_previous_plan(tiny_cube):
+    _, folder, frames = tiny_cube
+    broken = load_cube_model(folder)
+    ctrl = CubeMPC(broken, CEM(iters=2, population=8, elites=2, seed=0), horizon=4)
+    obs = [{"pixels": frames.pixels[i], "state": frames.state[i, :7]} for i in range(3)]
+    ctrl.reset(obs[0], obs[2])
+    _, info = ctrl.act(obs[0])
+    assert not info["fallback"]
+    planned = ctrl.plan[0].numpy().copy()  # the plan's action for the next step
+    with torch.no_grad():
+        broken.members[1].net[-1].bias.fill_(float("nan"))
+    action, info = ctrl.act(obs[1])
+    assert info["fallback"] and np.array_equal(action, np.clip(planned, -1, 1).astype(np.float32))
+
+
+def test_hmpc_eval_refuses_a_cube_model_it_cannot_use(tiny_cube, tmp_path):
+    _, folder, _ = tiny_cube
+    spec = ControllerSpec(name="cube_cem", kind="cube", optimizer={"name": "cem", "iters": 1, "population": 8},
+                          horizon=3, candidates=1, cube_model=str(folder))
+    cfg = EvalConfig(episodes=2, max_steps=2, workers=0, videos=1, device="cpu")
+    info = evaluate(EnvSpec("panda_pick_place", {"image_size": 32}), None, [spec], cfg, tmp_path / "ok", progress=False)
+    rows = info["per_episode"]
+    assert len(rows) == 2 and all(r["error"] is None for r in rows), rows
+    assert all(r["actions_out_of_bounds"] == 0 for r in rows)
+    with pytest.raises(ValueError, match="env.image_size=32"):  # another image size
+        evaluate(EnvSpec("panda_pick_place", {"image_size": 48}), None, [spec], cfg, tmp_path / "big", progress=False)
+    with pytest.raises(ValueError, match="fit for env 'panda_pick_place', not 'panda_push'"):
+        evaluate(EnvSpec("panda_push", {"image_size": 32}), None, [spec], cfg, tmp_path / "push", progress=False)
+    unset = ControllerSpec(name="cube_cem", kind="cube")
+    with pytest.raises(ValueError, match="controllers.cube_cem.cube_model is not set"):
+        evaluate(EnvSpec("panda_pick_place", {"image_size": 32}), None, [unset], cfg, tmp_path / "x", progress=False)
+    missing = ControllerSpec(name="cube_cem", kind="cube", cube_model=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="controllers.cube_cem.cube_model=.*nowhere"):
+        evaluate(EnvSpec("panda_pick_place", {"image_size": 32}), None, [missing], cfg, tmp_path / "y", progress=False)
+    guarded = ControllerSpec(name="cube_cem", kind="cube", weights={"guardrails": {"ood": 1.0}})
+    with pytest.raises(ValueError, match="cube.disagreement"):
+        check_spec_guardrails(guarded, None)
+    for bad in ({"reach": -1.0}, {"raech": 1.0}, {"disagreement": True}):
+        with pytest.raises(ValueError, match="controllers.c.cube: "):
+            ControllerSpec(name="c", kind="cube", cube=bad)
+    env = make_env("panda_pick_place", image_size=32)
+    try:
+        check_cube_env(cube_blob(folder), env, "panda_pick_place")  # the env it was fit for: accepted
+    finally:
+        env.close()
+
+
+def test_hmpc_cube_then_hmpc_plan(tmp_path, capsys):
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import collect as collect_cli
+    from hmpc.cli import cube as cube_cli
+    from hmpc.cli import plan as plan_cli
+
+    def cfg(name: str, overrides: list[str]):
+        with initialize_config_module("configs", version_base="1.3"):
+            return compose(name, overrides=overrides)
+
+    data = tmp_path / "data"
+    collect_cli.run(cfg("collect", ["env=panda_pick_place", "env.image_size=32", "episodes=2", "steps=12",
+                                    "workers=0", f"output_dir={data}"]))
+    small = ["env.image_size=32", "device=cpu", "ensemble=2", "steps=4", "horizon=3", "hidden=16", "readout_steps=4"]
+    cube_cli.run(cfg("cube", [*small, f"data={data}", f"held_out={data}", f"output_dir={tmp_path / 'cube'}"]))
+    config = json.loads((tmp_path / "cube" / "cube.json").read_text())
+    assert config["env"] == "panda_pick_place" and config["image_size"] == 32 and config["ensemble"] == 2
+    assert set(config["held_out_error_over_copying"]) == {"end effector", "gripper", "cube"}
+    assert "cube model: " in capsys.readouterr().out
+    plan_cli.run(cfg("plan", ["env=panda_pick_place", "env.image_size=32", "device=cpu", "controller=cube_cem",
+                              f"cube_model={tmp_path / 'cube'}", "max_steps=2", "atlas_size=0",
+                              "all_controllers.cube_cem.optimizer.population=8", f"output_dir={tmp_path / 'plan'}"]))
+    episode = json.loads((tmp_path / "plan" / "episode.json").read_text())
+    assert episode["controller"] == "cube_cem" and episode["steps"] >= 1
+    with pytest.raises(SystemExit) as e:  # the dataset's images and the env's size differ: says which
+        cube_cli.run(cfg("cube", [*small[1:], f"data={data}", f"output_dir={tmp_path / 'c2'}"]))
+    assert e.value.code == 2 and "env.image_size=32" in capsys.readouterr().err
