@@ -12,7 +12,6 @@ from torch import nn
 
 from hmpc.controllers import ControllerSpec, build_controller, check_spec_guardrails
 from hmpc.cube_model import (
-    CubeModel,
     check_cube_env,
     cube_blob,
     ensemble_terms,
@@ -66,8 +65,8 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     s, a = torch.as_tensor(frames.state[:3]), torch.rand(3, 5, 4) * 2 - 1
     px = torch.as_tensor(frames.pixels[:3])
     with torch.no_grad():
-        for m, l in zip(model.members, loaded.members, strict=True):
-            assert torch.equal(m.rollout(s, a), l.rollout(s, a))
+        for fit, back in zip(model.members, loaded.members, strict=True):
+            assert torch.equal(fit.rollout(s, a), back.rollout(s, a))
         assert torch.equal(model.read(px, s[:, :7]), loaded.read(px, s[:, :7]))
     assert len(loaded.members) == 2 and not loaded.readout.proprio
     spec = ControllerSpec(name="cube_cem", kind="cube", optimizer={"name": "cem", "iters": 2, "population": 16},
@@ -81,7 +80,7 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     goal = observation_for(ctrl, {"pixels": frames.pixels[5], "state": frames.state[5]})
     ctrl.reset(seen, goal)
     with torch.no_grad():
-        assert torch.equal(ctrl.goal, loaded.readout(px[:0].new_tensor(frames.pixels[5:6]),
+        assert torch.equal(ctrl.goal, loaded.readout(torch.as_tensor(frames.pixels[5:6]),
                                                      torch.as_tensor(frames.state[5:6, :4]))[0, :3])
     action, info = ctrl.act(seen)
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
