@@ -36,10 +36,10 @@ from state_model import load_datasets, success_cells, train_dynamics
 from torch import nn
 from tqdm import trange
 
-from hmpc.cube_model import CUBE, GROUPS, CubeDynamics, ensemble_terms
+from hmpc.cube_model import CUBE, GROUPS, ensemble_terms, fit_members
 from hmpc.cube_readout import CUBE_POSE, PROPRIO, CubeReadout, readout_errors, train_readout
 from hmpc.optimizers import CEM, MPPI
-from hmpc.pose_dynamics import error_ratios, fit_dynamics
+from hmpc.pose_dynamics import error_ratios
 from hmpc.rollout import episode_seed
 from robots import make_env
 
@@ -122,15 +122,11 @@ def main() -> None:
     args = parser.parse_args()
     train, held = load_datasets(args.data, args.held_out, 14, 4, "PandaPickPlace")
     t0 = time.perf_counter()
-    members = []
-    for k in range(args.ensemble):  # seeds 0..K-1: initialisation and batches
-        if args.frame == "absolute":
-            members.append(train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=k))
-        else:
-            with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
-                torch.manual_seed(k)
-                model = CubeDynamics(args.hidden, torch.from_numpy(train.state).float().std(0))
-            members.append(fit_dynamics(model, train, args.train_steps, args.horizon, seed=k))
+    if args.frame == "absolute":  # seeds 0..K-1: initialisation and batches
+        members = [train_dynamics(train, args.train_steps, args.horizon, args.hidden, seed=k)
+                   for k in range(args.ensemble)]
+    else:
+        members = fit_members(train, args.ensemble, args.train_steps, args.horizon, args.hidden, seed=0)
     train_s = time.perf_counter() - t0
     ratios = error_ratios(members[0], held, GROUPS)
     readouts, notes = {}, []
@@ -140,8 +136,8 @@ def main() -> None:
             readouts[mode] = train_readout(train, args.readout_steps, seed=0, proprio=mode == "proprio")
             err = readout_errors(readouts[mode], held)
             notes.append(f"readout {mode} ({args.readout_steps} steps, {(time.perf_counter() - t0) / 60:.1f} min): "
-                         f"held-out cube error {err['all']:.2f} cm (on the table {err['table']:.2f}, in the air "
-                         f"{err['air']:.2f})")
+                         f"held-out cube error {err['all']:.2f} cm (on the table {err.get('table', float('nan')):.2f}, "
+                         f"in the air {err.get('air', float('nan')):.2f})")
     print(f"\n# PandaPickPlace, learned dynamics ({args.ensemble} x {args.train_steps} steps, horizon {args.horizon}, "
           f"hidden {args.hidden}, {args.frame} frame; {train_s / 60:.1f} min; disagreement weight {args.disagreement}); {args.optimizer.upper()} "
           f"{args.population} x {args.iters}, horizon {args.plan_horizon}, staged objective (reach "

@@ -88,6 +88,9 @@ class ControllerSpec:
             raise ValueError(f"controllers.{self.name}.pose: {bad} not accepted; keys {list(POSE_KEYS)}, "
                              f"goal_mode one of {list(GOAL_MODES)}, the others numbers >= 0 "
                              "(e.g. pose: {goal_mode: final, agent_weight: 0.0, smoothness: 0.0})")
+        if self.kind == "cube" and (self.compile is not None or self.replan_every != 1):
+            raise ValueError(f"controllers.{self.name}: kind cube replans every step and compiles nothing; "
+                             f"remove compile={self.compile!r} and replan_every={self.replan_every}")
         bad = {k: v for k, v in self.cube.items()
                if k not in CUBE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
         if bad:

@@ -17,6 +17,7 @@ from the image). Folder: ``cube.safetensors`` (readout ``readout.*``, members ``
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from hmpc.cube_readout import PROPRIO, CubeReadout, train_readout
 from hmpc.data.windows import FrameArrays
 from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
 from hmpc.security import check_safetensors_file
-from robots.panda_scene import WORKSPACE_HIGH, WORKSPACE_LOW
 
 WEIGHTS, CONFIG = "cube.safetensors", "cube.json"
 STATE_DIM, ACTION_DIM = 14, 4
@@ -50,6 +50,9 @@ class CubeDynamics(nn.Module):
     _OUT_SCALE = (0.03,) * 3 + (0.02,) + (0.1,) * 3 + (0.03,) * 3 + (0.05,) * 4
 
     def __init__(self, hidden: int, std: torch.Tensor) -> None:
+        # the workspace box; robots.panda_scene loads pybullet, so not at import
+        from robots.panda_scene import WORKSPACE_HIGH, WORKSPACE_LOW
+
         super().__init__()
         self.net = gelu_mlp(3 + 1 + 6 + 1 + 3 + 4 + ACTION_DIM, hidden, STATE_DIM)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
@@ -107,6 +110,20 @@ class CubeModel(nn.Module):
         return torch.cat([seen, self.readout(pixels, seen[:, PROPRIO])], dim=-1)
 
 
+def fit_members(frames: FrameArrays, ensemble: int, steps: int, horizon: int, hidden: int, seed: int = 0,
+                device: torch.device | str = "cpu", progress: bool = True) -> list[CubeDynamics]:
+    """``ensemble`` :class:`CubeDynamics` fit on ``frames`` (``steps`` each, ``horizon``-step
+    open-loop windows); member k initialised and batched from ``seed + k`` alone."""
+    std = torch.from_numpy(frames.state).float().std(0)
+    members = []
+    for k in range(ensemble):
+        with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
+            torch.manual_seed(seed + k)
+            member = CubeDynamics(hidden, std).to(device)
+        members.append(fit_dynamics(member, frames, steps, horizon, seed + k, progress=progress))
+    return members
+
+
 def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, horizon: int = 8,
                    hidden: int = 512, readout_steps: int = 3000, proprio: bool = False, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True) -> CubeModel:
@@ -118,13 +135,7 @@ def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, ho
                          f"a cube model reads PandaPush / PandaPickPlace data ({STATE_DIM} and {ACTION_DIM})")
     if ensemble < 1:
         raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")
-    std = torch.from_numpy(frames.state).float().std(0)
-    members = []
-    for k in range(ensemble):
-        with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
-            torch.manual_seed(seed + k)
-            member = CubeDynamics(hidden, std).to(device)
-        members.append(fit_dynamics(member, frames, steps, horizon, seed + k, progress=progress))
+    members = fit_members(frames, ensemble, steps, horizon, hidden, seed, device, progress)
     readout = train_readout(frames, readout_steps, seed, proprio=proprio, device=device, progress=progress)
     return CubeModel(readout, members).eval()
 
@@ -144,7 +155,7 @@ def save_cube_model(folder: str | Path, model: CubeModel, meta: dict[str, Any]) 
 def cube_blob(folder: str | Path | None, key: str = "cube_model") -> dict[str, Any]:
     """The cube model in ``folder`` (:func:`save_cube_model`) as plain config and arrays, to travel
     to workers with no shared filesystem; errors name the config ``key`` that gave the folder."""
-    fit = "fit a cube model with `hmpc-cube data=<dataset> env=panda_pick_place output_dir=<dir>`"
+    fit = "fit a cube model with `hmpc-cube data=<dataset> env=<its env> output_dir=<dir>`"
     if folder in (None, ""):
         raise ValueError(f"{key} is not set: {fit} and set {key}=<dir>")
     folder = Path(folder)
@@ -157,7 +168,7 @@ def cube_blob(folder: str | Path | None, key: str = "cube_model") -> dict[str, A
 
 
 def check_cube_env(blob: dict[str, Any], env: Any, env_name: str) -> None:
-    """Refuse to plan with :func:`cube_blob`'s model in an env or at an image size it was not fit
+    """Refuse to plan with :func:`cube_blob`'s model in an env, camera or image size it was not fit
     for (the readout would read another scene)."""
     cfg, where = blob["config"], Path(blob["folder"]) / CONFIG
     if cfg.get("env") is not None and cfg["env"] != env_name:
@@ -167,6 +178,16 @@ def check_cube_env(blob: dict[str, Any], env: Any, env_name: str) -> None:
     if cfg.get("image_size") is not None and int(cfg["image_size"]) != size:
         raise ValueError(f"{where} was fit on {cfg['image_size']}-pixel images; env {env_name!r} here renders "
                          f"{size}: evaluate with env.image_size={cfg['image_size']}, or refit")
+    camera = getattr(env.unwrapped, "camera", None)
+    if cfg.get("camera") is not None and camera is not None and camera_config(camera) != cfg["camera"]:
+        raise ValueError(f"{where} was fit with the camera {cfg['camera']}; env {env_name!r} here has "
+                         f"{camera_config(camera)} (another camera_view or camera option): evaluate with the "
+                         f"env options it was fit with ({cfg.get('env_options')}), or refit")
+
+
+def camera_config(camera: Any) -> dict[str, Any]:
+    """An env's camera (a dataclass) as the plain JSON values ``cube.json`` keeps."""
+    return json.loads(json.dumps(asdict(camera)))
 
 
 def cube_from_blob(blob: dict[str, Any], device: torch.device | str = "cpu") -> CubeModel:

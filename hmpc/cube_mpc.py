@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hmpc.cube_model import ACTION_DIM, SEEN, CubeModel, ensemble_terms
+from hmpc.cube_model import ACTION_DIM, CUBE, SEEN, CubeModel, ensemble_terms
 from hmpc.mpc import Controller, Obs, receding_step
 from hmpc.optimizers import Optimizer
 
@@ -54,7 +54,7 @@ class CubeMPC(Controller):
         return self.model.read(pixels, torch.as_tensor(seen, device=self.device)[None])
 
     def reset(self, obs: Obs, goal_obs: Obs) -> None:
-        self.goal = self.read(goal_obs)[0, 7:10]  # the goal image's cube xyz
+        self.goal = self.read(goal_obs)[0, CUBE]  # the goal image's cube xyz
         self.plan = torch.zeros(self.horizon, self.action_dim, device=self.device)
 
     def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -93,7 +93,7 @@ def readout_errors(net: CubeReadout, frames: FrameArrays) -> dict[str, float]:
     for j in range(0, frames.num_frames, 512):
         state = torch.from_numpy(frames.state[j : j + 512]).to(device)
         pred = net(torch.from_numpy(np.array(frames.pixels[j : j + 512])).to(device), state[:, PROPRIO])
-        errs.append((pred[:, :3] - state[:, 7:10]).norm(dim=-1).cpu())
-    err, z = torch.cat(errs).numpy() * 100, frames.state[:, 9]
+        errs.append((pred[:, :3] - state[:, CUBE_POSE][:, :3]).norm(dim=-1).cpu())
+    err, z = torch.cat(errs).numpy() * 100, frames.state[:, CUBE_POSE.start + 2]  # the cube's height
     parts = {"all": err, "table": err[z < 0.03], "air": err[z >= 0.03]}
     return {k: float(v.mean()) for k, v in parts.items() if len(v)}

@@ -20,7 +20,8 @@ from tqdm import trange
 
 from hmpc.data.windows import FrameArrays, WindowSampler
 
-__all__ = ["PoseDynamics", "RelativeDynamics", "fit_dynamics", "gelu_mlp", "pose_distance", "rotate"]
+__all__ = ["PoseDynamics", "RelativeDynamics", "error_ratios", "fit_dynamics", "gelu_mlp", "pose_distance", "rotate",
+           "step_rollout"]
 
 
 def gelu_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -164,11 +165,14 @@ def error_ratios(model: nn.Module, frames: FrameArrays, groups: dict[str, list[i
                  steps: int = 10) -> dict[str, float]:
     """Per state group (name -> state dims): squared error of ``model``'s ``steps``-step open-loop
     prediction from every other window of ``frames`` / that of copying the start (1: no better
-    than assuming nothing moves)."""
+    than assuming nothing moves; NaN for a group that never moved in these windows)."""
     device = next(model.parameters()).device
     state = torch.from_numpy(frames.state).float().to(device)
     action = torch.from_numpy(frames.action).float().to(device)
     idx = torch.as_tensor(WindowSampler(frames, steps + 1).starts[::2, None] + np.arange(steps + 1), device=device)
     pred, y, s0 = model.rollout(state[idx[:, 0]], action[idx[:, :-1]])[:, -1], state[idx[:, -1]], state[idx[:, 0]]
-    return {name: float((pred[:, d] - y[:, d]).pow(2).sum() / (s0[:, d] - y[:, d]).pow(2).sum())
-            for name, d in groups.items()}
+    out = {}
+    for name, d in groups.items():
+        copying = float((s0[:, d] - y[:, d]).pow(2).sum())
+        out[name] = float((pred[:, d] - y[:, d]).pow(2).sum()) / copying if copying > 0 else float("nan")
+    return out

@@ -12,6 +12,7 @@ from torch import nn
 
 from hmpc.controllers import ControllerSpec, build_controller, check_spec_guardrails
 from hmpc.cube_model import (
+    camera_config,
     check_cube_env,
     cube_blob,
     ensemble_terms,
@@ -54,8 +55,11 @@ def tiny_cube(tmp_path_factory):
     """A cube model fit for a few steps on a few PandaPickPlace frames (32 pixels), saved."""
     frames = _panda_frames()
     model = fit_cube_model(frames, ensemble=2, steps=5, horizon=3, hidden=16, readout_steps=5, progress=False)
+    env = make_env("panda_pick_place", image_size=32)
+    camera = camera_config(env.unwrapped.camera)
+    env.close()
     folder = save_cube_model(tmp_path_factory.mktemp("cube") / "cube", model,
-                             {"env": "panda_pick_place", "image_size": 32})
+                             {"env": "panda_pick_place", "image_size": 32, "camera": camera})
     return model, folder, frames
 
 
@@ -67,7 +71,9 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     with torch.no_grad():
         for fit, back in zip(model.members, loaded.members, strict=True):
             assert torch.equal(fit.rollout(s, a), back.rollout(s, a))
-        assert torch.equal(model.read(px, s[:, :7]), loaded.read(px, s[:, :7]))
+        read = loaded.read(px, s[:, :7])
+        assert torch.equal(read, model.read(px, s[:, :7])) and torch.equal(read[:, :7], s[:, :7])
+        assert torch.equal(read[:, 7:], loaded.readout(px, s[:, :4]))  # the cube pose, from the image
     assert len(loaded.members) == 2 and not loaded.readout.proprio
     spec = ControllerSpec(name="cube_cem", kind="cube", optimizer={"name": "cem", "iters": 2, "population": 16},
                           horizon=5, candidates=1)
@@ -87,6 +93,19 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}
     with pytest.raises(ValueError, match="proprioception"):
         ctrl.act({"pixels": frames.pixels[0], "state": frames.state[0, :4]})
+
+
+def test_a_readout_with_proprioception_reads_the_goal_with_the_goal_images(tiny_cube):
+    _, _, frames = tiny_cube
+    model = fit_cube_model(frames, ensemble=1, steps=2, horizon=3, hidden=16, readout_steps=3, proprio=True,
+                           progress=False)
+    ctrl = CubeMPC(model, CEM(iters=1, population=8, elites=2, seed=0), horizon=3)
+    ctrl.reset({"pixels": frames.pixels[0], "state": frames.state[0, :7]},
+               {"pixels": frames.pixels[5], "state": frames.state[5, :7]})
+    px, goal_seen = torch.as_tensor(frames.pixels[5:6]), torch.as_tensor(frames.state[5:6, :4])
+    with torch.no_grad():
+        assert torch.equal(ctrl.goal, model.readout(px, goal_seen)[0, :3])  # the goal image's own hand
+        assert not torch.equal(ctrl.goal, model.readout(px, torch.as_tensor(frames.state[0:1, :4]))[0, :3])
 
 
 class _Fixed(nn.Module):
@@ -144,6 +163,9 @@ def test_hmpc_eval_refuses_a_cube_model_it_cannot_use(tiny_cube, tmp_path):
     assert all(r["actions_out_of_bounds"] == 0 for r in rows)
     with pytest.raises(ValueError, match="env.image_size=32"):  # another image size
         evaluate(EnvSpec("panda_pick_place", {"image_size": 48}), None, [spec], cfg, tmp_path / "big", progress=False)
+    side = EnvSpec("panda_pick_place", {"image_size": 32, "camera_view": "side"})  # another camera
+    with pytest.raises(ValueError, match="camera_view"):
+        evaluate(side, None, [spec], cfg, tmp_path / "side", progress=False)
     with pytest.raises(ValueError, match="fit for env 'panda_pick_place', not 'panda_push'"):
         evaluate(EnvSpec("panda_push", {"image_size": 32}), None, [spec], cfg, tmp_path / "push", progress=False)
     unset = ControllerSpec(name="cube_cem", kind="cube")
@@ -193,3 +215,6 @@ def test_hmpc_cube_then_hmpc_plan(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # the dataset's images and the env's size differ: says which
         cube_cli.run(cfg("cube", [*small[1:], f"data={data}", f"output_dir={tmp_path / 'c2'}"]))
     assert e.value.code == 2 and "env.image_size=32" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # collected in another env: says which
+        cube_cli.run(cfg("cube", [*small, "env=panda_push", f"data={data}", f"output_dir={tmp_path / 'c3'}"]))
+    assert e.value.code == 2 and "set env=panda_pick_place" in capsys.readouterr().err

@@ -67,8 +67,12 @@ def controller_specs(cfg: DictConfig, cube_model: str | None = None) -> list[Con
     if cfg is None or not len(cfg):
         raise ValueError("no controllers selected; use controllers=[hierarchical,flat_gd,random]")
     specs = [typed(ControllerSpec, {"name": n, **plain(c)}, f"controllers/{n}.yaml") for n, c in cfg.items()]
-    if cube_model:
-        specs = [dataclasses.replace(s, cube_model=str(cube_model)) if s.kind == "cube" else s for s in specs]
+    for i, s in enumerate(specs):
+        if cube_model and s.kind == "cube":
+            if s.cube_model and s.cube_model != str(cube_model):
+                raise ValueError(f"cube_model={cube_model} and controllers.{s.name}.cube_model={s.cube_model} "
+                                 "differ; set one of them")
+            specs[i] = dataclasses.replace(s, cube_model=str(cube_model))
     for spec in specs:
         check_controller_spec(spec)
     return specs

@@ -1,12 +1,13 @@
 """hmpc-cube: a learned cube model (a cube readout and a dynamics ensemble) for the Panda cube tasks.
 
-    hmpc-cube data=<dataset> env=panda_pick_place output_dir=runs/cube     # ~16 min on 2 CPU cores
+    hmpc-cube data=<dataset> env=panda_pick_place output_dir=runs/cube     # ~15 min on 2 CPU cores
     hmpc-eval env=panda_pick_place 'controllers=[cube_cem,oracle]' cube_model=runs/cube
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -16,14 +17,41 @@ from omegaconf import DictConfig
 from hmpc.cli.common import CONFIG_PATH, env_spec, existing_dir, plain, report_user_errors
 
 _COLLECT = ("collect one with `hmpc-collect env=panda_pick_place policy=mixture 'policy.components=[{name: "
-            "panda_pick_place_expert, weight: 1, noise: 0.3},{name: correlated, weight: 1}]' episodes=300`")
+            "panda_pick_place_expert, weight: 1, noise: 0.3},{name: correlated, weight: 1}]' steps=100 "
+            "episodes=300 workers=2 output_dir=<dir>`")
+
+
+def _frames(root: Path, key: str, env: str, size: int):
+    """The frames of dataset ``root`` (given as ``key``), refused unless collected in ``env`` with
+    ``size``-pixel images and the cube tasks' state and action."""
+    from hmpc.cube_model import ACTION_DIM, STATE_DIM
+    from hmpc.data import LeRobotDataset, build_frame_cache
+
+    data = LeRobotDataset(root)
+    robot = data.info.get("robot_type")
+    if robot and robot != env:
+        raise ValueError(f"{key}={root} was collected in {robot!r} (meta/info.json robot_type), not {env!r}; "
+                         f"set env={robot}")
+    frames = build_frame_cache(data)
+    if frames.pixels.shape[1] != size:
+        raise ValueError(f"{key}={root} holds {frames.pixels.shape[1]}-pixel images but env {env!r} renders "
+                         f"{size}; set env.image_size={frames.pixels.shape[1]}")
+    if frames.state.shape[1] != STATE_DIM or frames.action.shape[1] != ACTION_DIM:
+        raise ValueError(f"{key}={root}: observation.state has {frames.state.shape[1]} dims and action "
+                         f"{frames.action.shape[1]}; a cube model reads PandaPush / PandaPickPlace data "
+                         f"({STATE_DIM} and {ACTION_DIM})")
+    return frames
+
+
+def _finite(values: dict[str, float], digits: int) -> dict[str, float | None]:
+    """Rounded, with None for NaN (a group that never moved): cube.json stays valid JSON."""
+    return {k: round(v, digits) if math.isfinite(v) else None for k, v in values.items()}
 
 
 @report_user_errors
 def run(cfg: DictConfig) -> None:
-    from hmpc.cube_model import GROUPS, fit_cube_model, save_cube_model
+    from hmpc.cube_model import GROUPS, camera_config, fit_cube_model, save_cube_model
     from hmpc.cube_readout import readout_errors
-    from hmpc.data import LeRobotDataset, build_frame_cache
     from hmpc.pose_dynamics import error_ratios
     from hmpc.runtime import resolve_device
 
@@ -33,23 +61,22 @@ def run(cfg: DictConfig) -> None:
     env = spec.make()
     try:
         size = env.observation_space["pixels"].shape[0]
+        camera = getattr(env.unwrapped, "camera", None)
     finally:
         env.close()
-    frames = build_frame_cache(LeRobotDataset(root))
-    if frames.pixels.shape[1] != size:
-        raise ValueError(f"data={root} holds {frames.pixels.shape[1]}-pixel images but env {spec.name!r} renders {size}; "
-                         f"set env.image_size={frames.pixels.shape[1]}")
+    frames = _frames(root, "data", spec.name, size)
+    hf = _frames(held, "held_out", spec.name, size) if held is not None else None
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     model = fit_cube_model(frames, cfg.ensemble, cfg.steps, cfg.horizon, cfg.hidden, cfg.readout_steps,
                            cfg.proprio, cfg.seed, device)
     report = {"fit_min": round((time.perf_counter() - t0) / 60, 1)}
-    if held is not None:
-        hf = build_frame_cache(LeRobotDataset(held))
-        report["held_out_error_over_copying"] = {k: round(v, 4) for k, v in error_ratios(model.members[0], hf, GROUPS).items()}
-        report["held_out_readout_cm"] = {k: round(v, 2) for k, v in readout_errors(model.readout, hf).items()}
+    if hf is not None:
+        report["held_out_error_over_copying"] = _finite(error_ratios(model.members[0], hf, GROUPS), 4)
+        report["held_out_readout_cm"] = _finite(readout_errors(model.readout, hf), 2)
     out = Path(cfg.output_dir)
     save_cube_model(out, model, {"env": spec.name, "image_size": size, "env_options": plain(cfg.env),
+                                 "camera": None if camera is None else camera_config(camera),
                                  "data": str(root), "steps": cfg.steps, "horizon": cfg.horizon,
                                  "readout_steps": cfg.readout_steps, "seed": cfg.seed, **report})
     print(json.dumps(report))
