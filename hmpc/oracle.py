@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hmpc.costs import CostWeights, action_smoothness, reduce_horizon
-from hmpc.mpc import Controller, Obs, deadline_at, run_optimizer, safe_action
+from hmpc.mpc import Controller, Obs, deadline_at, run_optimizer, safe_action, shift_plan
 from hmpc.optimizers import GradientDescent, Hybrid, Optimizer
 
 SCORES = ("distance", "path", "staged")
@@ -173,10 +173,10 @@ class OracleMPC(Controller):
         init = self.plan.unsqueeze(0).repeat(self.candidates, 1, 1)  # (B, H, A) warm start
         best, info, _ = run_optimizer(self.optimizer, lambda a: self.score(state, a), init, -1.0, 1.0,
                                       deadline_at(t0, self.deadline_ms))
-        shifted = torch.cat([self.plan[1:], self.plan[-1:]]).numpy()[0]
-        action, fell_back = safe_action(best[0], shifted)
-        if not fell_back:  # warm start of the next step: the plan shifted by one
-            self.plan = torch.cat([best[1:], best[-1:]]).detach().cpu().to(torch.float64)
+        # the stored plan is already shifted: its row 0 is the previous plan's action for this step
+        action, fell_back = safe_action(best[0], self.plan[0].numpy())
+        # warm start of the next step: the new plan shifted by one, or after a fallback the old one consumed
+        self.plan = shift_plan(self.plan if fell_back else best.detach().cpu().to(torch.float64))
         self.prev = torch.as_tensor(action, dtype=torch.float64)
         info = {**info, "fallback": fell_back, "sim_steps": self.sim_steps - steps0}
         info["plan_ms"] = 1000 * (time.perf_counter() - t0)

@@ -8,6 +8,7 @@ import torch
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.mpc import FlatMPC
 from hmpc.optimizers import CEM, MPPI, GradientDescent, Hybrid
+from hmpc.oracle import OracleMPC
 from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
 from robots import make_env
 
@@ -143,3 +144,11 @@ def test_fallback_plays_the_previous_plan_in_order(model, env):
     ctrl.reset(obs, env.unwrapped.goal_observation())
     sent = [ctrl.act(obs)[0] for _ in range(4)]
     np.testing.assert_allclose(np.stack(sent), plan.numpy(), atol=1e-7)
+    oracle = OracleMPC(env, Scripted(plan), horizon=4)  # the oracle's fallback plays it in order too
+    try:
+        oracle.reset(obs, env.unwrapped.goal_observation())
+        sent = [oracle.act(obs) for _ in range(4)]
+        np.testing.assert_allclose(np.stack([a for a, _ in sent]), plan.numpy(), atol=1e-7)
+        assert [i["fallback"] for _, i in sent] == [False, True, True, True]
+    finally:
+        oracle.close()
