@@ -121,15 +121,12 @@ def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | Non
     in a simulator clone) and the cube planner (its objective is ``cube:``; its OOD term is
     ``cube.disagreement``), state terms without a state probe, OOD without an ensemble."""
     g, key = spec.cost_weights().guardrails, f"controllers.{spec.name}.weights.guardrails"
-    if spec.kind == "oracle" and (g.state_bounds or g.forbidden or g.ood):
-        raise ValueError(
-            f"{key}: the oracle plans in a simulator clone and applies no guardrail costs; set "
-            "their weights to 0 (bounds and regions are still counted by the evaluation harness)")
-    if spec.kind == "cube" and (g.state_bounds or g.forbidden or g.ood):
-        raise ValueError(
-            f"{key}: the cube planner applies no guardrail costs (its out-of-distribution term is "
-            f"controllers.{spec.name}.cube.disagreement); set their weights to 0 (bounds and regions "
-            "are still counted by the evaluation harness)")
+    why = {"oracle": "the oracle plans in a simulator clone and applies no guardrail costs",
+           "cube": "the cube planner applies no guardrail costs (its out-of-distribution term is "
+                   f"controllers.{spec.name}.cube.disagreement)"}.get(spec.kind)  # fmt: skip
+    if why and (g.state_bounds or g.forbidden or g.ood):
+        raise ValueError(f"{key}: {why}; set their weights to 0 (bounds and regions are still counted "
+                         "by the evaluation harness)")
     if spec.kind not in NO_MODEL_KINDS and model_spec is not None:
         check_guardrails(model_spec, g, key)
 

@@ -110,6 +110,14 @@ class CubeModel(nn.Module):
         return torch.cat([seen, self.readout(pixels, seen[:, PROPRIO])], dim=-1)
 
 
+def check_cube_frames(frames: FrameArrays, where: str) -> None:
+    """Refuse frames without the cube tasks' 14-dim state and 4-dim action, naming ``where``."""
+    if frames.state.shape[1] != STATE_DIM or frames.action.shape[1] != ACTION_DIM:
+        raise ValueError(f"{where}: observation.state has {frames.state.shape[1]} dims and action "
+                         f"{frames.action.shape[1]}; a cube model reads PandaPush / PandaPickPlace data "
+                         f"({STATE_DIM} and {ACTION_DIM})")
+
+
 def fit_members(frames: FrameArrays, ensemble: int, steps: int, horizon: int, hidden: int, seed: int = 0,
                 device: torch.device | str = "cpu", progress: bool = True) -> list[CubeDynamics]:
     """``ensemble`` :class:`CubeDynamics` fit on ``frames`` (``steps`` each, ``horizon``-step
@@ -130,9 +138,7 @@ def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, ho
     """Fit the readout (``readout_steps``, seed ``seed``; with the image's proprioception as input
     when ``proprio``) and ``ensemble`` dynamics members (``steps`` each, ``horizon``-step open-loop
     windows; member k seeded ``seed + k``) on ``frames`` (pixels, 14-dim state, 4-dim actions)."""
-    if frames.state.shape[1] != STATE_DIM or frames.action.shape[1] != ACTION_DIM:
-        raise ValueError(f"observation.state has {frames.state.shape[1]} dims and action {frames.action.shape[1]}; "
-                         f"a cube model reads PandaPush / PandaPickPlace data ({STATE_DIM} and {ACTION_DIM})")
+    check_cube_frames(frames, "fit_cube_model frames")
     if ensemble < 1:
         raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")
     members = fit_members(frames, ensemble, steps, horizon, hidden, seed, device, progress)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hmpc.data import Episode, write_episodes
+from hmpc.data.windows import FrameArrays
 
 SQUARE_SIZE = 16  # image side of the moving-square episodes, pixels
 
@@ -58,3 +59,30 @@ def seeded_rollout(
     obs, info = env.reset(seed=seed)
     frames = [obs["pixels"]] + [env.step(a)[0]["pixels"] for a in actions]
     return info["goal_pixels"], np.stack(frames), env.get_state()
+
+
+def random_frames(env_name: str, episodes: int, steps: int, **env_kwargs: Any) -> FrameArrays:
+    """``episodes`` episodes (reset seeds 0..) of ``steps`` uniform random actions (seed 0) in
+    ``env_name``, as the frame arrays the trainers read (every frame with its action)."""
+    from robots import make_env
+
+    env = make_env(env_name, **env_kwargs)
+    rng = np.random.default_rng(0)
+    dim = env.action_space.shape[0]
+    pixels, state, action, index = [], [], [], []
+    try:
+        for e in range(episodes):
+            obs, _ = env.reset(seed=e)
+            for _ in range(steps):
+                a = rng.uniform(-1, 1, dim).astype(np.float32)
+                pixels.append(obs["pixels"])
+                state.append(obs["state"])
+                action.append(a)
+                index.append(e)
+                obs, *_ = env.step(a)
+    finally:
+        env.close()
+    n = episodes * steps
+    return FrameArrays(np.stack(pixels), np.stack(state), np.stack(action), np.ones(n, bool),
+                       np.asarray(index, np.int64), np.arange(0, n, steps, dtype=np.int64),
+                       np.full(episodes, steps, np.int64))

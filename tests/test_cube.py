@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_frames
 from torch import nn
 
 from hmpc.controllers import ControllerSpec, build_controller, check_spec_guardrails
@@ -21,39 +22,16 @@ from hmpc.cube_model import (
     save_cube_model,
 )
 from hmpc.cube_mpc import CubeMPC
-from hmpc.data.windows import FrameArrays
 from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.optimizers import CEM
 from hmpc.rollout import EnvSpec
 from robots import make_env
 
 
-def _panda_frames(episodes: int = 2, steps: int = 6, size: int = 32) -> FrameArrays:
-    env = make_env("panda_pick_place", image_size=size)
-    rng = np.random.default_rng(0)
-    pixels, state, action, index = [], [], [], []
-    try:
-        for e in range(episodes):
-            obs, _ = env.reset(seed=e)
-            for _ in range(steps):
-                a = rng.uniform(-1, 1, 4).astype(np.float32)
-                pixels.append(obs["pixels"])
-                state.append(obs["state"])
-                action.append(a)
-                index.append(e)
-                obs, *_ = env.step(a)
-    finally:
-        env.close()
-    n = episodes * steps
-    return FrameArrays(np.stack(pixels), np.stack(state), np.stack(action), np.ones(n, bool),
-                       np.asarray(index, np.int64), np.arange(0, n, steps, dtype=np.int64),
-                       np.full(episodes, steps, np.int64))
-
-
 @pytest.fixture(scope="module")
 def tiny_cube(tmp_path_factory):
     """A cube model fit for a few steps on a few PandaPickPlace frames (32 pixels), saved."""
-    frames = _panda_frames()
+    frames = random_frames("panda_pick_place", 2, 6, image_size=32)
     model = fit_cube_model(frames, ensemble=2, steps=5, horizon=3, hidden=16, readout_steps=5, progress=False)
     env = make_env("panda_pick_place", image_size=32)
     camera = camera_config(env.unwrapped.camera)

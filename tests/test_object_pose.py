@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import random_frames
 
 from hmpc.agent_mask import AgentMask
 from hmpc.checkpoint import save_checkpoint
 from hmpc.controllers import ControllerSpec, build_controller
-from hmpc.data.windows import FrameArrays
 from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.object_pose import (
     check_pose_env,
@@ -94,30 +94,6 @@ def test_pose_dynamics_units_and_distance():
     assert pose_distance(moved, goal, 0.1).item() == pytest.approx(0.25, abs=1e-6)
 
 
-def _push_t_frames(episodes: int = 3, steps: int = 12) -> FrameArrays:
-    from robots import make_env
-
-    env = make_env("push_t")
-    rng = np.random.default_rng(0)
-    pixels, state, action, index = [], [], [], []
-    try:
-        for e in range(episodes):
-            obs, _ = env.reset(seed=e)
-            for _ in range(steps):
-                a = rng.uniform(-1, 1, 2).astype(np.float32)
-                pixels.append(obs["pixels"])
-                state.append(obs["state"])
-                action.append(a)
-                index.append(e)
-                obs, *_ = env.step(a)
-    finally:
-        env.close()
-    n = episodes * steps
-    return FrameArrays(np.stack(pixels), np.stack(state), np.stack(action), np.ones(n, bool),
-                       np.asarray(index, np.int64), np.arange(0, n, steps, dtype=np.int64),
-                       np.full(episodes, steps, np.int64))
-
-
 @pytest.fixture(scope="module")
 def tiny_pose(tmp_path_factory):
     """A tiny random keypoint checkpoint with a pose model fit on a few Push-T frames, saved
@@ -130,7 +106,7 @@ def tiny_pose(tmp_path_factory):
     env = make_env("push_t")
     image_map, mask = env.unwrapped.image_map(), AgentMask.from_value(env.unwrapped.agent_mask())
     env.close()
-    pose = fit_pose_model(model, _push_t_frames(), image_map, mask, 0.05, steps=20, horizon=4,
+    pose = fit_pose_model(model, random_frames("push_t", 3, 12), image_map, mask, 0.05, steps=20, horizon=4,
                           hidden=16, members=[0, 1], progress=False)
     ckpt = tmp_path_factory.mktemp("pose") / "ckpt"
     save_checkpoint(ckpt, model, {})
@@ -152,7 +128,7 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
         build_controller(spec, model, 2, seed=0)
     ctrl = build_controller(spec, model, 2, seed=0, pose=loaded)
     assert isinstance(ctrl, PoseMPC)
-    frames = _push_t_frames(1, 2)
+    frames = random_frames("push_t", 1, 2)
     seen = observation_for(ctrl, {"pixels": frames.pixels[0], "state": frames.state[0]})  # the harness's cut
     assert set(seen) == {"pixels", "state"} and seen["state"].shape == (2,)  # the pusher only, never the T
     obs = {"pixels": frames.pixels[0], "state": frames.state[0, :2]}
@@ -164,7 +140,7 @@ def test_pose_model_round_trip_and_controller(tiny_pose):
 
 def test_pose_goal_modes_score_the_horizon_as_configured(tiny_pose):
     model, pose, ckpt = tiny_pose
-    frames = _push_t_frames(1, 2)
+    frames = random_frames("push_t", 1, 2)
     obs = [{"pixels": frames.pixels[i], "state": frames.state[i, :2]} for i in range(2)]
     s = PoseMPC(pose, CEM(seed=0), horizon=5).read(obs[0])
     actions = torch.rand(3, 5, 2) * 2 - 1
@@ -192,7 +168,7 @@ def test_nan_dynamics_fall_back_to_the_previous_plan(tiny_pose):
     model, pose, ckpt = tiny_pose
     broken = load_pose_model(ckpt / "pose", model)
     ctrl = PoseMPC(broken, CEM(iters=2, population=8, elites=2, seed=0), horizon=4)
-    frames = _push_t_frames(1, 3)
+    frames = random_frames("push_t", 1, 3)
     obs = [{"pixels": frames.pixels[i], "state": frames.state[i, :2]} for i in range(3)]
     ctrl.reset(obs[0], obs[2])
     first, info = ctrl.act(obs[0])

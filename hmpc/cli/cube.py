@@ -24,7 +24,7 @@ _COLLECT = ("collect one with `hmpc-collect env=panda_pick_place policy=mixture 
 def _frames(root: Path, key: str, env: str, size: int):
     """The frames of dataset ``root`` (given as ``key``), refused unless collected in ``env`` with
     ``size``-pixel images and the cube tasks' state and action."""
-    from hmpc.cube_model import ACTION_DIM, STATE_DIM
+    from hmpc.cube_model import check_cube_frames
     from hmpc.data import LeRobotDataset, build_frame_cache
 
     data = LeRobotDataset(root)
@@ -36,10 +36,7 @@ def _frames(root: Path, key: str, env: str, size: int):
     if frames.pixels.shape[1] != size:
         raise ValueError(f"{key}={root} holds {frames.pixels.shape[1]}-pixel images but env {env!r} renders "
                          f"{size}; set env.image_size={frames.pixels.shape[1]}")
-    if frames.state.shape[1] != STATE_DIM or frames.action.shape[1] != ACTION_DIM:
-        raise ValueError(f"{key}={root}: observation.state has {frames.state.shape[1]} dims and action "
-                         f"{frames.action.shape[1]}; a cube model reads PandaPush / PandaPickPlace data "
-                         f"({STATE_DIM} and {ACTION_DIM})")
+    check_cube_frames(frames, f"{key}={root}")
     return frames
 
 
