@@ -99,9 +99,11 @@ def ensemble_terms(members: nn.ModuleList | list[nn.Module], s0: torch.Tensor, a
 class CubeModel(nn.Module):
     """A :class:`CubeReadout` and an ensemble of :class:`CubeDynamics`."""
 
-    def __init__(self, readout: CubeReadout, members: list[CubeDynamics]) -> None:
+    def __init__(self, readout: CubeReadout, members: list[CubeDynamics],
+                 camera: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.readout, self.members = readout, nn.ModuleList(members)
+        self.camera = camera  # the camera it was fit with (cube.json), for the videos' overlay
 
     @torch.no_grad()
     def read(self, pixels: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -203,7 +205,7 @@ def cube_from_blob(blob: dict[str, Any], device: torch.device | str = "cpu") -> 
     r = cfg["readout"]
     readout = CubeReadout(int(r["channels"]), int(r["keypoints"]), bool(r["proprio"]))
     members = [CubeDynamics(int(cfg["hidden"]), weights["members.0.std"]) for _ in range(int(cfg["ensemble"]))]
-    model = CubeModel(readout, members)
+    model = CubeModel(readout, members, cfg.get("camera"))
     model.load_state_dict(weights)
     return model.to(device).eval()
 

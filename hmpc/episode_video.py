@@ -45,18 +45,25 @@ def build_atlas(
     return SubgoalAtlas(np.ascontiguousarray(frames.pixels[idx]), latents.float().cpu().numpy(), level)
 
 
-def _panel(img: np.ndarray, title: str, scale: int) -> np.ndarray:
-    """Upscale (nearest, so pixels stay sharp) and put a title bar above."""
-    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+def _panel(img: np.ndarray, title: str, scale: int, like: np.ndarray | None = None) -> np.ndarray:
+    """Upscale (nearest, so pixels stay sharp; to ``like``'s size x ``scale`` when given: an
+    overlay drawn at a higher resolution) and put a title bar above."""
+    if like is not None and img.shape[:2] != like.shape[:2]:
+        size = (like.shape[1] * scale, like.shape[0] * scale)
+        big = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    else:
+        big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     bar = np.full((18, big.shape[1], 3), 255, np.uint8)
     cv2.putText(bar, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, big], axis=0)
 
 
 def compose_frame(
-    camera: np.ndarray, goal: np.ndarray, subgoal: np.ndarray | None, caption: str, scale: int = 3
+    camera: np.ndarray, goal: np.ndarray, subgoal: np.ndarray | None, caption: str, scale: int = 3,
+    subgoal_title: str = "subgoal (nearest frame)",
 ) -> np.ndarray:
     """Side-by-side panels (camera, goal, subgoal or blank) and a caption row -> uint8 (H', W', 3).
+    ``subgoal`` may be larger than the camera image (an overlay); it is resized to match.
 
     Output height and width are even, as yuv420p video requires.
     """
@@ -64,7 +71,7 @@ def compose_frame(
     panels = [
         _panel(camera, "camera", scale),
         _panel(goal, "goal", scale),
-        _panel(subgoal if subgoal is not None else blank, "subgoal (nearest frame)", scale),
+        _panel(subgoal if subgoal is not None else blank, subgoal_title, scale, like=camera),
     ]
     row = np.concatenate(panels, axis=1)
     cap = np.full((20, row.shape[1], 3), 255, np.uint8)

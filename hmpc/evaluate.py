@@ -118,14 +118,16 @@ def run_episode(
     out_of_bounds = 0  # steps whose commanded action the env had to clip or zero (should stay 0)
     frames: list[np.ndarray] = []
     steps_log: list[dict[str, Any]] = []
-    subgoal_px = None
+    subgoal_px, title = None, "subgoal (nearest frame)"
     for t in range(max_steps):
         action, pinfo = controller.act(observation_for(controller, obs))
         if record_video:
-            if atlas is not None and pinfo.get("subgoal") is not None:
+            if pinfo.get("subgoal_image") is not None:  # drawn by the controller (kind cube)
+                subgoal_px, title = pinfo["subgoal_image"], "plan: cube now, path, goal"
+            elif atlas is not None and pinfo.get("subgoal") is not None:
                 subgoal_px = atlas.nearest(np.asarray(pinfo["subgoal"], np.float32))
             caption = f"t={t}  dist={dists[-1]:.2f}  plan={pinfo.get('plan_ms', 0.0):.0f} ms"
-            frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption))
+            frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption, subgoal_title=title))
         obs, _, terminated, truncated, info = env.step(action)
         dists.append(float(info["distance"]))
         out_of_bounds += int(bool(info.get("action_clipped", False)))
@@ -144,7 +146,7 @@ def run_episode(
             break
     if record_video:
         caption = f"t={len(dists) - 1}  dist={dists[-1]:.2f}  " + ("SUCCESS" if success_step else "end")
-        frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption))
+        frames.append(compose_frame(obs["pixels"], goal_obs["pixels"], subgoal_px, caption, subgoal_title=title))
     record = {
         "success": success_step is not None,
         "steps": len(dists) - 1,

@@ -22,6 +22,8 @@ from hmpc.cube_model import (
     save_cube_model,
 )
 from hmpc.cube_mpc import CubeMPC
+from hmpc.cube_overlay import SCALE, project
+from hmpc.episode_video import compose_frame
 from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.optimizers import CEM
 from hmpc.rollout import EnvSpec
@@ -69,6 +71,9 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     action, info = ctrl.act(seen)
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
     assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}
+    assert info["subgoal_image"].shape == (32 * SCALE, 32 * SCALE, 3)  # the video's third panel
+    frame = compose_frame(seen["pixels"], goal["pixels"], info["subgoal_image"], "t=0", scale=3)
+    assert frame.shape[1] == 3 * 32 * 3  # three panels of the same width
     with pytest.raises(ValueError, match="proprioception"):
         ctrl.act({"pixels": frames.pixels[0], "state": frames.state[0, :4]})
 
@@ -196,3 +201,20 @@ def test_hmpc_cube_then_hmpc_plan(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # collected in another env: says which
         cube_cli.run(cfg("cube", [*small, "env=panda_push", f"data={data}", f"output_dir={tmp_path / 'c3'}"]))
     assert e.value.code == 2 and "set env=panda_pick_place" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("view", ["front", "side"])
+def test_the_overlay_projects_the_cube_where_the_camera_renders_it(view):
+    env = make_env("panda_pick_place", image_size=64, camera_view=view)
+    try:
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            px = obs["pixels"].astype(int)
+            rows, cols = np.nonzero((px[..., 0] > 150) & (px[..., 1] < 80) & (px[..., 2] < 80))  # the red cube
+            col, row = project(obs["state"][7:10], camera_config(env.unwrapped.camera), 64)[0]
+            # the visible faces' centroid sits a little above the cube's centre
+            assert len(rows) > 5 and abs(col - cols.mean()) < 1.0 and abs(row - rows.mean()) < 1.5
+    finally:
+        env.close()
+    behind = {"eye": (0, 0, 0), "target": (1, 0, 0), "up": (0, 0, 1), "fov_deg": 40.0}
+    assert np.isnan(project(np.array([-1.0, 0, 0]), behind, 64)).all()
