@@ -26,7 +26,8 @@ from hmpc.world_model import WorldModel, WorldModelSpec
 KINDS = ("hierarchical", "flat", "pose", "cube", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("cube", "oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
-CUBE_KEYS = ("reach", "disagreement")  # kind cube: CubeMPC's objective
+CUBE_KEYS = ("reach", "disagreement", "members")  # kind cube: CubeMPC's objective
+CUBE_MEMBERS = ("mean", "max")  # kind cube: how the members' staged costs combine
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class ControllerSpec:
     # kind cube: the folder `hmpc-cube` wrote (a cube readout and a dynamics ensemble), and the
     # weights of the hand's distance to the cube and of the members' spread (hmpc.cube_mpc)
     cube_model: str | None = None
-    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0})
+    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0, "members": "mean"})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,10 +93,12 @@ class ControllerSpec:
             raise ValueError(f"controllers.{self.name}: kind cube replans every step and compiles nothing; "
                              f"remove compile={self.compile!r} and replan_every={self.replan_every}")
         bad = {k: v for k, v in self.cube.items()
-               if k not in CUBE_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+               if k not in CUBE_KEYS or (v not in CUBE_MEMBERS if k == "members" else
+                                         isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0)}
         if bad:
             raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(CUBE_KEYS)}, "
-                             "numbers >= 0 (e.g. cube: {reach: 1.0, disagreement: 2.0})")
+                             f"members one of {list(CUBE_MEMBERS)}, the others numbers >= 0 "
+                             "(e.g. cube: {reach: 1.0, disagreement: 2.0, members: mean})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")

@@ -83,14 +83,19 @@ def staged_cost(pred: torch.Tensor, goal: torch.Tensor, reach: float) -> torch.T
 
 
 def ensemble_terms(members: nn.ModuleList | list[nn.Module], s0: torch.Tensor, actions: torch.Tensor,
-                   goal: torch.Tensor, reach: float, disagreement: float) -> dict[str, torch.Tensor]:
-    """Candidates (N, H, 4) from state (1, 14) -> terms (N,) each: ``goal``, the members' mean
-    :func:`staged_cost`; ``disagreement`` x the spread of their predicted cube (the norm of the
-    per-axis std across members, metres, averaged over the horizon), with two or more members:
-    where the data never showed what happens the members disagree, and a plan that needs the
-    cube to move there pays for it."""
+                   goal: torch.Tensor, reach: float, disagreement: float,
+                   combine: str = "mean") -> dict[str, torch.Tensor]:
+    """Candidates (N, H, 4) from state (1, 14) -> terms (N,) each: ``goal``, the members'
+    :func:`staged_cost`, their mean (``combine="mean"``) or the worst member's (``"max"``: a plan
+    scores only what every member believes); ``disagreement`` x the spread of their predicted
+    cube (the norm of the per-axis std across members, metres, averaged over the horizon), with
+    two or more members: where the data never showed what happens the members disagree, and a
+    plan that needs the cube to move there pays for it."""
+    if combine not in ("mean", "max"):
+        raise ValueError(f"combine={combine!r}: use 'mean' or 'max'")
     preds = torch.stack([m.rollout(s0.expand(len(actions), -1), actions) for m in members])  # (K, N, H, 14)
-    terms = {"goal": torch.stack([staged_cost(p, goal, reach) for p in preds]).mean(0)}
+    costs = torch.stack([staged_cost(p, goal, reach) for p in preds])  # (K, N)
+    terms = {"goal": costs.mean(0) if combine == "mean" else costs.max(0).values}
     if len(members) > 1 and disagreement > 0:
         terms["disagreement"] = disagreement * preds[..., CUBE].std(0).norm(dim=-1).mean(-1)
     return terms

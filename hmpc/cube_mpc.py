@@ -4,13 +4,14 @@ Each step reads the cube's pose from the camera image (:class:`hmpc.cube_readout
 joins it to the proprioception the harness passes (end effector xyz, gripper width, end
 effector velocity: ``state_dims`` = 7, never the cube's true state), rolls candidate action
 sequences (N, H, 4) through every dynamics member and scores the terms of
-:func:`hmpc.cube_model.ensemble_terms`: the members' mean staged cost toward the cube read from the
-goal image (the cube's goal distance + ``reach`` x the hand's distance to the cube, averaged over
-the horizon) and ``disagreement`` x the members' spread of the predicted cube. The same
-fallbacks and per-term report as ``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``). Where the
-model knows its camera, each step also reports ``subgoal_image``: the camera image with the cube
-read now, the sent plan's predicted cube path and the goal's cube drawn on it
-(:func:`hmpc.cube_overlay.plan_overlay`), the third panel of the episode videos.
+:func:`hmpc.cube_model.ensemble_terms`: the members' mean (with ``members="max"``, the worst
+member's) staged cost toward the cube read from the goal image (the cube's goal distance +
+``reach`` x the hand's distance to the cube, averaged over the horizon) and ``disagreement`` x
+the members' spread of the predicted cube. The same fallbacks and per-term report as
+``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``). Where the model knows its camera, each step
+also reports ``subgoal_image``: the camera image with the cube read now, the sent plan's
+predicted cube path and the goal's cube drawn on it (:func:`hmpc.cube_overlay.plan_overlay`),
+the third panel of the episode videos.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class CubeMPC(Controller):
     state_dims = SEEN  # proprioception: the cube comes from the image
 
     def __init__(self, model: CubeModel, optimizer: Optimizer, horizon: int = 12, candidates: int = 1,
-                 reach: float = 1.0, disagreement: float = 2.0, device: torch.device | str = "cpu",
-                 deadline_ms: float | None = None) -> None:
+                 reach: float = 1.0, disagreement: float = 2.0, members: str = "mean",
+                 device: torch.device | str = "cpu", deadline_ms: float | None = None) -> None:
         if not (horizon >= 1 and candidates >= 1 and reach >= 0 and disagreement >= 0):
             raise ValueError(f"cube controller: horizon={horizon} and candidates={candidates} must be >= 1, "
                              f"reach={reach} and disagreement={disagreement} >= 0")
@@ -44,7 +45,10 @@ class CubeMPC(Controller):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.optimizer, self.horizon, self.candidates = optimizer, horizon, candidates
+        if members not in ("mean", "max"):
+            raise ValueError(f"cube controller: members={members!r}; use 'mean' or 'max'")
         self.reach, self.disagreement, self.deadline_ms = reach, disagreement, deadline_ms
+        self.combine = members
         self.action_dim = ACTION_DIM
 
     def read(self, obs: Obs) -> torch.Tensor:
@@ -63,7 +67,8 @@ class CubeMPC(Controller):
 
     def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term (N,) of the objective for candidates (N, H, 4) from state s (1, 14)."""
-        return ensemble_terms(self.model.members, s, actions, self.goal, self.reach, self.disagreement)
+        return ensemble_terms(self.model.members, s, actions, self.goal, self.reach, self.disagreement,
+                              self.combine)
 
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()

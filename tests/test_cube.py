@@ -112,6 +112,12 @@ def test_the_terms_are_the_staged_cost_and_the_members_spread():
     holding = _Fixed(_state((0.3, 0.4, 0), (0.3, 0.4, 0)))  # the same cube, in the hand
     terms = ensemble_terms([far, holding], s0, actions, goal, reach=1.0, disagreement=2.0)
     assert torch.allclose(terms["goal"], torch.full((2,), 0.75))  # mean of 1.0 and 0.5
+    worst = ensemble_terms([far, holding], s0, actions, goal, reach=1.0, disagreement=2.0, combine="max")
+    assert torch.allclose(worst["goal"], torch.full((2,), 1.0))  # the worst member's: the cube not held
+    with pytest.raises(ValueError, match="'mean' or 'max'"):
+        ensemble_terms([far], s0, actions, goal, 1.0, 2.0, combine="median")
+    with pytest.raises(ValueError, match="members one of"):
+        ControllerSpec(name="c", kind="cube", cube={"reach": 1.0, "members": "median"})
     assert torch.allclose(terms["disagreement"], torch.zeros(2))  # both put the cube at the same place
     moved = _Fixed(_state((0, 0, 0), (0.5, 0.4, 0)))  # 0.2 m further in x
     terms = ensemble_terms([far, moved], s0, actions, goal, reach=0.0, disagreement=2.0)
