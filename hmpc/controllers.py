@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from hmpc.costs import GOAL_MODES, CostWeights
-from hmpc.cube_model import CubeModel
+from hmpc.cube_model import COMBINE, CubeModel
 from hmpc.cube_mpc import CubeMPC
 from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
@@ -27,7 +27,6 @@ KINDS = ("hierarchical", "flat", "pose", "cube", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("cube", "oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
 CUBE_KEYS = ("reach", "disagreement", "members")  # kind cube: CubeMPC's objective
-CUBE_MEMBERS = ("mean", "max")  # kind cube: how the members' staged costs combine
 
 
 @dataclass(frozen=True)
@@ -93,11 +92,11 @@ class ControllerSpec:
             raise ValueError(f"controllers.{self.name}: kind cube replans every step and compiles nothing; "
                              f"remove compile={self.compile!r} and replan_every={self.replan_every}")
         bad = {k: v for k, v in self.cube.items()
-               if k not in CUBE_KEYS or (v not in CUBE_MEMBERS if k == "members" else
+               if k not in CUBE_KEYS or (v not in COMBINE if k == "members" else
                                          isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0)}
         if bad:
             raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(CUBE_KEYS)}, "
-                             f"members one of {list(CUBE_MEMBERS)}, the others numbers >= 0 "
+                             f"members one of {list(COMBINE)}, the others numbers >= 0 "
                              "(e.g. cube: {reach: 1.0, disagreement: 2.0, members: mean})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "

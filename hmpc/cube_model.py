@@ -35,6 +35,7 @@ WEIGHTS, CONFIG = "cube.safetensors", "cube.json"
 STATE_DIM, ACTION_DIM = 14, 4
 EE, CUBE = slice(0, 3), slice(7, 10)
 SEEN = 7  # the state's proprioceptive prefix: end effector xyz, gripper width, end effector velocity
+COMBINE = ("mean", "max")  # how ensemble_terms combines the members' staged costs
 GROUPS = {"end effector": [0, 1, 2], "gripper": [3], "cube": [7, 8, 9]}  # state dims, for reports
 
 
@@ -91,8 +92,8 @@ def ensemble_terms(members: nn.ModuleList | list[nn.Module], s0: torch.Tensor, a
     cube (the norm of the per-axis std across members, metres, averaged over the horizon), with
     two or more members: where the data never showed what happens the members disagree, and a
     plan that needs the cube to move there pays for it."""
-    if combine not in ("mean", "max"):
-        raise ValueError(f"combine={combine!r}: use 'mean' or 'max'")
+    if combine not in COMBINE:
+        raise ValueError(f"combine={combine!r}: use one of {list(COMBINE)}")
     preds = torch.stack([m.rollout(s0.expand(len(actions), -1), actions) for m in members])  # (K, N, H, 14)
     costs = torch.stack([staged_cost(p, goal, reach) for p in preds])  # (K, N)
     terms = {"goal": costs.mean(0) if combine == "mean" else costs.max(0).values}

@@ -8,10 +8,9 @@ sequences (N, H, 4) through every dynamics member and scores the terms of
 member's) staged cost toward the cube read from the goal image (the cube's goal distance +
 ``reach`` x the hand's distance to the cube, averaged over the horizon) and ``disagreement`` x
 the members' spread of the predicted cube. The same fallbacks and per-term report as
-``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``). Where the model knows its camera, each step
-also reports ``subgoal_image``: the camera image with the cube read now, the sent plan's
-predicted cube path and the goal's cube drawn on it (:func:`hmpc.cube_overlay.plan_overlay`),
-the third panel of the episode videos.
+``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``). Where the model knows its camera, ``plan_image``
+draws the camera image with the cube read now, the sent plan's predicted cube path and the goal's
+cube (:func:`hmpc.cube_overlay.plan_overlay`): the third panel of the episode videos.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hmpc.cube_model import ACTION_DIM, CUBE, SEEN, CubeModel, ensemble_terms
+from hmpc.cube_model import ACTION_DIM, COMBINE, CUBE, SEEN, CubeModel, ensemble_terms
 from hmpc.cube_overlay import plan_overlay
 from hmpc.mpc import Controller, Obs, receding_step
 from hmpc.optimizers import Optimizer
@@ -45,8 +44,8 @@ class CubeMPC(Controller):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.optimizer, self.horizon, self.candidates = optimizer, horizon, candidates
-        if members not in ("mean", "max"):
-            raise ValueError(f"cube controller: members={members!r}; use 'mean' or 'max'")
+        if members not in COMBINE:
+            raise ValueError(f"cube controller: members={members!r}; use one of {list(COMBINE)}")
         self.reach, self.disagreement, self.deadline_ms = reach, disagreement, deadline_ms
         self.combine = members
         self.action_dim = ACTION_DIM
@@ -75,16 +74,19 @@ class CubeMPC(Controller):
         s = self.read(obs)
         action, self.plan, info = receding_step(
             self.optimizer, lambda a: self.cost_terms(s, a), self.plan, self.candidates, t0, self.deadline_ms)
-        if self.model.camera is not None:
-            info["subgoal_image"] = self.overlay(obs["pixels"], s, action)
+        self.last = (np.asarray(obs["pixels"]), s, action)  # for plan_image, when a video is recorded
         return action, info
 
     @torch.no_grad()
-    def overlay(self, pixels: np.ndarray, s: torch.Tensor, action: np.ndarray) -> np.ndarray:
-        """The camera image with the cube read from it, the members' mean predicted cube path of
-        the plan just sent (its first action and the shifted plan) and the goal's cube."""
+    def plan_image(self) -> np.ndarray | None:
+        """The last camera image with the cube read from it, the members' mean predicted cube path
+        of the plan just sent (its first action and the shifted plan) and the goal's cube; None
+        where the model does not know its camera."""
+        if self.model.camera is None:
+            return None
+        pixels, s, action = self.last
         plan = torch.cat([torch.as_tensor(action, dtype=torch.float32, device=self.device)[None],
                           self.plan[:-1]])[None]  # (1, H, 4)
         path = torch.stack([m.rollout(s, plan)[0, :, CUBE] for m in self.model.members]).mean(0)
-        return plan_overlay(np.asarray(pixels), self.model.camera, s[0, CUBE].cpu().numpy(),
+        return plan_overlay(pixels, self.model.camera, s[0, CUBE].cpu().numpy(),
                             path.cpu().numpy(), self.goal.cpu().numpy())

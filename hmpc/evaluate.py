@@ -122,8 +122,8 @@ def run_episode(
     for t in range(max_steps):
         action, pinfo = controller.act(observation_for(controller, obs))
         if record_video:
-            if pinfo.get("subgoal_image") is not None:  # drawn by the controller (kind cube)
-                subgoal_px, title = pinfo["subgoal_image"], "plan: cube now, path, goal"
+            if (drawn := controller.plan_image()) is not None:  # drawn by the controller (kind cube)
+                subgoal_px, title = drawn, "plan: cube now, path, goal"
             elif atlas is not None and pinfo.get("subgoal") is not None:
                 subgoal_px = atlas.nearest(np.asarray(pinfo["subgoal"], np.float32))
             caption = f"t={t}  dist={dists[-1]:.2f}  plan={pinfo.get('plan_ms', 0.0):.0f} ms"

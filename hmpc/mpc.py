@@ -47,6 +47,11 @@ class Controller(ABC):
     @abstractmethod
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]: ...
 
+    def plan_image(self) -> np.ndarray | None:
+        """An image of what the last ``act`` planned, for the videos' third panel (uint8 (S, S, 3),
+        any size), or None; called by the harness only when it records a video."""
+        return None
+
 
 def image_tensor(obs: Obs, image_size: int, device: torch.device) -> torch.Tensor:
     """``obs["pixels"]`` (H, W, 3) uint8 as a batch of one (1, 3, H, W) on ``device``; an image of

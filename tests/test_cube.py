@@ -71,8 +71,9 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     action, info = ctrl.act(seen)
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
     assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}
-    assert info["subgoal_image"].shape == (32 * SCALE, 32 * SCALE, 3)  # the video's third panel
-    frame = compose_frame(seen["pixels"], goal["pixels"], info["subgoal_image"], "t=0", scale=3)
+    drawn = ctrl.plan_image()  # the video's third panel, drawn only when asked
+    assert drawn.shape == (32 * SCALE, 32 * SCALE, 3) and "subgoal_image" not in info
+    frame = compose_frame(seen["pixels"], goal["pixels"], drawn, "t=0", scale=3)
     assert frame.shape[1] == 3 * 32 * 3  # three panels of the same width
     with pytest.raises(ValueError, match="proprioception"):
         ctrl.act({"pixels": frames.pixels[0], "state": frames.state[0, :4]})
@@ -114,7 +115,7 @@ def test_the_terms_are_the_staged_cost_and_the_members_spread():
     assert torch.allclose(terms["goal"], torch.full((2,), 0.75))  # mean of 1.0 and 0.5
     worst = ensemble_terms([far, holding], s0, actions, goal, reach=1.0, disagreement=2.0, combine="max")
     assert torch.allclose(worst["goal"], torch.full((2,), 1.0))  # the worst member's: the cube not held
-    with pytest.raises(ValueError, match="'mean' or 'max'"):
+    with pytest.raises(ValueError, match=r"combine='median': use one of \['mean', 'max'\]"):
         ensemble_terms([far], s0, actions, goal, 1.0, 2.0, combine="median")
     with pytest.raises(ValueError, match="members one of"):
         ControllerSpec(name="c", kind="cube", cube={"reach": 1.0, "members": "median"})
