@@ -122,29 +122,68 @@ class PandaPickPlaceExpert(_PandaExpert):
 
     The cube's offset in the hand is compensated while carrying (the EE aims at
     ``goal + (ee - cube)``). A cube that leaves the gripper is picked up again.
+
+    Failed grasps on purpose (``miss_prob`` > 0): with that probability per episode, the first
+    grasp aims ``miss_offset`` m (drawn uniformly from the range) off the cube's centre in a
+    random horizontal direction, closes there and lifts closed for ``miss_lift_steps`` steps
+    (phase ``"misslift"``), then grasps as usual. A model trained on the expert alone sees
+    almost every closing, rising hand near the cube lift it (bench/RESULTS.md: 921 of 968
+    such transitions), and plans with grasps that would fail; these episodes show the hand
+    rising without the cube. The miss is drawn from its own stream of ``reset(seed)``, so the
+    action noise is the same with or without it.
     """
 
-    def __init__(self, env: Any, noise: float = 0.0, hover: float = 0.08,
-                 close_steps: int = 3) -> None:  # fmt: skip
+    def __init__(self, env: Any, noise: float = 0.0, hover: float = 0.08, close_steps: int = 3,
+                 miss_prob: float = 0.0, miss_offset: tuple[float, float] = (0.03, 0.05),
+                 miss_lift_steps: int = 6) -> None:  # fmt: skip
         super().__init__(env, noise)
+        if not 0.0 <= miss_prob <= 1.0:
+            raise ValueError(f"miss_prob={miss_prob!r} must be in [0, 1]")
+        lo, hi = (float(v) for v in miss_offset)
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"miss_offset={list(miss_offset)!r} must be [low, high] with 0 <= low <= high (m)")
+        if int(miss_lift_steps) < 1:
+            raise ValueError(f"miss_lift_steps={miss_lift_steps!r} must be >= 1")
         self.hover = float(hover)
         self.close_steps = int(close_steps)
+        self.miss_prob, self.miss_offset = float(miss_prob), (lo, hi)
+        self.miss_lift_steps = int(miss_lift_steps)
         self._closed_for = 0
+        self._aim = np.zeros(2)  # horizontal offset of the grasp from the cube's centre (m)
+        self._lifted_for = 0
+        self._descend_at = np.zeros(2)  # (x, y) where the current descent started (m)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
-        self._closed_for = 0
+        self._closed_for = self._lifted_for = 0
+        self._aim = np.zeros(2)
+        if self.miss_prob > 0:
+            rng = np.random.default_rng(None if seed is None else [seed, 0x6D697373])  # "miss" stream
+            if rng.uniform() < self.miss_prob:
+                angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(*self.miss_offset)
+                self._aim = dist * np.array([np.cos(angle), np.sin(angle)])
+
+    @property
+    def missing(self) -> bool:
+        """Whether the current grasp aims off the cube on purpose."""
+        return bool(np.any(self._aim != 0))
 
     def _policy(self, ts: dict[str, Any]) -> np.ndarray:
         ee, cube, goal = ts["ee"], ts["cube"], ts["goal"]
         half = ts["cube_size"] / 2
         in_hand = np.linalg.norm(ee - cube) < 0.02 and ts["gripper_width"] < ts["cube_size"] + 0.01
+        if self.phase == "misslift":
+            self._lifted_for += 1
+            if self._lifted_for > self.miss_lift_steps:
+                self.phase, self._aim = "start", np.zeros(2)  # missed once: grasp for real now
+            else:
+                return self._move(ts, ts["ee_target"] + np.array([0.0, 0.0, ts["max_step"]]), CLOSE)
         if self.phase == "carry" and not in_hand:
             self.phase = "start"  # dropped it: start over
         if self.phase == "close":
             self._closed_for += 1
             if self._closed_for >= self.close_steps:
-                self.phase = "carry"
+                self.phase, self._lifted_for = ("misslift", 0) if self.missing else ("carry", 0)
             return self._move(ts, ts["ee_target"], CLOSE)
         if self.phase == "carry":
             offset = ee - cube  # the cube's place in the hand
@@ -154,14 +193,24 @@ class PandaPickPlaceExpert(_PandaExpert):
                     return self._move(ts, np.array([*ee[:2], travel_z + offset[2]]), CLOSE)
                 return self._move(ts, np.array([*(goal[:2] + offset[:2]), ee[2]]), CLOSE)
             return self._move(ts, goal + offset, CLOSE)
-        # Approach: above the cube, then straight down to grasp height (EE at the cube centre).
-        above = np.array([*cube[:2], cube[2] + self.hover])
-        grasp = np.array([*cube[:2], max(cube[2], half)])
-        xy_err = np.linalg.norm(ee[:2] - cube[:2])
+        # Approach: above the grasp point, then straight down to grasp height (EE at the cube
+        # centre's height; the grasp point is the cube's centre unless this grasp misses).
+        aim = cube[:2] + self._aim
+        above = np.array([*aim, cube[2] + self.hover])
+        xy_err = np.linalg.norm(ee[:2] - aim)
+        if self.missing and self.phase == "descend":
+            # A miss goes down where it aimed even if a finger nudges the cube, and closes at
+            # grasp height or where a finger lands on the cube (the hand lags its command).
+            grasp = np.array([*self._descend_at, half])
+            if ee[2] < half + 0.008 or ts["ee_target"][2] < ee[2] - 0.015:
+                self.phase, self._closed_for = "close", 0
+                return self._move(ts, ts["ee_target"], CLOSE)
+            return self._move(ts, grasp, OPEN)
+        grasp = np.array([*aim, max(cube[2], half)])
         if self.phase != "descend" or xy_err > 0.02:
             self.phase = "above"
             if xy_err < 0.008 and abs(ee[2] - above[2]) < 0.02:
-                self.phase = "descend"
+                self.phase, self._descend_at = "descend", aim
             return self._move(ts, above if ee[2] > cube[2] + 0.03 or xy_err < 0.03 else
                               np.array([*ee[:2], above[2]]), OPEN)  # fmt: skip
         if np.linalg.norm(ee - grasp) < 0.008:

@@ -266,6 +266,56 @@ def test_expert_succeeds(cls):
         e.close()
 
 
+def test_pick_place_expert_misses_on_purpose_then_succeeds():
+    """miss_prob=1: the first grasp closes off the cube and lifts without it (the cube stays on
+    the table while the closed hand rises), then the expert grasps for real and succeeds."""
+    e = PandaPickPlaceEnv(image_size=8)
+    try:
+        for seed in range(3):
+            obs, _ = e.reset(seed=seed)
+            expert = PandaPickPlaceExpert(e, miss_prob=1.0, miss_offset=(0.03, 0.05))
+            expert.reset(seed)
+            assert expert.missing and 0.03 <= np.linalg.norm(expert._aim) <= 0.05
+            half = e.cube_size / 2
+            phases, lift, success = [], [], False
+            for _ in range(e.max_episode_steps):
+                obs, _, _, _, info = e.step(expert.act(obs))
+                phases.append(expert.phase)
+                ts = e.task_state()
+                if expert.phase == "misslift":
+                    lift.append((ts["ee"][2], ts["cube"][2], ts["gripper_width"]))
+                if info["is_success"]:
+                    success = True
+                    break
+            # the last closing step already names the next phase, then miss_lift_steps lifts
+            assert len(lift) == expert.miss_lift_steps + 1, (seed, phases)
+            ee_z, cube_z, width = np.array(lift).T
+            assert ee_z[-1] - ee_z[0] > 0.05, (seed, ee_z)  # the closed hand rose...
+            assert np.all(cube_z < half + 0.01), (seed, cube_z)  # ...without the cube
+            assert np.all(width < e.cube_size), (seed, width)  # closed (on nothing)
+            assert not expert.missing and "carry" in phases[phases.index("misslift"):]
+            assert success, (seed, info["distance"], expert.phase)
+    finally:
+        e.close()
+
+
+def test_pick_place_expert_miss_draw_leaves_the_noise_alone():
+    e = PandaPickPlaceEnv(image_size=8)
+    try:
+        e.reset(seed=4)
+        plain, miss = PandaPickPlaceExpert(e, noise=0.3), PandaPickPlaceExpert(e, noise=0.3, miss_prob=1.0)
+        plain.reset(11)
+        miss.reset(11)
+        assert not plain.missing and miss.missing
+        np.testing.assert_array_equal(plain._rng.normal(size=8), miss._rng.normal(size=8))
+        for bad, match in [({"miss_prob": 1.5}, "miss_prob"), ({"miss_offset": (0.05, 0.03)}, "miss_offset"),
+                           ({"miss_lift_steps": 0}, "miss_lift_steps")]:
+            with pytest.raises(ValueError, match=match):
+                PandaPickPlaceExpert(e, **bad)
+    finally:
+        e.close()
+
+
 def test_expert_noise_is_seeded():
     e = PandaReachEnv(image_size=8)
     try:

@@ -140,3 +140,27 @@ def test_mixture_config_errors_name_the_component(comps, match):
 
     with pytest.raises(ValueError, match=match):
         make_policy("mixture", PointMazeEnv(layout="umaze", image_size=16), components=comps)
+
+
+def test_pick_place_mixture_preset_draws_failed_grasps():
+    """configs/policy/panda_pick_place_mixture.yaml builds, and about a third of its episodes run
+    the expert whose first grasp misses on purpose (component weight 1 of 3, miss_prob 0.7)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from robots.panda import PandaPickPlaceEnv
+
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs/policy/panda_pick_place_mixture.yaml")
+    cfg = OmegaConf.to_container(cfg)
+    env = PandaPickPlaceEnv(image_size=8)
+    try:
+        mix = make_policy(cfg.pop("name"), env, **cfg)
+        env.reset(seed=0)
+        misses = 0
+        for seed in range(300):
+            mix.reset(seed)
+            misses += bool(getattr(mix.policies[mix.current], "missing", False))
+        assert 0.15 < misses / 300 < 0.32, misses  # expected 0.7 / 3 = 0.23
+    finally:
+        env.close()
