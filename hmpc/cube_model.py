@@ -17,6 +17,7 @@ from the image). Folder: ``cube.safetensors`` (readout ``readout.*``, members ``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -142,16 +143,24 @@ def fit_members(frames: FrameArrays, ensemble: int, steps: int, horizon: int, hi
 
 def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, horizon: int = 8,
                    hidden: int = 512, readout_steps: int = 3000, proprio: bool = False, seed: int = 0,
-                   device: torch.device | str = "cpu", progress: bool = True) -> CubeModel:
+                   device: torch.device | str = "cpu", progress: bool = True,
+                   readout_extra: Sequence[FrameArrays] = (), readout_share: float = 0.25,
+                   members: Sequence[CubeDynamics] | None = None) -> CubeModel:
     """Fit the readout (``readout_steps``, seed ``seed``; with the image's proprioception as input
-    when ``proprio``) and ``ensemble`` dynamics members (``steps`` each, ``horizon``-step open-loop
-    windows; member k seeded ``seed + k``) on ``frames`` (pixels, 14-dim state, 4-dim actions)."""
+    when ``proprio``; ``readout_share`` of each batch from ``readout_extra`` where given, for
+    example the planner's own episodes) and ``ensemble`` dynamics members (``steps`` each,
+    ``horizon``-step open-loop windows; member k seeded ``seed + k``) on ``frames`` (pixels,
+    14-dim state, 4-dim actions). ``members``: reuse these dynamics instead of fitting new ones."""
     check_cube_frames(frames, "fit_cube_model frames")
-    if ensemble < 1:
-        raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")
-    members = fit_members(frames, ensemble, steps, horizon, hidden, seed, device, progress)
-    readout = train_readout(frames, readout_steps, seed, proprio=proprio, device=device, progress=progress)
-    return CubeModel(readout, members).eval()
+    for i, f in enumerate(readout_extra):
+        check_cube_frames(f, f"fit_cube_model readout_extra[{i}]")
+    if members is None:
+        if ensemble < 1:
+            raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")
+        members = fit_members(frames, ensemble, steps, horizon, hidden, seed, device, progress)
+    readout = train_readout(frames, readout_steps, seed, proprio=proprio, device=device, progress=progress,
+                            extra=readout_extra, extra_share=readout_share)
+    return CubeModel(readout, [m.to(device) for m in members]).eval()
 
 
 def save_cube_model(folder: str | Path, model: CubeModel, meta: dict[str, Any]) -> Path:

@@ -9,6 +9,8 @@ the label-free Push-T pose readout of ``hmpc-pose``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,14 +60,34 @@ class CubeReadout(nn.Module):
         return self.head(torch.cat([places, prop], dim=-1))
 
 
+def _batch(sources: Sequence[FrameArrays], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and states of frames ``idx`` (sorted) counted across ``sources`` back to back."""
+    starts = np.cumsum([0] + [f.num_frames for f in sources])
+    px, st = [], []
+    for f, lo, hi in zip(sources, starts[:-1], starts[1:], strict=True):
+        local = idx[(idx >= lo) & (idx < hi)] - lo
+        if len(local):
+            px.append(np.asarray(f.pixels[local]))
+            st.append(f.state[local])
+    return np.concatenate(px), np.concatenate(st)
+
+
 def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = True,
-                  batch: int = 64, device: torch.device | str = "cpu", progress: bool = True) -> CubeReadout:
+                  batch: int = 64, device: torch.device | str = "cpu", progress: bool = True,
+                  extra: Sequence[FrameArrays] = (), extra_share: float = 0.25) -> CubeReadout:
     """Fit a :class:`CubeReadout` to the frames' cube poses (``observation.state[7:14]``):
     squared error of xyz (m) + 0.01 x that of the quaternion; AdamW, cosine schedule, batches
-    drawn from ``seed`` alone."""
-    if frames.state.shape[1] < CUBE_POSE.stop:
-        raise ValueError(f"observation.state has {frames.state.shape[1]} dims; a cube readout needs the "
-                         f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
+    drawn from ``seed`` alone. With ``extra`` datasets (for example the planner's own episodes,
+    :mod:`skills.cube_planner`), ``extra_share`` of every batch is drawn from them (uniformly over
+    their frames) and the rest from ``frames``."""
+    for f in (frames, *extra):
+        if f.state.shape[1] < CUBE_POSE.stop:
+            raise ValueError(f"observation.state has {f.state.shape[1]} dims; a cube readout needs the "
+                             f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
+    if extra and not 0 < extra_share < 1:
+        raise ValueError(f"extra_share={extra_share}: the share of each batch from the extra data must be in (0, 1)")
+    n_extra = round(extra_share * batch) if extra else 0
+    total_extra = sum(f.num_frames for f in extra)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = CubeReadout(proprio=proprio).to(device)
@@ -73,9 +95,13 @@ def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = Tr
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     rng = np.random.default_rng(seed)
     for _ in trange(steps, desc="readout", mininterval=5, disable=not progress):
-        idx = np.sort(rng.integers(0, frames.num_frames, batch))
-        state = torch.from_numpy(frames.state[idx]).to(device)
-        pred = net(torch.from_numpy(np.array(frames.pixels[idx])).to(device), state[:, PROPRIO])
+        idx = np.sort(rng.integers(0, frames.num_frames, batch - n_extra))
+        pixels, state = np.array(frames.pixels[idx]), frames.state[idx]
+        if n_extra:
+            more = _batch(extra, np.sort(rng.integers(0, total_extra, n_extra)))
+            pixels, state = np.concatenate([pixels, more[0]]), np.concatenate([state, more[1]])
+        state = torch.from_numpy(state).to(device)
+        pred = net(torch.from_numpy(pixels).to(device), state[:, PROPRIO])
         target = state[:, CUBE_POSE]
         loss = (pred[:, :3] - target[:, :3]).pow(2).sum(-1).mean() + 0.01 * (pred[:, 3:] - target[:, 3:]).pow(2).sum(-1).mean()
         opt.zero_grad()

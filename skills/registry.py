@@ -22,6 +22,7 @@ POLICY_REGISTRY: dict[str, str] = {
     "panda_reach_expert": "skills.panda_experts:PandaReachExpert",
     "panda_push_expert": "skills.panda_experts:PandaPushExpert",
     "panda_pick_place_expert": "skills.panda_experts:PandaPickPlaceExpert",
+    "cube_planner": "skills.cube_planner:CubePlannerPolicy",
 }
 
 

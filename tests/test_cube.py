@@ -225,3 +225,77 @@ def test_the_overlay_projects_the_cube_where_the_camera_renders_it(view):
         env.close()
     behind = {"eye": (0, 0, 0), "target": (1, 0, 0), "up": (0, 0, 1), "fov_deg": 40.0}
     assert np.isnan(project(np.array([-1.0, 0, 0]), behind, 64)).all()
+
+
+def test_readout_batches_gather_across_datasets():
+    from types import SimpleNamespace
+
+    from hmpc.cube_readout import _batch
+
+    def src(n, first):
+        return SimpleNamespace(num_frames=n, pixels=np.arange(first, first + n)[:, None].repeat(3, 1),
+                               state=np.arange(first, first + n, dtype=np.float32)[:, None])
+
+    px, st = _batch([src(3, 0), src(4, 100)], np.array([0, 2, 3, 6]))
+    np.testing.assert_array_equal(st[:, 0], [0, 2, 100, 103])
+    np.testing.assert_array_equal(px[:, 0], [0, 2, 100, 103])
+
+
+def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cube, tmp_path):
+    """policy=cube_planner collects the planner's own episodes (seeded, in bounds, the cube's state
+    never passed to the planner); hmpc-cube trains the readout on them too (readout_data) and keeps
+    the dynamics of dynamics_from bit for bit."""
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import collect as collect_cli
+    from hmpc.cli import cube as cube_cli
+    from skills.registry import make_policy
+
+    model, folder, _ = tiny_cube
+    env = make_env("panda_pick_place", image_size=32)
+    try:
+        policy = make_policy("cube_planner", env, cube_model=str(folder), population=8, iters=1, elites=2)
+        runs = []
+        for _ in range(2):
+            obs, _ = env.reset(seed=3)
+            policy.reset(3)
+            runs.append(np.stack([policy.act(obs) for _ in range(3)]))
+        np.testing.assert_array_equal(runs[0], runs[1])
+        assert runs[0].dtype == np.float32 and np.all(np.abs(runs[0]) <= 1)
+        seen = []
+        policy.controller.read = lambda obs: seen.append(obs["state"].shape) or model.read(  # record what it reads
+            torch.as_tensor(obs["pixels"])[None], torch.as_tensor(obs["state"])[None])
+        policy.act(obs)
+        assert seen == [(7,)]  # proprioception only
+    finally:
+        env.close()
+
+    def cfg(name: str, overrides: list[str]):
+        with initialize_config_module("configs", version_base="1.3"):
+            return compose(name, overrides=overrides)
+
+    data, planner = tmp_path / "data", tmp_path / "planner"
+    base = ["env=panda_pick_place", "env.image_size=32", "episodes=2", "steps=6", "workers=0"]
+    collect_cli.run(cfg("collect", [*base, f"output_dir={data}"]))
+    collect_cli.run(cfg("collect", [*base, "policy=cube_planner", f"policy.cube_model={folder}",
+                                    "policy.population=8", "policy.iters=1", "policy.elites=2", "seed=9",
+                                    f"output_dir={planner}"]))
+    out = tmp_path / "cube"
+    cube_cli.run(cfg("cube", ["env.image_size=32", "device=cpu", "readout_steps=4", f"data={data}",
+                              f"readout_data=[{planner}]", f"dynamics_from={folder}", f"output_dir={out}"]))
+    config = json.loads((out / "cube.json").read_text())
+    assert config["readout_data"] == [str(planner)] and config["dynamics_from"] == str(folder)
+    refit = load_cube_model(out)
+    for a, b in zip(refit.members, model.members, strict=True):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_fit_cube_model_refuses_readout_data_of_another_task(tiny_cube):
+    from helpers import random_frames as frames_of
+
+    _, _, frames = tiny_cube
+    reach = frames_of("panda_reach", 1, 4, image_size=32)
+    with pytest.raises(ValueError, match=r"readout_extra\[0\]"):
+        fit_cube_model(frames, ensemble=1, steps=1, horizon=2, hidden=8, readout_steps=1, progress=False,
+                       readout_extra=[reach])

@@ -1,7 +1,11 @@
 """hmpc-cube: a learned cube model (a cube readout and a dynamics ensemble) for the Panda cube tasks.
 
-    hmpc-cube data=<dataset> env=panda_pick_place output_dir=runs/cube     # ~15 min on 2 CPU cores
+    hmpc-cube data=<dataset> env=panda_pick_place output_dir=runs/cube     # ~10 min on 2 CPU cores
     hmpc-eval env=panda_pick_place 'controllers=[cube_cem,oracle]' cube_model=runs/cube
+
+The readout can also learn from the planner's own episodes (``policy=cube_planner``), reusing the
+dynamics already fit: ``hmpc-cube data=<dataset> readout_data=[<planner episodes>]
+dynamics_from=runs/cube output_dir=runs/cube2`` (about 3.5 min).
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from omegaconf import DictConfig
 
 from hmpc.cli.common import CONFIG_PATH, env_spec, existing_dir, plain, report_user_errors
 
-_COLLECT = ("collect one with `hmpc-collect env=panda_pick_place policy=mixture 'policy.components=[{name: "
-            "panda_pick_place_expert, weight: 1, noise: 0.3},{name: correlated, weight: 1}]' steps=100 "
-            "episodes=300 workers=2 output_dir=<dir>`")
+_COLLECT = ("collect one with `hmpc-collect env=panda_pick_place policy=panda_pick_place_mixture steps=100 "
+            "episodes=450 workers=2 output_dir=<dir>`")
+
+
+_PLANNER = ("collect the planner's own episodes with `hmpc-collect env=panda_pick_place policy=cube_planner "
+            "policy.cube_model=<a cube model> episodes=50 seed=9000 output_dir=<dir>`")
 
 
 def _frames(root: Path, key: str, env: str, size: int):
@@ -38,6 +45,17 @@ def _frames(root: Path, key: str, env: str, size: int):
                          f"{size}; set env.image_size={frames.pixels.shape[1]}")
     check_cube_frames(frames, f"{key}={root}")
     return frames
+
+
+def _members(folder: str, env: str, device):
+    """The dynamics members of the cube model in ``folder`` (``dynamics_from=``), refused unless fit for ``env``."""
+    from hmpc.cube_model import cube_blob, cube_from_blob
+
+    blob = cube_blob(folder, "dynamics_from")
+    fit_for = blob["config"].get("env")
+    if fit_for is not None and fit_for != env:
+        raise ValueError(f"dynamics_from={folder} was fit for env {fit_for!r}, not {env!r}; set env={fit_for}")
+    return list(cube_from_blob(blob, device).members)
 
 
 def _finite(values: dict[str, float], digits: int) -> dict[str, float | None]:
@@ -63,10 +81,14 @@ def run(cfg: DictConfig) -> None:
         env.close()
     frames = _frames(root, "data", spec.name, size)
     hf = _frames(held, "held_out", spec.name, size) if held is not None else None
+    extra_dirs = [existing_dir(d, f"readout_data[{i}]", _PLANNER) for i, d in enumerate(cfg.readout_data or [])]
+    extra = [_frames(d, f"readout_data[{i}]", spec.name, size) for i, d in enumerate(extra_dirs)]
     device = resolve_device(cfg.device)
+    members = _members(cfg.dynamics_from, spec.name, device) if cfg.dynamics_from else None
     t0 = time.perf_counter()
     model = fit_cube_model(frames, cfg.ensemble, cfg.steps, cfg.horizon, cfg.hidden, cfg.readout_steps,
-                           cfg.proprio, cfg.seed, device)
+                           cfg.proprio, cfg.seed, device, readout_extra=extra, readout_share=cfg.readout_share,
+                           members=members)
     report = {"fit_min": round((time.perf_counter() - t0) / 60, 1)}
     if hf is not None:
         report["held_out_error_over_copying"] = _finite(error_ratios(model.members[0], hf, GROUPS), 4)
@@ -75,7 +97,9 @@ def run(cfg: DictConfig) -> None:
     save_cube_model(out, model, {"env": spec.name, "image_size": size, "env_options": plain(cfg.env),
                                  "camera": None if camera is None else camera_config(camera),
                                  "data": str(root), "steps": cfg.steps, "horizon": cfg.horizon,
-                                 "readout_steps": cfg.readout_steps, "seed": cfg.seed, **report})
+                                 "readout_steps": cfg.readout_steps, "seed": cfg.seed,
+                                 "readout_data": [str(d) for d in extra_dirs], "readout_share": cfg.readout_share,
+                                 "dynamics_from": cfg.dynamics_from, **report})
     print(json.dumps(report))
     print(f"cube model: {out} (plan with `hmpc-eval env={spec.name} 'controllers=[cube_cem]' cube_model={out}`)")
 

@@ -1,0 +1,77 @@
+"""The cube planner as a data-collection behaviour: episodes where the learned controller acts.
+
+A readout trained on the dataset reads the cube well where the dataset went (about 1 cm on
+held-out episodes) and badly where the planner goes (bench/RESULTS.md: 4.3 cm on the frames the
+cube planner visits, the hand low beside the cube), because the planner reaches states the expert
+and the noise never did. Collecting the planner's own episodes, with the simulator's cube pose
+logged as every dataset's label, and training the readout on them too (``hmpc-cube
+readout_data=[...]``) is DAgger for perception:
+
+    hmpc-collect env=panda_pick_place policy=cube_planner policy.cube_model=runs/cube episodes=50 seed=9000 output_dir=<dir>
+
+The policy sees what ``hmpc-eval`` gives the ``cube_cem`` controller: the camera image, the 7
+proprioceptive dims and the episode's goal image (``env.unwrapped.goal_observation()``, the task's
+input); never the cube's true state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class CubePlannerPolicy:
+    """:class:`hmpc.cube_mpc.CubeMPC` with CEM on the cube model in ``cube_model`` (a folder
+    ``hmpc-cube`` wrote), replanned every step toward the goal image, reseeded per episode.
+
+    Args:
+        env: a PandaPush / PandaPickPlace env (its goal image is read at ``reset``).
+        cube_model: the cube model's folder.
+        horizon, population, iters, elites: the CEM planner (the ``cube_cem`` preset's defaults).
+        reach, disagreement: the objective's weights (as ``controllers.cube_cem.cube``).
+        noise: N(0, noise^2) added to every action component (then clipped to [-1, 1]).
+    """
+
+    def __init__(self, env: Any, cube_model: str, horizon: int = 12, population: int = 128, iters: int = 3,
+                 elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, noise: float = 0.0) -> None:
+        from hmpc.cube_model import load_cube_model
+
+        base = getattr(env, "unwrapped", env)
+        if not hasattr(base, "goal_observation"):
+            raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise={noise!r} must be a finite number >= 0")
+        self.env, self._base = env, base
+        self.model = load_cube_model(cube_model)
+        self.planner = {"name": "cem", "iters": iters, "population": population, "elites": elites}
+        self.horizon, self.reach, self.disagreement, self.noise = horizon, reach, disagreement, float(noise)
+        self._rng = np.random.default_rng()
+        self.controller = None
+
+    def _seen(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from hmpc.cube_model import SEEN
+
+        return {"pixels": obs["pixels"], "state": np.asarray(obs["state"])[:SEEN]}
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode (after ``env.reset``): a planner seeded by ``seed``, aimed at the goal image."""
+        from hmpc.cube_mpc import CubeMPC
+        from hmpc.optimizers import make_optimizer
+
+        self._rng = np.random.default_rng(seed)
+        planner = dict(self.planner)
+        optimizer = make_optimizer(planner.pop("name"), seed=seed, **planner)
+        self.controller = CubeMPC(self.model, optimizer, self.horizon, reach=self.reach,
+                                  disagreement=self.disagreement)  # fmt: skip
+        goal = self._seen(self._base.goal_observation())
+        self.controller.reset(goal, goal)  # CubeMPC reads only the goal here; the start comes with act
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 (4,) in [-1, 1]: the planner's first action for this observation."""
+        if self.controller is None:
+            raise RuntimeError("cube_planner: call reset(seed) after env.reset before act")
+        action, _ = self.controller.act(self._seen(obs))
+        if self.noise > 0:
+            action = action + self._rng.normal(0.0, self.noise, size=action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
