@@ -20,6 +20,7 @@ from hmpc.data.windows import FrameArrays
 
 PROPRIO = slice(0, 4)  # end effector xyz, gripper width: what the controller may see
 CUBE_POSE = slice(7, 14)  # cube xyz, quaternion (x, y, z, w)
+READOUT_BATCH = 64  # frames per readout training step
 
 
 def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +74,7 @@ def _batch(sources: Sequence[FrameArrays], idx: np.ndarray) -> tuple[np.ndarray,
 
 
 def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = True,
-                  batch: int = 64, device: torch.device | str = "cpu", progress: bool = True,
+                  batch: int = READOUT_BATCH, device: torch.device | str = "cpu", progress: bool = True,
                   extra: Sequence[FrameArrays] = (), extra_share: float = 0.25) -> CubeReadout:
     """Fit a :class:`CubeReadout` to the frames' cube poses (``observation.state[7:14]``):
     squared error of xyz (m) + 0.01 x that of the quaternion; AdamW, cosine schedule, batches
@@ -84,8 +85,9 @@ def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = Tr
         if f.state.shape[1] < CUBE_POSE.stop:
             raise ValueError(f"observation.state has {f.state.shape[1]} dims; a cube readout needs the "
                              f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
-    if extra and not 0 < extra_share < 1:
-        raise ValueError(f"extra_share={extra_share}: the share of each batch from the extra data must be in (0, 1)")
+    if extra and not 1 <= round(extra_share * batch) <= batch - 1:
+        raise ValueError(f"extra_share={extra_share}: the share of each batch of {batch} from the extra data must "
+                         f"give 1 to {batch - 1} frames")
     n_extra = round(extra_share * batch) if extra else 0
     total_extra = sum(f.num_frames for f in extra)
     with torch.random.fork_rng():

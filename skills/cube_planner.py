@@ -35,15 +35,21 @@ class CubePlannerPolicy:
 
     def __init__(self, env: Any, cube_model: str, horizon: int = 12, population: int = 128, iters: int = 3,
                  elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, noise: float = 0.0) -> None:
-        from hmpc.cube_model import load_cube_model
+        from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
+        from robots.registry import ENV_REGISTRY
 
         base = getattr(env, "unwrapped", env)
         if not hasattr(base, "goal_observation"):
             raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
+        cls = f"{type(base).__module__}:{type(base).__name__}"
+        name = next((k for k, (_, path) in ENV_REGISTRY.items() if path == cls), type(base).__name__)
         if not (np.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise={noise!r} must be a finite number >= 0")
         self.env, self._base = env, base
-        self.model = load_cube_model(cube_model)
+        # Read from the folder in each worker: on a remote Ray cluster it must be on a shared filesystem.
+        blob = cube_blob(cube_model, "policy.cube_model")
+        check_cube_env(blob, env, name)  # the env, image size and camera it was fit for, as hmpc-eval checks
+        self.model = cube_from_blob(blob)
         self.planner = {"name": "cem", "iters": iters, "population": population, "elites": elites}
         self.horizon, self.reach, self.disagreement, self.noise = horizon, reach, disagreement, float(noise)
         self._rng = np.random.default_rng()

@@ -299,3 +299,31 @@ def test_fit_cube_model_refuses_readout_data_of_another_task(tiny_cube):
     with pytest.raises(ValueError, match=r"readout_extra\[0\]"):
         fit_cube_model(frames, ensemble=1, steps=1, horizon=2, hidden=8, readout_steps=1, progress=False,
                        readout_extra=[reach])
+
+
+def test_readout_data_changes_the_readout_and_its_share_is_checked(tiny_cube):
+    from hmpc.cube_readout import train_readout
+
+    _, _, frames = tiny_cube
+    extra = random_frames("panda_pick_place", 3, 6, image_size=32)
+    plain = train_readout(frames, 3, 0, proprio=False, progress=False)
+    mixed = train_readout(frames, 3, 0, proprio=False, progress=False, extra=[extra])
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), mixed.state_dict().values(),
+                                                      strict=True))
+    again = train_readout(frames, 3, 0, proprio=False, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), again.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="readout_share=0.001"):
+        fit_cube_model(frames, ensemble=1, steps=1, horizon=2, hidden=8, readout_steps=1, progress=False,
+                       readout_extra=[extra], readout_share=0.001)
+
+
+def test_cube_planner_refuses_a_model_fit_for_another_image_size(tiny_cube):
+    from skills.registry import make_policy
+
+    _, folder, _ = tiny_cube
+    env = make_env("panda_pick_place", image_size=64)
+    try:
+        with pytest.raises(ValueError, match="32-pixel images"):
+            make_policy("cube_planner", env, cube_model=str(folder))
+    finally:
+        env.close()

@@ -48,14 +48,15 @@ def _frames(root: Path, key: str, env: str, size: int):
 
 
 def _members(folder: str, env: str, device):
-    """The dynamics members of the cube model in ``folder`` (``dynamics_from=``), refused unless fit for ``env``."""
+    """The dynamics members of the cube model in ``folder`` (``dynamics_from=``) and its cube.json, refused
+    unless fit for ``env``."""
     from hmpc.cube_model import cube_blob, cube_from_blob
 
     blob = cube_blob(folder, "dynamics_from")
     fit_for = blob["config"].get("env")
     if fit_for is not None and fit_for != env:
         raise ValueError(f"dynamics_from={folder} was fit for env {fit_for!r}, not {env!r}; set env={fit_for}")
-    return list(cube_from_blob(blob, device).members)
+    return list(cube_from_blob(blob, device).members), blob["config"]
 
 
 def _finite(values: dict[str, float], digits: int) -> dict[str, float | None]:
@@ -84,7 +85,8 @@ def run(cfg: DictConfig) -> None:
     extra_dirs = [existing_dir(d, f"readout_data[{i}]", _PLANNER) for i, d in enumerate(cfg.readout_data or [])]
     extra = [_frames(d, f"readout_data[{i}]", spec.name, size) for i, d in enumerate(extra_dirs)]
     device = resolve_device(cfg.device)
-    members = _members(cfg.dynamics_from, spec.name, device) if cfg.dynamics_from else None
+    members, fit = _members(cfg.dynamics_from, spec.name, device) if cfg.dynamics_from else (None, {})
+    steps, horizon = fit.get("steps", cfg.steps), fit.get("horizon", cfg.horizon)  # what the members were fit with
     t0 = time.perf_counter()
     model = fit_cube_model(frames, cfg.ensemble, cfg.steps, cfg.horizon, cfg.hidden, cfg.readout_steps,
                            cfg.proprio, cfg.seed, device, readout_extra=extra, readout_share=cfg.readout_share,
@@ -96,7 +98,7 @@ def run(cfg: DictConfig) -> None:
     out = Path(cfg.output_dir)
     save_cube_model(out, model, {"env": spec.name, "image_size": size, "env_options": plain(cfg.env),
                                  "camera": None if camera is None else camera_config(camera),
-                                 "data": str(root), "steps": cfg.steps, "horizon": cfg.horizon,
+                                 "data": str(root), "steps": steps, "horizon": horizon,
                                  "readout_steps": cfg.readout_steps, "seed": cfg.seed,
                                  "readout_data": [str(d) for d in extra_dirs], "readout_share": cfg.readout_share,
                                  "dynamics_from": cfg.dynamics_from, **report})
