@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from hmpc.checkpoint import atomic_save_weights, atomic_write_json
-from hmpc.cube_readout import PROPRIO, READOUT_BATCH, CubeReadout, train_readout
+from hmpc.cube_readout import PROPRIO, CubeReadout, extra_per_batch, train_readout
 from hmpc.data.windows import FrameArrays
 from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
 from hmpc.security import check_safetensors_file
@@ -154,9 +154,8 @@ def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, ho
     check_cube_frames(frames, "fit_cube_model frames")
     for i, f in enumerate(readout_extra):
         check_cube_frames(f, f"fit_cube_model readout_extra[{i}]")
-    if readout_extra and not 1 <= round(readout_share * READOUT_BATCH) <= READOUT_BATCH - 1:
-        raise ValueError(f"readout_share={readout_share}: with readout data, the share of each readout batch of "
-                         f"{READOUT_BATCH} drawn from it must give 1 to {READOUT_BATCH - 1} frames (e.g. 0.25)")
+    if readout_extra:
+        extra_per_batch(readout_share, key="readout_share")  # refused before any fitting
     if members is None:
         if ensemble < 1:
             raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")

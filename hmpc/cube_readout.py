@@ -61,6 +61,16 @@ class CubeReadout(nn.Module):
         return self.head(torch.cat([places, prop], dim=-1))
 
 
+def extra_per_batch(share: float, batch: int = READOUT_BATCH, key: str = "extra_share") -> int:
+    """Frames of each readout batch drawn from the extra data: ``share`` of ``batch``, refused (naming
+    ``key``) unless it leaves at least one frame to each side."""
+    n = round(share * batch)
+    if not 1 <= n <= batch - 1:
+        raise ValueError(f"{key}={share}: the share of each readout batch of {batch} drawn from the extra data "
+                         f"must give 1 to {batch - 1} frames (e.g. 0.25)")
+    return n
+
+
 def _batch(sources: Sequence[FrameArrays], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and states of frames ``idx`` (sorted) counted across ``sources`` back to back."""
     starts = np.cumsum([0] + [f.num_frames for f in sources])
@@ -85,10 +95,7 @@ def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = Tr
         if f.state.shape[1] < CUBE_POSE.stop:
             raise ValueError(f"observation.state has {f.state.shape[1]} dims; a cube readout needs the "
                              f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
-    if extra and not 1 <= round(extra_share * batch) <= batch - 1:
-        raise ValueError(f"extra_share={extra_share}: the share of each batch of {batch} from the extra data must "
-                         f"give 1 to {batch - 1} frames")
-    n_extra = round(extra_share * batch) if extra else 0
+    n_extra = extra_per_batch(extra_share, batch) if extra else 0
     total_extra = sum(f.num_frames for f in extra)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

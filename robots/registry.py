@@ -34,6 +34,13 @@ def env_class(name: str) -> Callable[..., gymnasium.Env]:
     return getattr(importlib.import_module(module), attr)
 
 
+def env_name(env: Any) -> str | None:
+    """The config name an env (or a wrapper of one) is registered under, or None."""
+    base = getattr(env, "unwrapped", env)
+    path = f"{type(base).__module__}:{type(base).__name__}"
+    return next((name for name, (_, entry) in ENV_REGISTRY.items() if entry == path), None)
+
+
 def _accepted_kwargs(factory: Callable[..., Any]) -> list[str] | None:
     """Keyword names ``factory`` accepts, or None when it takes ``**kwargs``."""
     params = inspect.signature(factory).parameters.values()

@@ -16,6 +16,7 @@ input); never the cube's true state.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -36,33 +37,28 @@ class CubePlannerPolicy:
     def __init__(self, env: Any, cube_model: str, horizon: int = 12, population: int = 128, iters: int = 3,
                  elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, noise: float = 0.0) -> None:
         from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
-        from robots.registry import ENV_REGISTRY
+        from robots.registry import env_name
 
         base = getattr(env, "unwrapped", env)
         if not hasattr(base, "goal_observation"):
             raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
-        cls = f"{type(base).__module__}:{type(base).__name__}"
-        name = next((k for k, (_, path) in ENV_REGISTRY.items() if path == cls), type(base).__name__)
         if not (np.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise={noise!r} must be a finite number >= 0")
-        self.env, self._base = env, base
+        self._base = base
         # Read from the folder in each worker: on a remote Ray cluster it must be on a shared filesystem.
         blob = cube_blob(cube_model, "policy.cube_model")
-        check_cube_env(blob, env, name)  # the env, image size and camera it was fit for, as hmpc-eval checks
+        # the env, image size and camera it was fit for, as hmpc-eval checks
+        check_cube_env(blob, env, env_name(env) or type(base).__name__)
         self.model = cube_from_blob(blob)
         self.planner = {"name": "cem", "iters": iters, "population": population, "elites": elites}
         self.horizon, self.reach, self.disagreement, self.noise = horizon, reach, disagreement, float(noise)
         self._rng = np.random.default_rng()
         self.controller = None
 
-    def _seen(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from hmpc.cube_model import SEEN
-
-        return {"pixels": obs["pixels"], "state": np.asarray(obs["state"])[:SEEN]}
-
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (after ``env.reset``): a planner seeded by ``seed``, aimed at the goal image."""
         from hmpc.cube_mpc import CubeMPC
+        from hmpc.evaluate import observation_for
         from hmpc.optimizers import make_optimizer
 
         self._rng = np.random.default_rng(seed)
@@ -70,14 +66,15 @@ class CubePlannerPolicy:
         optimizer = make_optimizer(planner.pop("name"), seed=seed, **planner)
         self.controller = CubeMPC(self.model, optimizer, self.horizon, reach=self.reach,
                                   disagreement=self.disagreement)  # fmt: skip
-        goal = self._seen(self._base.goal_observation())
+        self._observe = functools.partial(observation_for, self.controller)  # image and proprioception only
+        goal = self._observe(self._base.goal_observation())
         self.controller.reset(goal, goal)  # CubeMPC reads only the goal here; the start comes with act
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """float32 (4,) in [-1, 1]: the planner's first action for this observation."""
         if self.controller is None:
             raise RuntimeError("cube_planner: call reset(seed) after env.reset before act")
-        action, _ = self.controller.act(self._seen(obs))
+        action, _ = self.controller.act(self._observe(obs))
         if self.noise > 0:
             action = action + self._rng.normal(0.0, self.noise, size=action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)

@@ -185,7 +185,7 @@ class PandaPickPlaceExpert(_PandaExpert):
         if self.phase == "close":
             self._closed_for += 1
             if self._closed_for >= self.close_steps:
-                self.phase, self._lifted_for = ("misslift", 0) if self.missing else ("carry", 0)
+                self.phase, self._lifted_for = "misslift" if self.missing else "carry", 0
             return self._move(ts, ts["ee_target"], CLOSE)
         if self.phase == "carry":
             offset = ee - cube  # the cube's place in the hand

@@ -11,6 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from robots import ENV_REGISTRY, make_env, register_gymnasium_envs
+from robots.registry import env_name
 
 TASKS = sorted(name for name, (env_id, _) in ENV_REGISTRY.items() if env_id is not None)
 SMALL = {"image_size": 24}
@@ -70,7 +71,9 @@ def test_same_seed_same_actions_identical(env):
 
 
 def _name(e) -> str:
-    return next(n for n, (_, ep) in ENV_REGISTRY.items() if ep.endswith(":" + type(e).__name__))
+    name = env_name(e)
+    assert name is not None, type(e)
+    return name
 
 
 def test_clone_set_state_replays_exactly(env):
