@@ -162,6 +162,8 @@ def run_episode(
         "actions_out_of_bounds": out_of_bounds,
         "guardrail_violations": violations if monitored else None,
         "predicted_violations": predicted if monitored else None,
+        # the env's word at the end (Panda cube tasks: the cube past the hand's reach); None: not reported
+        "object_out_of_reach": bool(info["object_out_of_reach"]) if "object_out_of_reach" in info else None,
     }
     if record_video:
         record["frames"] = frames

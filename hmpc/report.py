@@ -30,6 +30,12 @@ def _mean_set(records: Sequence[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _count_set(records: Sequence[dict[str, Any]], key: str) -> int | None:
+    """How many records have ``key`` true; None when none has it set."""
+    vals = [bool(r[key]) for r in records if r.get(key) is not None]
+    return sum(vals) if vals else None
+
+
 def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> dict[str, dict]:
     """Per-controller summary: pc_success with its interval, distances, planning time, failures."""
     out: dict[str, dict] = {}
@@ -53,6 +59,8 @@ def aggregate(records: Sequence[dict[str, Any]], controllers: Sequence[str]) -> 
             # guardrails: per-episode mean of violating steps (None: no bounds/regions configured)
             "guardrail_violations_mean": _mean_set(ok, "guardrail_violations"),
             "predicted_violations_mean": _mean_set(ok, "predicted_violations"),
+            # episodes that ended with the object where no action can fetch it (None: not reported)
+            "object_out_of_reach": _count_set(ok, "object_out_of_reach"),
             "errors": len(rs) - len(ok),
             "eval_s": float(sum(r.get("eval_s", 0.0) for r in rs)),
         }
@@ -121,7 +129,13 @@ def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[st
 CSV_FIELDS = (
     "n_episodes", "pc_success", "ci95_low", "ci95_high", "avg_final_distance", "avg_min_distance",
     "plan_ms_mean", "plan_ms_p95", "fallbacks", "actions_out_of_bounds", "steps", "errors", "eval_s",
+    "object_out_of_reach",
 )
+
+
+def _csv_cell(v: Any) -> str:
+    """A number as CSV text: floats to 4 significant digits, None (not reported) empty."""
+    return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def results_csv(aggregated: dict[str, dict], task: str) -> str:
@@ -129,5 +143,5 @@ def results_csv(aggregated: dict[str, dict], task: str) -> str:
     lines = [",".join(("task", "controller", *CSV_FIELDS))]
     for name, a in aggregated.items():
         a = {**a, "ci95_low": a["pc_success_ci95"][0], "ci95_high": a["pc_success_ci95"][1]}
-        lines.append(",".join([task, f'"{name}"', *(f"{a[k]:.4g}" if isinstance(a[k], float) else str(a[k]) for k in CSV_FIELDS)]))
+        lines.append(",".join([task, f'"{name}"', *(_csv_cell(a.get(k)) for k in CSV_FIELDS)]))
     return "\n".join(lines) + "\n"

@@ -265,6 +265,15 @@ class _PandaTask(BulletGoalEnv):
     def _is_success(self) -> bool:
         return self._goal_distance() < self.success_tolerance
 
+    def _info(self) -> dict[str, Any]:
+        """The base info, and with a cube ``object_out_of_reach``: its centre lies past the hand's
+        horizontal workspace (``WORKSPACE_LOW/HIGH``), where no action can fetch it back."""
+        info = super()._info()
+        if self._cube is not None:
+            xy = self._cube_pose()[0][:2]
+            info["object_out_of_reach"] = bool(np.any(xy < WORKSPACE_LOW[:2]) or np.any(xy > WORKSPACE_HIGH[:2]))
+        return info
+
 
 class PandaReachEnv(_PandaTask):
     """Move the end effector to a goal point: success when within ``success_tolerance`` m.

@@ -248,6 +248,24 @@ def test_push_ignores_gripper_command():
 
 
 @pytest.mark.parametrize("cls", ENVS, ids=IDS)
+def test_info_says_when_the_cube_is_past_the_hands_reach(cls):
+    e = cls(image_size=8)
+    try:
+        _, info = e.reset(seed=0)
+        if not cls.HAS_CUBE:
+            assert "object_out_of_reach" not in info
+            return
+        assert info["object_out_of_reach"] is False  # sampled in the table region
+        half = e.cube_size / 2
+        for xy, lost in [((0.30, 0.0), False), ((WORKSPACE_LOW[0] - 0.01, 0.0), True),
+                         ((0.5, WORKSPACE_HIGH[1] + 0.02), True), ((WORKSPACE_HIGH[0] - 0.01, 0.1), False)]:
+            e._place_cube(np.array([*xy, half]))
+            assert e._info()["object_out_of_reach"] is lost, xy
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("cls", ENVS, ids=IDS)
 def test_expert_succeeds(cls):
     e = cls(image_size=8)
     expert = EXPERTS[cls](e)

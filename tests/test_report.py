@@ -2,7 +2,7 @@
 
 import pytest
 
-from hmpc.report import aggregate, difficulty_table, results_table, wilson_interval
+from hmpc.report import aggregate, difficulty_table, results_csv, results_table, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -23,6 +23,17 @@ def test_aggregate_counts_errors_as_failures():
     assert agg["fallbacks"] == 1 and agg["avg_final_distance"] == pytest.approx(0.1)
     table = results_table({"a": agg}, "maze")
     assert "| maze | a | 2 | 50.0 |" in table
+
+
+def test_objects_out_of_reach_are_counted_where_the_env_reports_them():
+    base = {"final_distance": 0.1, "min_distance": 0.1, "plan_ms_mean": 2.0, "plan_ms_p95": 3.0, "error": None}
+    recs = [{**base, "controller": "a", "success": False, "object_out_of_reach": True},
+            {**base, "controller": "a", "success": True, "object_out_of_reach": False},
+            {**base, "controller": "b", "success": True, "object_out_of_reach": None}]  # fmt: skip
+    agg = aggregate(recs, ["a", "b"])
+    assert agg["a"]["object_out_of_reach"] == 1 and agg["b"]["object_out_of_reach"] is None
+    rows = results_csv(agg, "pick").splitlines()
+    assert rows[0].endswith(",object_out_of_reach") and rows[1].endswith(",1") and rows[2].endswith(",")
 
 
 def test_difficulty_table_buckets_by_path_distance():
