@@ -26,7 +26,7 @@ from hmpc.world_model import WorldModel, WorldModelSpec
 KINDS = ("hierarchical", "flat", "pose", "cube", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("cube", "oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
-CUBE_KEYS = ("reach", "disagreement", "members")  # kind cube: CubeMPC's objective
+CUBE_KEYS = ("reach", "disagreement", "members", "keep", "keep_margin")  # kind cube: CubeMPC's objective
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,11 @@ class ControllerSpec:
     # distance to the goal image's agent and action changes as extra cost terms (hmpc.pose_mpc)
     pose: dict[str, Any] = field(default_factory=lambda: {"agent_weight": 0.0, "smoothness": 0.0})
     # kind cube: the folder `hmpc-cube` wrote (a cube readout and a dynamics ensemble), and the
-    # weights of the hand's distance to the cube and of the members' spread (hmpc.cube_mpc)
+    # weights of the hand's distance to the cube, of the members' spread and of the cube leaving
+    # reach (hmpc.cube_mpc)
     cube_model: str | None = None
-    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0, "members": "mean"})
+    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0, "members": "mean",
+                                                          "keep": 0.0, "keep_margin": 0.05})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,7 +99,8 @@ class ControllerSpec:
         if bad:
             raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(CUBE_KEYS)}, "
                              f"members one of {list(COMBINE)}, the others numbers >= 0 "
-                             "(e.g. cube: {reach: 1.0, disagreement: 2.0, members: mean})")
+                             "(e.g. cube: {reach: 1.0, disagreement: 2.0, members: mean, keep: 20.0, "
+                             "keep_margin: 0.05})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
             raise ValueError(f"controllers.{self.name}.compile={self.compile!r} is not a "
                              "torch.compile backend; use inductor (or aot_eager to debug), or null")

@@ -34,7 +34,7 @@ from hmpc.security import check_safetensors_file
 
 WEIGHTS, CONFIG = "cube.safetensors", "cube.json"
 STATE_DIM, ACTION_DIM = 14, 4
-EE, CUBE = slice(0, 3), slice(7, 10)
+EE, CUBE, CUBE_XY = slice(0, 3), slice(7, 10), slice(7, 9)
 SEEN = 7  # the state's proprioceptive prefix: end effector xyz, gripper width, end effector velocity
 COMBINE = ("mean", "max")  # how ensemble_terms combines the members' staged costs
 GROUPS = {"end effector": [0, 1, 2], "gripper": [3], "cube": [7, 8, 9]}  # state dims, for reports
@@ -84,15 +84,25 @@ def staged_cost(pred: torch.Tensor, goal: torch.Tensor, reach: float) -> torch.T
     return d.mean(1)
 
 
+def outside_box(xy: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """How far points (..., 2) lie outside the box [low, high] (2,) each: the x and y excesses
+    summed (metres), 0 inside."""
+    return (torch.relu(low - xy) + torch.relu(xy - high)).sum(-1)
+
+
 def ensemble_terms(members: nn.ModuleList | list[nn.Module], s0: torch.Tensor, actions: torch.Tensor,
-                   goal: torch.Tensor, reach: float, disagreement: float,
-                   combine: str = "mean") -> dict[str, torch.Tensor]:
+                   goal: torch.Tensor, reach: float, disagreement: float, combine: str = "mean",
+                   keep: float = 0.0, keep_box: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   ) -> dict[str, torch.Tensor]:
     """Candidates (N, H, 4) from state (1, 14) -> terms (N,) each: ``goal``, the members'
     :func:`staged_cost`, their mean (``combine="mean"``) or the worst member's (``"max"``: a plan
     scores only what every member believes); ``disagreement`` x the spread of their predicted
     cube (the norm of the per-axis std across members, metres, averaged over the horizon), with
     two or more members: where the data never showed what happens the members disagree, and a
-    plan that needs the cube to move there pays for it."""
+    plan that needs the cube to move there pays for it; ``keep`` x how far the predicted cube's
+    xy leaves ``keep_box`` (low (2,), high (2,); :func:`outside_box`, the members' mean averaged
+    over the horizon): a guardrail that keeps the cube where the hand can still get behind it
+    (a cube pushed past the hand's workspace is lost for the episode)."""
     if combine not in COMBINE:
         raise ValueError(f"combine={combine!r}: use one of {list(COMBINE)}")
     preds = torch.stack([m.rollout(s0.expand(len(actions), -1), actions) for m in members])  # (K, N, H, 14)
@@ -100,6 +110,10 @@ def ensemble_terms(members: nn.ModuleList | list[nn.Module], s0: torch.Tensor, a
     terms = {"goal": costs.mean(0) if combine == "mean" else costs.max(0).values}
     if len(members) > 1 and disagreement > 0:
         terms["disagreement"] = disagreement * preds[..., CUBE].std(0).norm(dim=-1).mean(-1)
+    if keep > 0:
+        if keep_box is None:
+            raise ValueError(f"keep={keep} needs keep_box (low (2,), high (2,)): the cube's allowed xy")
+        terms["keep"] = keep * outside_box(preds[..., CUBE_XY], *keep_box).mean((0, 2))
     return terms
 
 

@@ -7,10 +7,13 @@ sequences (N, H, 4) through every dynamics member and scores the terms of
 :func:`hmpc.cube_model.ensemble_terms`: the members' mean (with ``members="max"``, the worst
 member's) staged cost toward the cube read from the goal image (the cube's goal distance +
 ``reach`` x the hand's distance to the cube, averaged over the horizon) and ``disagreement`` x
-the members' spread of the predicted cube. The same fallbacks and per-term report as
-``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``). Where the model knows its camera, ``plan_image``
-draws the camera image with the cube read now, the sent plan's predicted cube path and the goal's
-cube (:func:`hmpc.cube_overlay.plan_overlay`): the third panel of the episode videos.
+the members' spread of the predicted cube, and ``keep`` x how far the predicted cube leaves the
+table region where starts and goals lie, grown by ``keep_margin`` (a guardrail: a cube pushed past
+the hand's workspace cannot be fetched back; bench/RESULTS.md, "Keeping the cube within reach").
+The same fallbacks and per-term report as ``hmpc.mpc.FlatMPC`` (``hmpc.mpc.receding_step``).
+Where the model knows its camera, ``plan_image`` draws the camera image with the cube read now,
+the sent plan's predicted cube path and the goal's cube (:func:`hmpc.cube_overlay.plan_overlay`):
+the third panel of the episode videos.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ class CubeMPC(Controller):
     state_dims = SEEN  # proprioception: the cube comes from the image
 
     def __init__(self, model: CubeModel, optimizer: Optimizer, horizon: int = 12, candidates: int = 1,
-                 reach: float = 1.0, disagreement: float = 2.0, members: str = "mean",
-                 device: torch.device | str = "cpu", deadline_ms: float | None = None) -> None:
-        if not (horizon >= 1 and candidates >= 1 and reach >= 0 and disagreement >= 0):
+                 reach: float = 1.0, disagreement: float = 2.0, members: str = "mean", keep: float = 0.0,
+                 keep_margin: float = 0.05, device: torch.device | str = "cpu",
+                 deadline_ms: float | None = None) -> None:
+        if not (horizon >= 1 and candidates >= 1 and min(reach, disagreement, keep, keep_margin) >= 0):
             raise ValueError(f"cube controller: horizon={horizon} and candidates={candidates} must be >= 1, "
-                             f"reach={reach} and disagreement={disagreement} >= 0")
+                             f"reach={reach}, disagreement={disagreement}, keep={keep} and "
+                             f"keep_margin={keep_margin} >= 0")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():
@@ -47,7 +52,13 @@ class CubeMPC(Controller):
         if members not in COMBINE:
             raise ValueError(f"cube controller: members={members!r}; use one of {list(COMBINE)}")
         self.reach, self.disagreement, self.deadline_ms = reach, disagreement, deadline_ms
-        self.combine = members
+        self.combine, self.keep = members, keep
+        self.keep_box = None
+        if keep > 0:  # robots.panda_scene loads pybullet, so only where it is used
+            from robots.panda_scene import TABLE_REGION_HIGH, TABLE_REGION_LOW
+
+            self.keep_box = tuple(torch.as_tensor(b + sign * keep_margin, dtype=torch.float32, device=self.device)
+                                  for b, sign in ((TABLE_REGION_LOW, -1), (TABLE_REGION_HIGH, 1)))
         self.action_dim = ACTION_DIM
 
     def read(self, obs: Obs) -> torch.Tensor:
@@ -67,7 +78,7 @@ class CubeMPC(Controller):
     def cost_terms(self, s: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term (N,) of the objective for candidates (N, H, 4) from state s (1, 14)."""
         return ensemble_terms(self.model.members, s, actions, self.goal, self.reach, self.disagreement,
-                              self.combine)
+                              self.combine, self.keep, self.keep_box)
 
     def act(self, obs: Obs) -> tuple[np.ndarray, dict[str, Any]]:
         t0 = time.perf_counter()

@@ -30,12 +30,13 @@ class CubePlannerPolicy:
         env: a PandaPush / PandaPickPlace env (its goal image is read at ``reset``).
         cube_model: the cube model's folder.
         horizon, population, iters, elites: the CEM planner (the ``cube_cem`` preset's defaults).
-        reach, disagreement: the objective's weights (as ``controllers.cube_cem.cube``).
+        reach, disagreement, keep, keep_margin: the objective (as ``controllers.cube_cem.cube``).
         noise: N(0, noise^2) added to every action component (then clipped to [-1, 1]).
     """
 
     def __init__(self, env: Any, cube_model: str, horizon: int = 12, population: int = 128, iters: int = 3,
-                 elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, noise: float = 0.0) -> None:
+                 elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, keep: float = 0.0,
+                 keep_margin: float = 0.05, noise: float = 0.0) -> None:
         from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
         from robots.registry import env_name
 
@@ -44,6 +45,9 @@ class CubePlannerPolicy:
             raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
         if not (np.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise={noise!r} must be a finite number >= 0")
+        objective = {"reach": reach, "disagreement": disagreement, "keep": keep, "keep_margin": keep_margin}
+        if bad := {k: v for k, v in objective.items() if not v >= 0}:
+            raise ValueError(f"cube_planner: {bad} must be >= 0 (as controllers.cube_cem.cube)")
         self._base = base
         # Read from the folder in each worker: on a remote Ray cluster it must be on a shared filesystem.
         blob = cube_blob(cube_model, "policy.cube_model")
@@ -51,7 +55,8 @@ class CubePlannerPolicy:
         check_cube_env(blob, env, env_name(env) or type(base).__name__)
         self.model = cube_from_blob(blob)
         self.planner = {"name": "cem", "iters": iters, "population": population, "elites": elites}
-        self.horizon, self.reach, self.disagreement, self.noise = horizon, reach, disagreement, float(noise)
+        self.horizon, self.noise = horizon, float(noise)
+        self.objective = objective
         self._rng = np.random.default_rng()
         self.controller = None
 
@@ -64,8 +69,7 @@ class CubePlannerPolicy:
         self._rng = np.random.default_rng(seed)
         planner = dict(self.planner)
         optimizer = make_optimizer(planner.pop("name"), seed=seed, **planner)
-        self.controller = CubeMPC(self.model, optimizer, self.horizon, reach=self.reach,
-                                  disagreement=self.disagreement)  # fmt: skip
+        self.controller = CubeMPC(self.model, optimizer, self.horizon, **self.objective)
         self._observe = functools.partial(observation_for, self.controller)  # image and proprioception only
         goal = self._observe(self._base.goal_observation())
         self.controller.reset(goal, goal)  # CubeMPC reads only the goal here; the start comes with act

@@ -13,16 +13,19 @@ from torch import nn
 
 from hmpc.controllers import ControllerSpec, build_controller, check_spec_guardrails
 from hmpc.cube_model import (
+    CubeModel,
     camera_config,
     check_cube_env,
     cube_blob,
     ensemble_terms,
     fit_cube_model,
     load_cube_model,
+    outside_box,
     save_cube_model,
 )
 from hmpc.cube_mpc import CubeMPC
 from hmpc.cube_overlay import SCALE, project
+from hmpc.cube_readout import CubeReadout
 from hmpc.episode_video import compose_frame
 from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.optimizers import CEM
@@ -70,7 +73,7 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
                                                      torch.as_tensor(frames.state[5:6, :4]))[0, :3])
     action, info = ctrl.act(seen)
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
-    assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}
+    assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}  # keep: off by default
     drawn = ctrl.plan_image()  # the video's third panel, drawn only when asked
     assert drawn.shape == (32 * SCALE, 32 * SCALE, 3) and "subgoal_image" not in info
     frame = compose_frame(seen["pixels"], goal["pixels"], drawn, "t=0", scale=3)
@@ -127,6 +130,55 @@ def test_the_terms_are_the_staged_cost_and_the_members_spread():
     assert set(ensemble_terms([far], s0, actions, goal, 1.0, 2.0)) == {"goal"}  # one member: no spread
 
 
+def test_the_keep_term_is_how_far_the_predicted_cube_leaves_the_box():
+    box = (torch.tensor([0.3, -0.25]), torch.tensor([0.7, 0.25]))
+    xy = torch.tensor([[0.5, 0.0], [0.2, 0.4], [0.75, -0.3], [0.3, 0.25]])
+    assert torch.allclose(outside_box(xy, *box), torch.tensor([0.0, 0.1 + 0.15, 0.05 + 0.05, 0.0]))
+    goal, s0, actions = torch.zeros(3), torch.zeros(1, 14), torch.zeros(2, 3, 4)
+    inside, out = _Fixed(_state((0, 0, 0), (0.5, 0.0, 0))), _Fixed(_state((0, 0, 0), (0.2, 0.4, 0)))
+    terms = ensemble_terms([inside, out], s0, actions, goal, 1.0, 0.0, keep=20.0, keep_box=box)
+    assert torch.allclose(terms["keep"], torch.full((2,), 20.0 * 0.25 / 2))  # the members' mean
+    assert "keep" not in ensemble_terms([inside, out], s0, actions, goal, 1.0, 0.0)
+    with pytest.raises(ValueError, match="keep=1.0 needs keep_box"):
+        ensemble_terms([inside], s0, actions, goal, 1.0, 0.0, keep=1.0)
+    with pytest.raises(ValueError, match=r"\{'keep': -1\} not accepted"):
+        ControllerSpec(name="c", kind="cube", cube={"keep": -1})
+    with pytest.raises(ValueError, match="keep_margin=-0.1"):
+        CubeMPC(CubeModel(CubeReadout(), [inside]), CEM(seed=0), keep_margin=-0.1)
+
+
+class _Pusher(nn.Module):
+    """An exact 'member': the hand pushes the cube 5 cm along x per unit of action x."""
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        s = s0.expand(actions.shape[0], -1).clone()
+        out = []
+        for t in range(actions.shape[1]):
+            s = s.clone()
+            s[:, 7] = s[:, 7] + 0.05 * actions[:, t, 0]
+            s[:, 0] = s[:, 7]  # the hand stays at the cube: reach costs nothing
+            out.append(s)
+        return torch.stack(out, 1)
+
+
+def test_keep_stops_the_planner_pushing_the_cube_out_of_reach():
+    """A goal past the table region: without ``keep`` the plan pushes the cube on toward it;
+    with it, the cube stays within the region grown by ``keep_margin`` (0.70 m in x)."""
+    s0 = torch.tensor([_state((0.66, 0.0, 0.02), (0.66, 0.0, 0.02))])
+    ends = {}
+    for keep in (0.0, 20.0):
+        model = CubeModel(CubeReadout(), [_Pusher()])
+        ctrl = CubeMPC(model, CEM(iters=6, population=256, elites=16, seed=0), horizon=6, keep=keep)
+        ctrl.read = lambda obs: s0  # the test's own state: no image
+        ctrl.reset({}, {})
+        ctrl.goal = torch.tensor([1.0, 0.0, 0.02])
+        action, _ = ctrl.act({"pixels": np.zeros((8, 8, 3), np.uint8)})
+        plan = torch.cat([torch.as_tensor(action)[None], ctrl.plan[:-1]])[None]  # the plan just made
+        ends[keep] = float(_Pusher().rollout(s0, plan)[0, :, 7].max())  # the furthest the cube goes
+    assert ends[0.0] > 0.85  # straight on toward the goal
+    assert 0.69 < ends[20.0] < 0.72  # held at the box's edge
+
+
 def test_nan_dynamics_fall_back_to_the_previous_plan(tiny_cube):
     _, folder, frames = tiny_cube
     broken = load_cube_model(folder)
@@ -151,6 +203,8 @@ def test_hmpc_eval_refuses_a_cube_model_it_cannot_use(tiny_cube, tmp_path):
     rows = info["per_episode"]
     assert len(rows) == 2 and all(r["error"] is None for r in rows), rows
     assert all(r["actions_out_of_bounds"] == 0 for r in rows)
+    assert all(r["object_out_of_reach"] is False for r in rows)  # the env's word, recorded per episode
+    assert info["aggregated"]["cube_cem"]["object_out_of_reach"] == 0
     with pytest.raises(ValueError, match="env.image_size=32"):  # another image size
         evaluate(EnvSpec("panda_pick_place", {"image_size": 48}), None, [spec], cfg, tmp_path / "big", progress=False)
     side = EnvSpec("panda_pick_place", {"image_size": 32, "camera_view": "side"})  # another camera
@@ -325,5 +379,7 @@ def test_cube_planner_refuses_a_model_fit_for_another_image_size(tiny_cube):
     try:
         with pytest.raises(ValueError, match="32-pixel images"):
             make_policy("cube_planner", env, cube_model=str(folder))
+        with pytest.raises(ValueError, match=r"\{'keep': -1.0\} must be >= 0"):
+            make_policy("cube_planner", env, cube_model=str(folder), keep=-1.0)
     finally:
         env.close()
