@@ -12,7 +12,7 @@ import torch
 
 from hmpc.costs import GOAL_MODES, CostWeights
 from hmpc.cube_model import COMBINE, CubeModel
-from hmpc.cube_mpc import CubeMPC
+from hmpc.cube_mpc import OBJECTIVE, CubeMPC, bad_objective
 from hmpc.guardrails import check_guardrails
 from hmpc.hierarchy import HierarchicalMPC
 from hmpc.landmarks import LandmarkGraph
@@ -26,7 +26,6 @@ from hmpc.world_model import WorldModel, WorldModelSpec
 KINDS = ("hierarchical", "flat", "pose", "cube", "oracle", "random", "rllib")
 NO_MODEL_KINDS = ("cube", "oracle", "random", "rllib")  # kinds that need no world-model checkpoint
 POSE_KEYS = ("agent_weight", "smoothness", "goal_mode", "goal_mix")  # kind pose: PoseMPC's objective
-CUBE_KEYS = ("reach", "disagreement", "members", "keep", "keep_margin")  # kind cube: CubeMPC's objective
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,7 @@ class ControllerSpec:
     # weights of the hand's distance to the cube, of the members' spread and of the cube leaving
     # reach (hmpc.cube_mpc)
     cube_model: str | None = None
-    cube: dict[str, Any] = field(default_factory=lambda: {"reach": 1.0, "disagreement": 2.0, "members": "mean",
-                                                          "keep": 0.0, "keep_margin": 0.05})
+    cube: dict[str, Any] = field(default_factory=lambda: dict(OBJECTIVE))
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -93,12 +91,9 @@ class ControllerSpec:
         if self.kind == "cube" and (self.compile is not None or self.replan_every != 1):
             raise ValueError(f"controllers.{self.name}: kind cube replans every step and compiles nothing; "
                              f"remove compile={self.compile!r} and replan_every={self.replan_every}")
-        bad = {k: v for k, v in self.cube.items()
-               if k not in CUBE_KEYS or (v not in COMBINE if k == "members" else
-                                         isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0)}
-        if bad:
-            raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(CUBE_KEYS)}, "
-                             f"members one of {list(COMBINE)}, the others numbers >= 0 "
+        if bad := bad_objective(self.cube):
+            raise ValueError(f"controllers.{self.name}.cube: {bad} not accepted; keys {list(OBJECTIVE)}, "
+                             f"members one of {list(COMBINE)}, the others finite numbers >= 0 "
                              "(e.g. cube: {reach: 1.0, disagreement: 2.0, members: mean, keep: 20.0, "
                              "keep_margin: 0.05})")
         if self.compile is not None and self.compile not in torch.compiler.list_backends(()):
@@ -123,11 +118,12 @@ def _optimizer(cfg: dict[str, Any], seed: int):
 
 def check_spec_guardrails(spec: ControllerSpec, model_spec: WorldModelSpec | None) -> None:
     """Refuse guardrail terms the controller cannot evaluate: any term for the oracle (it plans
-    in a simulator clone) and the cube planner (its objective is ``cube:``; its OOD term is
-    ``cube.disagreement``), state terms without a state probe, OOD without an ensemble."""
+    in a simulator clone) and the cube planner (its objective is ``cube:``: ``cube.keep`` keeps the
+    cube within reach, ``cube.disagreement`` is its OOD term), state terms without a state probe, OOD without an ensemble."""
     g, key = spec.cost_weights().guardrails, f"controllers.{spec.name}.weights.guardrails"
     why = {"oracle": "the oracle plans in a simulator clone and applies no guardrail costs",
-           "cube": "the cube planner applies no guardrail costs (its out-of-distribution term is "
+           "cube": "the cube planner takes its guardrails in its own objective (keep the cube within "
+                   f"reach: controllers.{spec.name}.cube.keep; out of distribution: "
                    f"controllers.{spec.name}.cube.disagreement)"}.get(spec.kind)  # fmt: skip
     if why and (g.state_bounds or g.forbidden or g.ood):
         raise ValueError(f"{key}: {why}; set their weights to 0 (bounds and regions are still counted "

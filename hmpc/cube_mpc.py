@@ -18,6 +18,7 @@ the third panel of the episode videos.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -28,6 +29,21 @@ from hmpc.cube_model import ACTION_DIM, COMBINE, CUBE, SEEN, CubeModel, ensemble
 from hmpc.cube_overlay import plan_overlay
 from hmpc.mpc import Controller, Obs, receding_step
 from hmpc.optimizers import Optimizer
+
+# the objective's defaults: CubeMPC's keyword arguments, the keys of controllers.<name>.cube
+OBJECTIVE: dict[str, Any] = {"reach": 1.0, "disagreement": 2.0, "members": "mean", "keep": 0.0, "keep_margin": 0.05}
+
+
+def bad_objective(objective: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a cube objective that :class:`CubeMPC` refuses: keys not in ``OBJECTIVE``,
+    ``members`` not one of ``COMBINE``, any other value not a finite number >= 0."""
+    def ok(k: str, v: Any) -> bool:
+        if k == "members":
+            return v in COMBINE
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return k in OBJECTIVE and number and math.isfinite(v) and v >= 0
+
+    return {k: v for k, v in objective.items() if not ok(k, v)}
 
 
 class CubeMPC(Controller):
@@ -40,17 +56,16 @@ class CubeMPC(Controller):
                  reach: float = 1.0, disagreement: float = 2.0, members: str = "mean", keep: float = 0.0,
                  keep_margin: float = 0.05, device: torch.device | str = "cpu",
                  deadline_ms: float | None = None) -> None:
-        if not (horizon >= 1 and candidates >= 1 and min(reach, disagreement, keep, keep_margin) >= 0):
+        bad = bad_objective({"reach": reach, "disagreement": disagreement, "members": members, "keep": keep,
+                             "keep_margin": keep_margin})  # fmt: skip
+        if not (horizon >= 1 and candidates >= 1) or bad:
             raise ValueError(f"cube controller: horizon={horizon} and candidates={candidates} must be >= 1, "
-                             f"reach={reach}, disagreement={disagreement}, keep={keep} and "
-                             f"keep_margin={keep_margin} >= 0")
+                             f"members one of {list(COMBINE)} and the weights finite numbers >= 0; got {bad}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.optimizer, self.horizon, self.candidates = optimizer, horizon, candidates
-        if members not in COMBINE:
-            raise ValueError(f"cube controller: members={members!r}; use one of {list(COMBINE)}")
         self.reach, self.disagreement, self.deadline_ms = reach, disagreement, deadline_ms
         self.combine, self.keep = members, keep
         self.keep_box = None

@@ -45,9 +45,11 @@ class CubePlannerPolicy:
             raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
         if not (np.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise={noise!r} must be a finite number >= 0")
+        from hmpc.cube_mpc import bad_objective
+
         objective = {"reach": reach, "disagreement": disagreement, "keep": keep, "keep_margin": keep_margin}
-        if bad := {k: v for k, v in objective.items() if not v >= 0}:
-            raise ValueError(f"cube_planner: {bad} must be >= 0 (as controllers.cube_cem.cube)")
+        if bad := bad_objective(objective):  # checked here: the controller is built at each reset
+            raise ValueError(f"cube_planner: {bad} must be finite numbers >= 0 (as controllers.cube_cem.cube)")
         self._base = base
         # Read from the folder in each worker: on a remote Ray cluster it must be on a shared filesystem.
         blob = cube_blob(cube_model, "policy.cube_model")

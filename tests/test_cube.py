@@ -74,6 +74,11 @@ def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube)
     action, info = ctrl.act(seen)
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
     assert not info["fallback"] and set(info["terms"]) == {"goal", "disagreement"}  # keep: off by default
+    kept = build_controller(ControllerSpec(name="c", kind="cube", optimizer={"name": "cem", "iters": 1, "population": 8},
+                                           horizon=3, cube={"keep": 20.0, "keep_margin": 0.1}), None, 4, seed=0, cube=loaded)  # fmt: skip
+    kept.reset(seen, goal)
+    assert kept.keep == 20.0 and "keep" in kept.act(seen)[1]["terms"]
+    assert torch.allclose(kept.keep_box[0], torch.tensor([0.25, -0.3]))  # the table region grown by 0.1
     drawn = ctrl.plan_image()  # the video's third panel, drawn only when asked
     assert drawn.shape == (32 * SCALE, 32 * SCALE, 3) and "subgoal_image" not in info
     frame = compose_frame(seen["pixels"], goal["pixels"], drawn, "t=0", scale=3)
@@ -141,10 +146,11 @@ def test_the_keep_term_is_how_far_the_predicted_cube_leaves_the_box():
     assert "keep" not in ensemble_terms([inside, out], s0, actions, goal, 1.0, 0.0)
     with pytest.raises(ValueError, match="keep=1.0 needs keep_box"):
         ensemble_terms([inside], s0, actions, goal, 1.0, 0.0, keep=1.0)
-    with pytest.raises(ValueError, match=r"\{'keep': -1\} not accepted"):
-        ControllerSpec(name="c", kind="cube", cube={"keep": -1})
-    with pytest.raises(ValueError, match="keep_margin=-0.1"):
-        CubeMPC(CubeModel(CubeReadout(), [inside]), CEM(seed=0), keep_margin=-0.1)
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"\{{'keep': {bad}\}} not accepted"):
+            ControllerSpec(name="c", kind="cube", cube={"keep": bad})
+    with pytest.raises(ValueError, match=r"\{'disagreement': nan, 'keep_margin': -0.1\}"):
+        CubeMPC(CubeModel(CubeReadout(), [inside]), CEM(seed=0), disagreement=float("nan"), keep_margin=-0.1)
 
 
 class _Pusher(nn.Module):
@@ -371,7 +377,7 @@ def test_readout_data_changes_the_readout_and_its_share_is_checked(tiny_cube):
                        readout_extra=[extra], readout_share=0.001)
 
 
-def test_cube_planner_refuses_a_model_fit_for_another_image_size(tiny_cube):
+def test_cube_planner_refuses_a_model_it_cannot_use_and_passes_its_objective_on(tiny_cube):
     from skills.registry import make_policy
 
     _, folder, _ = tiny_cube
@@ -379,7 +385,15 @@ def test_cube_planner_refuses_a_model_fit_for_another_image_size(tiny_cube):
     try:
         with pytest.raises(ValueError, match="32-pixel images"):
             make_policy("cube_planner", env, cube_model=str(folder))
-        with pytest.raises(ValueError, match=r"\{'keep': -1.0\} must be >= 0"):
+        with pytest.raises(ValueError, match=r"\{'keep': -1.0\} must be finite numbers >= 0"):
             make_policy("cube_planner", env, cube_model=str(folder), keep=-1.0)
+    finally:
+        env.close()
+    env = make_env("panda_pick_place", image_size=32)
+    try:
+        policy = make_policy("cube_planner", env, cube_model=str(folder), population=8, iters=1, keep=20.0)
+        env.reset(seed=0)
+        policy.reset(0)
+        assert policy.controller.keep == 20.0 and policy.controller.keep_box is not None  # passed on
     finally:
         env.close()
