@@ -142,7 +142,6 @@ def results_csv(aggregated: dict[str, dict], task: str) -> str:
     """The aggregated table as CSV, one row per task x controller (x condition)."""
     lines = [",".join(("task", "controller", *CSV_FIELDS))]
     for name, a in aggregated.items():
-        a = {"object_out_of_reach": None, **a,  # aggregates written before it was recorded
-             "ci95_low": a["pc_success_ci95"][0], "ci95_high": a["pc_success_ci95"][1]}
+        a = {**a, "ci95_low": a["pc_success_ci95"][0], "ci95_high": a["pc_success_ci95"][1]}
         lines.append(",".join([task, f'"{name}"', *(_csv_cell(a[k]) for k in CSV_FIELDS)]))
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ class CubePlannerPolicy:
                  elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, keep: float = 0.0,
                  keep_margin: float = 0.05, noise: float = 0.0) -> None:
         from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
+        from hmpc.cube_mpc import bad_objective
         from robots.registry import env_name
 
         base = getattr(env, "unwrapped", env)
@@ -45,8 +46,6 @@ class CubePlannerPolicy:
             raise ValueError(f"cube_planner needs an env with goal_observation(); got {type(base).__name__}")
         if not (np.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise={noise!r} must be a finite number >= 0")
-        from hmpc.cube_mpc import bad_objective
-
         objective = {"reach": reach, "disagreement": disagreement, "keep": keep, "keep_margin": keep_margin}
         if bad := bad_objective(objective):  # checked here: the controller is built at each reset
             raise ValueError(f"cube_planner: {bad} must be finite numbers >= 0 (as controllers.cube_cem.cube)")
@@ -57,8 +56,7 @@ class CubePlannerPolicy:
         check_cube_env(blob, env, env_name(env) or type(base).__name__)
         self.model = cube_from_blob(blob)
         self.planner = {"name": "cem", "iters": iters, "population": population, "elites": elites}
-        self.horizon, self.noise = horizon, float(noise)
-        self.objective = objective
+        self.horizon, self.noise, self.objective = horizon, float(noise), objective
         self._rng = np.random.default_rng()
         self.controller = None
 
