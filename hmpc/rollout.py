@@ -28,7 +28,7 @@ from hmpc.data.writer import (
 from hmpc.parallel import make_pool
 from robots import make_env
 from robots.perturbations import apply_perturbations
-from skills import make_policy
+from skills import make_policy, ship_policy
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,8 @@ def collect(
                          fps=fps, robot_type=env_spec.name)
     remove_stale_staging(root)
     seeds = {i: episode_seed(seed, i) for i in range(done, episodes)}
+    # files the policy names are read here, so workers on other machines need no shared filesystem
+    policy_spec = PolicySpec(policy_spec.name, ship_policy(policy_spec.name, policy_spec.kwargs))
     fns = {"episode": functools.partial(_episode_task, steps), "feed": _feed_task}
     pool = make_pool(functools.partial(_collect_setup, env_spec, policy_spec), fns,
                      min(workers, episodes - done), address=address)

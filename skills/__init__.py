@@ -2,7 +2,7 @@
 waypoint followers and scripted experts (data sources and baselines), all ``act(obs) -> action``."""
 
 from skills.exploration import CorrelatedNoisePolicy, Policy, UniformPolicy
-from skills.registry import POLICY_REGISTRY, make_policy, needs_env
+from skills.registry import POLICY_REGISTRY, make_policy, needs_env, ship_policy
 
 __all__ = [
     "POLICY_REGISTRY",
@@ -11,4 +11,5 @@ __all__ = [
     "UniformPolicy",
     "make_policy",
     "needs_env",
+    "ship_policy",
 ]

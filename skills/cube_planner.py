@@ -28,13 +28,14 @@ class CubePlannerPolicy:
 
     Args:
         env: a PandaPush / PandaPickPlace env (its goal image is read at ``reset``).
-        cube_model: the cube model's folder.
+        cube_model: the cube model's folder, or that folder as :meth:`ship` read it (what
+            ``hmpc-collect`` passes to its workers).
         horizon, population, iters, elites: the CEM planner (the ``cube_cem`` preset's defaults).
         reach, disagreement, keep, keep_margin: the objective (as ``controllers.cube_cem.cube``).
         noise: N(0, noise^2) added to every action component (then clipped to [-1, 1]).
     """
 
-    def __init__(self, env: Any, cube_model: str, horizon: int = 12, population: int = 128, iters: int = 3,
+    def __init__(self, env: Any, cube_model: str | dict[str, Any], horizon: int = 12, population: int = 128, iters: int = 3,
                  elites: int = 16, reach: float = 1.0, disagreement: float = 2.0, keep: float = 0.0,
                  keep_margin: float = 0.05, noise: float = 0.0) -> None:
         from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
@@ -50,8 +51,7 @@ class CubePlannerPolicy:
         if bad := bad_objective(objective):  # checked here: the controller is built at each reset
             raise ValueError(f"cube_planner: {bad} must be finite numbers >= 0 (as controllers.cube_cem.cube)")
         self._base = base
-        # Read from the folder in each worker: on a remote Ray cluster it must be on a shared filesystem.
-        blob = cube_blob(cube_model, "policy.cube_model")
+        blob = cube_model if isinstance(cube_model, dict) else cube_blob(cube_model, "policy.cube_model")
         # the env, image size and camera it was fit for, as hmpc-eval checks
         check_cube_env(blob, env, env_name(env) or type(base).__name__)
         self.model = cube_from_blob(blob)
@@ -59,6 +59,17 @@ class CubePlannerPolicy:
         self.horizon, self.noise, self.objective = horizon, float(noise), objective
         self._rng = np.random.default_rng()
         self.controller = None
+
+    @classmethod
+    def ship(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the ``cube_model`` folder read into plain config and arrays
+        (:func:`hmpc.cube_model.cube_blob`), in the driver: workers on other machines of a Ray
+        cluster need no shared filesystem."""
+        from hmpc.cube_model import cube_blob
+
+        if isinstance(kwargs.get("cube_model"), dict):
+            return kwargs
+        return {**kwargs, "cube_model": cube_blob(kwargs.get("cube_model"), "policy.cube_model")}
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (after ``env.reset``): a planner seeded by ``seed``, aimed at the goal image."""

@@ -55,6 +55,23 @@ class MixturePolicy:
         self.probs = np.asarray(weights) / sum(weights)
         self.current = 0
 
+    @classmethod
+    def ship(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Each component's arguments as :func:`skills.registry.ship_policy` ships them."""
+        from skills.registry import ship_policy
+
+        components = kwargs.get("components")
+        if not isinstance(components, Sequence) or isinstance(components, str):
+            return kwargs  # the constructor says what is wrong
+        shipped = []
+        for comp in components:
+            comp = dict(comp) if isinstance(comp, Mapping) else comp
+            if isinstance(comp, dict) and isinstance(comp.get("name"), str):
+                name = comp.pop("name")
+                comp = {"name": name, **ship_policy(name, comp)}
+            shipped.append(comp)
+        return {**kwargs, "components": shipped}
+
     def reset(self, seed: int | None = None) -> None:
         """Draw this episode's component from ``seed`` and reset it with the same seed."""
         rng = np.random.default_rng(None if seed is None else [seed, 0x6D6978])  # "mix" stream

@@ -21,7 +21,6 @@ from hmpc.cube_model import (
     fit_cube_model,
     load_cube_model,
     outside_box,
-    save_cube_model,
 )
 from hmpc.cube_mpc import CubeMPC
 from hmpc.cube_overlay import SCALE, project
@@ -31,19 +30,6 @@ from hmpc.evaluate import EvalConfig, evaluate, observation_for
 from hmpc.optimizers import CEM
 from hmpc.rollout import EnvSpec
 from robots import make_env
-
-
-@pytest.fixture(scope="module")
-def tiny_cube(tmp_path_factory):
-    """A cube model fit for a few steps on a few PandaPickPlace frames (32 pixels), saved."""
-    frames = random_frames("panda_pick_place", 2, 6, image_size=32)
-    model = fit_cube_model(frames, ensemble=2, steps=5, horizon=3, hidden=16, readout_steps=5, progress=False)
-    env = make_env("panda_pick_place", image_size=32)
-    camera = camera_config(env.unwrapped.camera)
-    env.close()
-    folder = save_cube_model(tmp_path_factory.mktemp("cube") / "cube", model,
-                             {"env": "panda_pick_place", "image_size": 32, "camera": camera})
-    return model, folder, frames
 
 
 def test_cube_model_round_trip_and_the_controller_never_sees_the_cube(tiny_cube):
@@ -301,56 +287,6 @@ def test_readout_batches_gather_across_datasets():
     np.testing.assert_array_equal(px[:, 0], [0, 2, 100, 103])
 
 
-def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cube, tmp_path):
-    """policy=cube_planner collects the planner's own episodes (seeded, in bounds, the cube's state
-    never passed to the planner); hmpc-cube trains the readout on them too (readout_data) and keeps
-    the dynamics of dynamics_from bit for bit."""
-    from hydra import compose, initialize_config_module
-
-    from hmpc.cli import collect as collect_cli
-    from hmpc.cli import cube as cube_cli
-    from skills.registry import make_policy
-
-    model, folder, _ = tiny_cube
-    env = make_env("panda_pick_place", image_size=32)
-    try:
-        policy = make_policy("cube_planner", env, cube_model=str(folder), population=8, iters=1, elites=2)
-        runs = []
-        for _ in range(2):
-            obs, _ = env.reset(seed=3)
-            policy.reset(3)
-            runs.append(np.stack([policy.act(obs) for _ in range(3)]))
-        np.testing.assert_array_equal(runs[0], runs[1])
-        assert runs[0].dtype == np.float32 and np.all(np.abs(runs[0]) <= 1)
-        seen = []
-        policy.controller.read = lambda obs: seen.append(obs["state"].shape) or model.read(  # record what it reads
-            torch.as_tensor(obs["pixels"])[None], torch.as_tensor(obs["state"])[None])
-        policy.act(obs)
-        assert seen == [(7,)]  # proprioception only
-    finally:
-        env.close()
-
-    def cfg(name: str, overrides: list[str]):
-        with initialize_config_module("configs", version_base="1.3"):
-            return compose(name, overrides=overrides)
-
-    data, planner = tmp_path / "data", tmp_path / "planner"
-    base = ["env=panda_pick_place", "env.image_size=32", "episodes=2", "steps=6", "workers=0"]
-    collect_cli.run(cfg("collect", [*base, f"output_dir={data}"]))
-    collect_cli.run(cfg("collect", [*base, "policy=cube_planner", f"policy.cube_model={folder}",
-                                    "policy.population=8", "policy.iters=1", "policy.elites=2", "seed=9",
-                                    f"output_dir={planner}"]))
-    out = tmp_path / "cube"
-    cube_cli.run(cfg("cube", ["env.image_size=32", "device=cpu", "readout_steps=4", f"data={data}",
-                              f"readout_data=[{planner}]", f"dynamics_from={folder}", f"output_dir={out}"]))
-    config = json.loads((out / "cube.json").read_text())
-    assert config["readout_data"] == [str(planner)] and config["dynamics_from"] == str(folder)
-    refit = load_cube_model(out)
-    for a, b in zip(refit.members, model.members, strict=True):
-        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-            assert ka == kb and torch.equal(va, vb), ka
-
-
 def test_fit_cube_model_refuses_readout_data_of_another_task(tiny_cube):
     from helpers import random_frames as frames_of
 
@@ -375,25 +311,3 @@ def test_readout_data_changes_the_readout_and_its_share_is_checked(tiny_cube):
     with pytest.raises(ValueError, match="readout_share=0.001"):
         fit_cube_model(frames, ensemble=1, steps=1, horizon=2, hidden=8, readout_steps=1, progress=False,
                        readout_extra=[extra], readout_share=0.001)
-
-
-def test_cube_planner_refuses_a_model_it_cannot_use_and_passes_its_objective_on(tiny_cube):
-    from skills.registry import make_policy
-
-    _, folder, _ = tiny_cube
-    env = make_env("panda_pick_place", image_size=64)
-    try:
-        with pytest.raises(ValueError, match="32-pixel images"):
-            make_policy("cube_planner", env, cube_model=str(folder))
-        with pytest.raises(ValueError, match=r"\{'keep': -1.0\} must be finite numbers >= 0"):
-            make_policy("cube_planner", env, cube_model=str(folder), keep=-1.0)
-    finally:
-        env.close()
-    env = make_env("panda_pick_place", image_size=32)
-    try:
-        policy = make_policy("cube_planner", env, cube_model=str(folder), population=8, iters=1, keep=20.0)
-        env.reset(seed=0)
-        policy.reset(0)
-        assert policy.controller.keep == 20.0 and policy.controller.keep_box is not None  # passed on
-    finally:
-        env.close()
