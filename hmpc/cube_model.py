@@ -30,6 +30,7 @@ from hmpc.checkpoint import atomic_save_weights, atomic_write_json
 from hmpc.cube_readout import PROPRIO, CubeReadout, extra_per_batch, train_readout
 from hmpc.data.windows import FrameArrays
 from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
+from hmpc.runtime import seeded
 from hmpc.security import check_safetensors_file
 
 WEIGHTS, CONFIG = "cube.safetensors", "cube.json"
@@ -148,8 +149,7 @@ def fit_members(frames: FrameArrays, ensemble: int, steps: int, horizon: int, hi
     std = torch.from_numpy(frames.state).float().std(0)
     members = []
     for k in range(ensemble):
-        with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
-            torch.manual_seed(seed + k)
+        with seeded(seed + k):  # the global generator left as it was
             member = CubeDynamics(hidden, std).to(device)
         members.append(fit_dynamics(member, frames, steps, horizon, seed + k, progress=progress))
     return members

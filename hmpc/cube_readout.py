@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import trange
 
 from hmpc.data.windows import FrameArrays
+from hmpc.runtime import seeded
 
 PROPRIO = slice(0, 4)  # end effector xyz, gripper width: what the controller may see
 CUBE_POSE = slice(7, 14)  # cube xyz, quaternion (x, y, z, w)
@@ -97,8 +98,7 @@ def train_readout(frames: FrameArrays, steps: int, seed: int, proprio: bool = Tr
                              f"Panda cube tasks' {CUBE_POSE.stop} (end effector, gripper, velocity, cube pose)")
     n_extra = extra_per_batch(extra_share, batch) if extra else 0
     total_extra = sum(f.num_frames for f in extra)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         net = CubeReadout(proprio=proprio).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

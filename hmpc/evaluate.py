@@ -61,6 +61,21 @@ class EvalConfig:
     atlas_size: int = 1024  # dataset frames searched to show a subgoal latent as an image
 
 
+def worker_resources(cfg: EvalConfig) -> tuple[str, float]:
+    """(device each episode plans on, GPUs each Ray worker asks for). Ray workers see only the
+    GPUs they ask for, so with ``workers`` > 0 and ``gpus_per_worker=0``: ``device=auto`` on a
+    machine with a GPU and no ``address`` lets the workers share its card (1/W each), and
+    otherwise plans on CPU; ``device=cuda`` is refused rather than crowding a card Ray does not
+    know is in use."""
+    if cfg.workers == 0 or cfg.gpus_per_worker > 0 or not (cfg.device == "auto" or cfg.device.startswith("cuda")):
+        return cfg.device, cfg.gpus_per_worker
+    if cfg.device == "auto":
+        share = cfg.address is None and torch.cuda.is_available()
+        return ("cuda", 1 / cfg.workers) if share else ("cpu", 0.0)
+    raise ValueError(f"device={cfg.device} with workers={cfg.workers} needs gpus_per_worker > 0 (e.g. "
+                     f"gpus_per_worker={1 / cfg.workers:.3g}: {cfg.workers} workers sharing one card), or device=cpu")
+
+
 def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Only the observation keys the controller declares, and of "state" only the prefix it
     declares (``state_dims``: proprioception, not the object poses after it); never info, success
@@ -299,6 +314,7 @@ def evaluate(
     ``conditions`` maps a name to ``{"env": {kwarg overrides}, "wrappers": [...]}``; each
     condition is a separate row per controller (robustness), on the same seeds.
     """
+    device, gpus_per_worker = worker_resources(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_specs = condition_specs(env_spec, conditions or {NOMINAL: {}})
@@ -337,9 +353,9 @@ def evaluate(
     rows = [row_label(n, c) for c in env_specs for n in specs]
     t0 = time.perf_counter()
     gen = parallel_map(
-        functools.partial(_setup, env_specs, blob, cfg.device, cubes),
+        functools.partial(_setup, env_specs, blob, device, cubes),
         functools.partial(_run, specs, cfg),
-        items, cfg.workers, num_gpus=cfg.gpus_per_worker, address=cfg.address,
+        items, cfg.workers, num_gpus=gpus_per_worker, address=cfg.address,
         retries=cfg.retries, on_failure=_failed,
     )
     records = []

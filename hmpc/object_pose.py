@@ -34,6 +34,7 @@ from hmpc.checkpoint import atomic_save_weights, atomic_write_json
 from hmpc.data.windows import FrameArrays
 from hmpc.models import KeypointEncoder, keypoint_grid_scale
 from hmpc.pose_dynamics import PoseDynamics, fit_dynamics
+from hmpc.runtime import seeded
 from hmpc.security import check_safetensors_file
 from hmpc.world_model import WorldModel
 
@@ -234,8 +235,7 @@ def fit_pose_model(world_model: WorldModel, frames: FrameArrays, image_map: np.n
     points, vectors = read_frames(enc, mask, frames.pixels, agent, device=device)
     readout = find_object(points, vectors, sign, members)
     pose = pose_state(readout, points, vectors, torch.as_tensor(agent, device=device)).cpu()
-    with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
-        torch.manual_seed(seed)
+    with seeded(seed):  # the global generator left as it was
         dyn = PoseDynamics(hidden, pose.std(0), image_map, keypoint_grid_scale(enc.image_size)).to(device)
     fit_dynamics(dyn, replace(frames, state=pose.numpy()), steps, horizon, seed, progress=progress)
     return PoseModel(enc, readout, dyn, mask, gyration)

@@ -42,9 +42,15 @@ class Optimizer(Protocol):
     ) -> tuple[torch.Tensor, dict[str, Any]]: ...
 
 
-def expired(deadline: float | None) -> bool:
-    """True once ``time.perf_counter()`` has reached ``deadline`` (never when it is None)."""
-    return deadline is not None and time.perf_counter() >= deadline
+def expired(deadline: float | None, wait_for: torch.Tensor | None = None) -> bool:
+    """True once ``time.perf_counter()`` has reached ``deadline`` (never when it is None). With
+    ``wait_for`` on a GPU, first waits for its stream's queued work (CUDA kernels run after the
+    call that queues them returns), so a late iteration is seen as late."""
+    if deadline is None:
+        return False
+    if wait_for is not None and wait_for.is_cuda:
+        torch.cuda.current_stream(wait_for.device).synchronize()
+    return time.perf_counter() >= deadline
 
 
 def _deadline_info(info: dict[str, Any], deadline: float | None, hit: bool) -> dict[str, Any]:
@@ -122,7 +128,7 @@ class GradientDescent:
                 cost = cost_fn(x)  # (B,)
                 opt.zero_grad(set_to_none=True)
                 cost.sum().backward()  # candidates are independent: the sum's grad is per-row
-            if expired(deadline):  # finished too late: discarded
+            if expired(deadline, cost):  # finished too late: discarded
                 hit = True
                 break
             it += 1
@@ -152,7 +158,7 @@ class GradientDescent:
             return x.detach()[i].clone(), _deadline_info(info, deadline, expired(deadline))
         with torch.no_grad():  # score the final iterate too (when there is time for it)
             final = None if hit or expired(deadline) else _rank_cost(cost_fn(x.detach()))
-            if final is not None and not expired(deadline):
+            if final is not None and not expired(deadline, final):
                 better = final < best_c
                 best_c = torch.where(better, final, best_c)
                 best_x[better] = x.detach()[better]
@@ -207,7 +213,7 @@ class CEM:
             cand = sample_around(self._gen, mean, std, self.population, self.noise_beta)
             cand = cand.clamp(low, high)  # (N, H, A)
             cost = _rank_cost(cost_fn(cand))
-            if expired(deadline):  # finished too late: discarded
+            if expired(deadline, cost):  # finished too late: discarded
                 break
             done += 1
             top = _merge_top(top, cand, cost, keep)
@@ -291,7 +297,7 @@ class MPPI:
             cand = sample_around(self._gen, mean, std, self.population).clamp(low, high)  # (N, H, A)
             # 2. score it; non-finite costs get weight exp(-inf) = 0 below
             cost = _rank_cost(cost_fn(cand))
-            if expired(deadline):  # finished too late: discarded
+            if expired(deadline, cost):  # finished too late: discarded
                 break
             done += 1
             top = _merge_top(top, cand, cost, keep)
@@ -311,7 +317,7 @@ class MPPI:
         if not expired(deadline):
             final = mean.clamp(low, high).unsqueeze(0)
             final_cost = _rank_cost(cost_fn(final))
-            if not expired(deadline):
+            if not expired(deadline, final_cost):
                 top = _merge_top(top, final, final_cost, keep)
         return _or_warm_start(top, init, low, high, keep), done
 

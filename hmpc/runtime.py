@@ -1,8 +1,22 @@
-"""Small runtime helpers shared by the CLI layer and the Ray workers: devices, threads, memory."""
+"""Small runtime helpers shared by the CLI layer and the Ray workers: devices, threads, memory,
+seeded initialisation."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Within the block, torch's CPU generator starts from ``seed``; after it, the caller's CPU
+    generator is as it was and no GPU generator was touched (or initialised). For seeded module
+    initialisation: build on CPU in the block, move to the device after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -99,8 +99,9 @@ def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _trial(config: dict[str, Any], *, base: dict[str, Any], data: str, build: Build,
-           image_size: int, action_dim: int, threads: int) -> None:  # fmt: skip
-    """One Tune trial: train with the overrides in ``config``; report each validation."""
+           image_size: int, action_dim: int, threads: int, gpu: bool) -> None:  # fmt: skip
+    """One Tune trial: train with the overrides in ``config``; report each validation. On the GPU
+    Ray gave it when it asked for one (``gpus_per_trial`` > 0), else on CPU."""
     import torch
     from ray import tune
 
@@ -115,7 +116,7 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], data: str, build: Bu
     def report(step: int, row: dict[str, float]) -> None:
         tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))} | {"step": step})
 
-    train_world_model(data, out, spec, weights, train_cfg, resolve_device("auto"),
+    train_world_model(data, out, spec, weights, train_cfg, resolve_device("auto" if gpu else "cpu"),
                       progress=False, on_validate=report)  # fmt: skip
 
 
@@ -149,6 +150,7 @@ def run_sweep(
     trainable = tune.with_parameters(
         _trial, base=base, data=str(Path(data).resolve()), build=build,
         image_size=ds.image_shape[0], action_dim=ds.action_dim, threads=int(cfg.cpus_per_trial),
+        gpu=cfg.gpus_per_trial > 0,
     )  # fmt: skip
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     tuner = tune.Tuner(

@@ -155,7 +155,9 @@ def load_training_checkpoint(
     raw = json.loads((folder / TRAIN_STATE).read_text())
     device = model.device
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
-    optimizer_from_safe(opt, load_file(str(folder / OPTIMIZER), device=str(device)), raw["optimizer"])
+    # loaded on CPU: load_state_dict moves the moments to the parameters' device and keeps Adam's
+    # step counters on CPU, as in a fresh run (on a GPU they would cost a sync per parameter per step)
+    optimizer_from_safe(opt, load_file(str(folder / OPTIMIZER), device="cpu"), raw["optimizer"])
     sched.load_state_dict(dict(raw["scheduler"]))
     if target is not None:
         if not (folder / TARGET).is_file():

@@ -34,6 +34,7 @@ from hmpc.models import (
     make_predictor,
     mlp,
 )
+from hmpc.runtime import seeded
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,6 @@ class WorldModel(nn.Module):
 
 def build_world_model(spec: WorldModelSpec, seed: int, device: torch.device | str = "cpu") -> WorldModel:
     """Construct with seeded initialisation without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = WorldModel(spec)
     return model.to(device)

@@ -166,3 +166,20 @@ def test_subgoal_atlas_of_a_state_fusing_model_reads_the_frames_state():
     with torch.no_grad():
         want = model.encode(torch.as_tensor(frames.pixels).permute(0, 3, 1, 2), torch.as_tensor(frames.state))
     assert np.allclose(atlas.latents, want.numpy(), atol=1e-5)  # all 6 frames, in order
+
+
+def test_ray_workers_plan_on_the_gpus_they_ask_for(monkeypatch):
+    """Ray workers see only the GPUs they request: with workers and no gpus_per_worker, device=auto
+    shares a local card (1/W each) or plans on CPU, and device=cuda is refused naming the fix."""
+    def resources(cuda: bool, **kw):
+        monkeypatch.setattr(ev.torch.cuda, "is_available", lambda: cuda)
+        return ev.worker_resources(EvalConfig(**kw))
+
+    assert resources(True, workers=0, device="auto") == ("auto", 0.0)  # in-process: sees every GPU
+    assert resources(True, workers=2, device="cuda:1", gpus_per_worker=0.5) == ("cuda:1", 0.5)
+    assert resources(True, workers=4, device="auto") == ("cuda", 0.25)
+    assert resources(True, workers=4, device="auto", address="auto") == ("cpu", 0.0)  # the cluster's GPUs are unknown here
+    assert resources(False, workers=2, device="auto") == ("cpu", 0.0)
+    assert resources(False, workers=2, device="cpu") == ("cpu", 0.0)
+    with pytest.raises(ValueError, match=r"device=cuda with workers=2 needs gpus_per_worker > 0 \(e.g. gpus_per_worker=0.5"):
+        resources(True, workers=2, device="cuda")

@@ -199,3 +199,25 @@ def test_icem_options_are_checked():
     with pytest.raises(ValueError, match="keep_elites"):
         CEM(elites=4, keep_elites=5)
 
+
+
+def test_a_deadline_check_waits_for_queued_gpu_work(monkeypatch):
+    """On a GPU, expired(deadline, tensor) first synchronises the tensor's stream (kernels run
+    after the call that queues them), so late work is seen as late; without a deadline, or for a
+    CPU tensor, it never synchronises."""
+    import hmpc.optimizers as opt
+
+    synced = []
+
+    class Stream:
+        def synchronize(self):
+            synced.append(True)
+
+    class OnGpu:
+        is_cuda, device = True, "cuda:0"
+
+    monkeypatch.setattr(opt.torch.cuda, "current_stream", lambda device: synced.append(device) or Stream())
+    assert not opt.expired(None, OnGpu()) and synced == []
+    assert not opt.expired(opt.time.perf_counter() + 60, torch.zeros(2)) and synced == []
+    assert not opt.expired(opt.time.perf_counter() + 60, OnGpu()) and synced == ["cuda:0", True]
+    assert opt.expired(opt.time.perf_counter() - 1, OnGpu())

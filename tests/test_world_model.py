@@ -91,10 +91,12 @@ def test_macro_support_projection():
     assert torch.isfinite(outside.grad).all()
 
 
-def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone(monkeypatch):
+    gpu_seeds = []  # torch.manual_seed would also (lazily) seed every GPU's generator
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", gpu_seeds.append)
     state = torch.random.get_rng_state()
     a, b = build_world_model(SPEC, 3), build_world_model(SPEC, 3)
-    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(torch.random.get_rng_state(), state) and gpu_seeds == []
     for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 
