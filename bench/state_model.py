@@ -39,6 +39,7 @@ from hmpc.optimizers import CEM
 from hmpc.pose_dynamics import RelativeDynamics, error_ratios, fit_dynamics, gelu_mlp, pose_distance
 from hmpc.report import wilson_interval
 from hmpc.rollout import episode_seed
+from hmpc.runtime import seeded
 from robots import make_env
 from robots.push_t import BLOCK_GYRATION
 
@@ -70,8 +71,7 @@ def train_dynamics(frames: FrameArrays, steps: int, horizon: int, hidden: int, s
                    batch: int = 256, frame: str = "absolute") -> nn.Module:
     """A dynamics model of ``--frame`` kind, seeded, fit by :func:`fit_dynamics`."""
     state = torch.from_numpy(frames.state).float()
-    with torch.random.fork_rng():  # seeded initialisation, the global generator left as it was
-        torch.manual_seed(seed)
+    with seeded(seed):  # the global generator left as it was
         model = (StateDynamics(state.shape[1], frames.action.shape[1], hidden, state.mean(0), state.std(0))
                  if frame == "absolute" else RelativeDynamics(hidden, state.std(0), frame == "block"))
     return fit_dynamics(model, frames, steps, horizon, seed, batch)

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import build_frame_cache
 from hmpc.models import make_encoder
+from hmpc.runtime import seeded
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
@@ -54,8 +55,7 @@ def main() -> None:
     preset = OmegaConf.load(PRESETS / f"{args.preset}.yaml")
     train = build_frame_cache(LeRobotDataset(args.data), progress=False)
     held = build_frame_cache(LeRobotDataset(args.held_out), progress=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+    with seeded(args.seed):
         encoder = make_encoder(train.pixels.shape[1], preset.latent_dim, tuple(preset.widths),
                                keypoints=preset.get("keypoints", 0))
         head = torch.nn.Linear(preset.latent_dim, len(args.dims))
