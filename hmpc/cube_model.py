@@ -28,7 +28,7 @@ from torch import nn
 
 from hmpc.checkpoint import atomic_save_weights, atomic_write_json
 from hmpc.cube_readout import PROPRIO, CubeReadout, extra_per_batch, train_readout
-from hmpc.data.windows import FrameArrays
+from hmpc.data.windows import FrameArrays, state_frames
 from hmpc.pose_dynamics import fit_dynamics, gelu_mlp, step_rollout
 from hmpc.runtime import seeded
 from hmpc.security import check_safetensors_file
@@ -159,21 +159,29 @@ def fit_cube_model(frames: FrameArrays, ensemble: int = 4, steps: int = 2500, ho
                    hidden: int = 512, readout_steps: int = 3000, proprio: bool = False, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True,
                    readout_extra: Sequence[FrameArrays] = (), readout_share: float = 0.25,
-                   members: Sequence[CubeDynamics] | None = None) -> CubeModel:
+                   members: Sequence[CubeDynamics] | None = None,
+                   dynamics_extra: Sequence[FrameArrays] = ()) -> CubeModel:
     """Fit the readout (``readout_steps``, seed ``seed``; with the image's proprioception as input
     when ``proprio``; ``readout_share`` of each batch from ``readout_extra`` where given, for
     example the planner's own episodes) and ``ensemble`` dynamics members (``steps`` each,
     ``horizon``-step open-loop windows; member k seeded ``seed + k``) on ``frames`` (pixels,
-    14-dim state, 4-dim actions). ``members``: reuse these dynamics instead of fitting new ones."""
+    14-dim state, 4-dim actions), and on ``dynamics_extra``'s episodes too (states and actions
+    only: for example the planner's own episodes, whose states the data never showed).
+    ``members``: reuse these dynamics instead of fitting new ones."""
     check_cube_frames(frames, "fit_cube_model frames")
-    for i, f in enumerate(readout_extra):
-        check_cube_frames(f, f"fit_cube_model readout_extra[{i}]")
+    for key, extra in (("readout_extra", readout_extra), ("dynamics_extra", dynamics_extra)):
+        for i, f in enumerate(extra):
+            check_cube_frames(f, f"fit_cube_model {key}[{i}]")
+    if members is not None and dynamics_extra:
+        raise ValueError("fit_cube_model: give members (reused dynamics) or dynamics_extra (data to fit new "
+                         "ones on), not both")
     if readout_extra:
         extra_per_batch(readout_share, key="readout_share")  # refused before any fitting
     if members is None:
         if ensemble < 1:
             raise ValueError(f"ensemble={ensemble}: use >= 1 dynamics members (2 or more give the disagreement term)")
-        members = fit_members(frames, ensemble, steps, horizon, hidden, seed, device, progress)
+        dyn_frames = state_frames([frames, *dynamics_extra]) if dynamics_extra else frames
+        members = fit_members(dyn_frames, ensemble, steps, horizon, hidden, seed, device, progress)
     readout = train_readout(frames, readout_steps, seed, proprio=proprio, device=device, progress=progress,
                             extra=readout_extra, extra_share=readout_share)
     return CubeModel(readout, [m.to(device) for m in members]).eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from hmpc.cube_model import load_cube_model
 from robots import make_env
 
 
-def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cube, tmp_path):
+def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cube, tmp_path, capsys):
     """policy=cube_planner collects the planner's own episodes (seeded, in bounds, the cube's state
     never passed to the planner); hmpc-cube trains the readout on them too (readout_data) and keeps
     the dynamics of dynamics_from bit for bit."""
@@ -62,6 +63,14 @@ def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cub
         for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert ka == kb and torch.equal(va, vb), ka
 
+    # dynamics_data: the dynamics are fit anew on the planner's episodes too; not with dynamics_from
+    small = ["env.image_size=32", "device=cpu", "readout_steps=2", "steps=3", "horizon=2", "hidden=8", "ensemble=2",
+             f"data={data}", f"dynamics_data=[{planner}]"]
+    cube_cli.run(cfg("cube", [*small, f"output_dir={tmp_path / 'dyn'}"]))
+    assert json.loads((tmp_path / "dyn" / "cube.json").read_text())["dynamics_data"] == [str(planner)]
+    with pytest.raises(SystemExit):
+        cube_cli.run(cfg("cube", [*small, f"dynamics_from={folder}", f"output_dir={tmp_path / 'both'}"]))
+    assert "fits new ones on more data: set one of them" in capsys.readouterr().err
 
 
 def test_cube_planner_refuses_a_model_it_cannot_use_and_passes_its_objective_on(tiny_cube):
@@ -125,3 +134,33 @@ def test_cube_planner_ships_its_model_so_workers_need_no_shared_filesystem(tiny_
     collect(EnvSpec("panda_pick_place", {"image_size": 32}), PolicySpec("cube_planner", {**args, "cube_model": str(folder)}),
             tmp_path / "data", episodes=1, steps=2, workers=0, progress=False)
     assert len(seen) == 1 and isinstance(seen[0]["cube_model"], dict)
+
+
+def test_dynamics_extra_fits_the_members_on_both_datasets_episode_by_episode(tiny_cube):
+    """fit_cube_model(dynamics_extra=...) fits the members on state_frames([frames, *extra]): the
+    episodes of both back to back (no window across them), pixels not copied."""
+    from hmpc.cube_model import fit_cube_model, fit_members
+    from hmpc.data.windows import WindowSampler, state_frames
+
+    _, _, frames = tiny_cube
+    more = replace(frames, state=frames.state[::-1].copy(), action=frames.action[::-1].copy())
+    both = state_frames([frames, more])
+    n = frames.num_frames
+    assert both.pixels.shape == (2 * n, 0, 0, 3) and both.num_episodes == 2 * frames.num_episodes
+    np.testing.assert_array_equal(both.state, np.concatenate([frames.state, more.state]))
+    np.testing.assert_array_equal(both.episode_starts, np.concatenate([frames.episode_starts, n + frames.episode_starts]))
+    np.testing.assert_array_equal(both.episode_index[n:], frames.num_episodes + frames.episode_index)
+    starts = WindowSampler(both, 4).starts
+    assert all(both.episode_index[s] == both.episode_index[s + 3] for s in starts)  # inside one episode
+    with pytest.raises(ValueError, match="sizes differ"):
+        state_frames([frames, replace(frames, state=frames.state[:, :7])])
+
+    sizes = {"ensemble": 1, "steps": 3, "horizon": 2, "hidden": 8, "readout_steps": 1, "progress": False}
+    fit = fit_cube_model(frames, dynamics_extra=[more], **sizes)
+    alone = fit_cube_model(frames, **sizes)
+    ref = fit_members(both, 1, 3, 2, 8, progress=False)[0]
+    for (k, a), b in zip(fit.members[0].state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert not torch.equal(fit.members[0].net[0].weight, alone.members[0].net[0].weight)
+    with pytest.raises(ValueError, match="not both"):
+        fit_cube_model(frames, members=list(alone.members), dynamics_extra=[more], **sizes)

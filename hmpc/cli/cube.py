@@ -5,7 +5,8 @@
 
 The readout can also learn from the planner's own episodes (``policy=cube_planner``), reusing the
 dynamics already fit: ``hmpc-cube data=<dataset> readout_data=[<planner episodes>]
-dynamics_from=runs/cube output_dir=runs/cube2`` (about 3.5 min).
+dynamics_from=runs/cube output_dir=runs/cube2`` (about 3.5 min); with ``dynamics_data=[<planner
+episodes>]`` instead of ``dynamics_from`` the dynamics are fit anew on them too.
 """
 
 from __future__ import annotations
@@ -84,13 +85,18 @@ def run(cfg: DictConfig) -> None:
     hf = _frames(held, "held_out", spec.name, size) if held is not None else None
     extra_dirs = [existing_dir(d, f"readout_data[{i}]", _PLANNER) for i, d in enumerate(cfg.readout_data or [])]
     extra = [_frames(d, f"readout_data[{i}]", spec.name, size) for i, d in enumerate(extra_dirs)]
+    if cfg.dynamics_from and cfg.dynamics_data:
+        raise ValueError(f"dynamics_from={cfg.dynamics_from} reuses fitted dynamics, dynamics_data={list(cfg.dynamics_data)} "
+                         "fits new ones on more data: set one of them")
+    dyn_dirs = [existing_dir(d, f"dynamics_data[{i}]", _PLANNER) for i, d in enumerate(cfg.dynamics_data or [])]
+    dyn_extra = [_frames(d, f"dynamics_data[{i}]", spec.name, size) for i, d in enumerate(dyn_dirs)]
     device = resolve_device(cfg.device)
     members, fit = _members(cfg.dynamics_from, spec.name, device) if cfg.dynamics_from else (None, {})
     steps, horizon = fit.get("steps", cfg.steps), fit.get("horizon", cfg.horizon)  # what the members were fit with
     t0 = time.perf_counter()
     model = fit_cube_model(frames, cfg.ensemble, cfg.steps, cfg.horizon, cfg.hidden, cfg.readout_steps,
                            cfg.proprio, cfg.seed, device, readout_extra=extra, readout_share=cfg.readout_share,
-                           members=members)
+                           members=members, dynamics_extra=dyn_extra)
     report = {"fit_min": round((time.perf_counter() - t0) / 60, 1)}
     if hf is not None:
         report["held_out_error_over_copying"] = _finite(error_ratios(model.members[0], hf, GROUPS), 4)
@@ -101,7 +107,8 @@ def run(cfg: DictConfig) -> None:
                                  "data": str(root), "steps": steps, "horizon": horizon,
                                  "readout_steps": cfg.readout_steps, "seed": cfg.seed,
                                  "readout_data": [str(d) for d in extra_dirs], "readout_share": cfg.readout_share,
-                                 "dynamics_from": cfg.dynamics_from, **report})
+                                 "dynamics_from": cfg.dynamics_from, "dynamics_data": [str(d) for d in dyn_dirs],
+                                 **report})
     print(json.dumps(report))
     print(f"cube model: {out} (plan with `hmpc-eval env={spec.name} 'controllers=[cube_cem]' cube_model={out}`)")
 

@@ -48,6 +48,24 @@ class FrameArrays:
         return int(self.episode_lengths.shape[0])
 
 
+def state_frames(parts: Sequence[FrameArrays]) -> FrameArrays:
+    """The episodes of ``parts`` back to back, states and actions only: ``pixels`` is an empty
+    (N, 0, 0, 3) array. For models of the state and actions alone (windows never cross from one
+    part to the next: each part's episodes stay episodes)."""
+    if not parts:
+        raise ValueError("state_frames needs at least one FrameArrays")
+    shapes = {(f.state.shape[1], f.action.shape[1]) for f in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"state_frames: the parts' (state, action) sizes differ: {sorted(shapes)}")
+    lengths = np.concatenate([f.episode_lengths for f in parts]).astype(np.int64)
+    return FrameArrays(
+        pixels=np.zeros((int(lengths.sum()), 0, 0, 3), np.uint8),
+        state=np.concatenate([f.state for f in parts]), action=np.concatenate([f.action for f in parts]),
+        has_action=np.concatenate([f.has_action for f in parts]),
+        episode_index=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
+        episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), episode_lengths=lengths)
+
+
 def cache_key(dataset: LeRobotDataset) -> str:
     """Hash of info.json + stats.json + camera + size and mtime of every data/video file read:
     changes whenever episodes are added or a file is replaced (so a file corrupted or repaired
