@@ -5,7 +5,8 @@ held-out episodes) and badly where the planner goes (bench/RESULTS.md: 4.3 cm on
 cube planner visits, the hand low beside the cube), because the planner reaches states the expert
 and the noise never did. Collecting the planner's own episodes, with the simulator's cube pose
 logged as every dataset's label, and training the readout on them too (``hmpc-cube
-readout_data=[...]``) is DAgger for perception:
+readout_data=[...]``) is DAgger for perception; the same episodes show the dynamics the states
+the planner reaches (``hmpc-cube dynamics_data=[...]``):
 
     hmpc-collect env=panda_pick_place policy=cube_planner policy.cube_model=runs/cube episodes=50 seed=9000 output_dir=<dir>
 
