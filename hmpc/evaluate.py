@@ -66,7 +66,10 @@ def worker_resources(cfg: EvalConfig) -> tuple[str, float]:
     GPUs they ask for, so with ``workers`` > 0 and ``gpus_per_worker=0``: ``device=auto`` on a
     machine with a GPU and no ``address`` lets the workers share its card (1/W each), and
     otherwise plans on CPU; ``device=cuda`` is refused rather than crowding a card Ray does not
-    know is in use."""
+    know is in use. ``cuda:N`` is refused too: a worker sees only the card Ray gives it, as cuda:0."""
+    if cfg.workers > 0 and cfg.device.startswith("cuda:"):
+        raise ValueError(f"device={cfg.device} with workers={cfg.workers}: each Ray worker sees only the card Ray "
+                         "assigns it; use device=cuda with gpus_per_worker (or workers=0 to pick the card)")
     if cfg.workers == 0 or cfg.gpus_per_worker > 0 or not (cfg.device == "auto" or cfg.device.startswith("cuda")):
         return cfg.device, cfg.gpus_per_worker
     if cfg.device == "auto":

@@ -62,15 +62,15 @@ class CubePlannerPolicy:
         self.controller = None
 
     @classmethod
-    def ship(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def ship(cls, kwargs: dict[str, Any], key: str = "policy") -> dict[str, Any]:
         """``kwargs`` with the ``cube_model`` folder read into plain config and arrays
         (:func:`hmpc.cube_model.cube_blob`), in the driver: workers on other machines of a Ray
-        cluster need no shared filesystem."""
+        cluster need no shared filesystem. Errors name ``<key>.cube_model``."""
         from hmpc.cube_model import cube_blob
 
         if isinstance(kwargs.get("cube_model"), dict):
             return kwargs
-        return {**kwargs, "cube_model": cube_blob(kwargs.get("cube_model"), "policy.cube_model")}
+        return {**kwargs, "cube_model": cube_blob(kwargs.get("cube_model"), f"{key}.cube_model")}
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (after ``env.reset``): a planner seeded by ``seed``, aimed at the goal image."""

@@ -56,19 +56,20 @@ class MixturePolicy:
         self.current = 0
 
     @classmethod
-    def ship(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Each component's arguments as :func:`skills.registry.ship_policy` ships them."""
+    def ship(cls, kwargs: dict[str, Any], key: str = "policy") -> dict[str, Any]:
+        """Each component's arguments as :func:`skills.registry.ship_policy` ships them (errors
+        name ``<key>.components[i]``)."""
         from skills.registry import ship_policy
 
         components = kwargs.get("components")
         if not isinstance(components, Sequence) or isinstance(components, str):
             return kwargs  # the constructor says what is wrong
         shipped = []
-        for comp in components:
+        for i, comp in enumerate(components):
             comp = dict(comp) if isinstance(comp, Mapping) else comp
             if isinstance(comp, dict) and isinstance(comp.get("name"), str):
                 name = comp.pop("name")
-                comp = {"name": name, **ship_policy(name, comp)}
+                comp = {"name": name, **ship_policy(name, comp, f"{key}.components[{i}]")}
             shipped.append(comp)
         return {**kwargs, "components": shipped}
 

@@ -38,15 +38,16 @@ def needs_env(name: str) -> bool:
     return bool(params) and params[0] == "env"
 
 
-def ship_policy(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def ship_policy(name: str, kwargs: dict[str, Any], key: str = "policy") -> dict[str, Any]:
     """``name``'s constructor arguments as they should travel to workers: a policy class with a
-    ``ship(kwargs)`` classmethod reads what it names on disk here, in the driver (the cube
+    ``ship(kwargs, key)`` classmethod reads what it names on disk here, in the driver (the cube
     planner's model folder), so workers on other machines need no shared filesystem and a bad
-    path fails before any worker starts. Other policies' arguments are returned as given."""
+    path fails before any worker starts; errors name the config key under ``key``. Other
+    policies' arguments are returned as given."""
     if name not in POLICY_REGISTRY:
         return dict(kwargs)  # make_policy names the known policies
     ship = getattr(policy_class(name), "ship", None)
-    return ship(dict(kwargs)) if ship is not None else dict(kwargs)
+    return ship(dict(kwargs), key) if ship is not None else dict(kwargs)
 
 
 def make_policy(name: str, env: Any, **kwargs: Any) -> Policy:

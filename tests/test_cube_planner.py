@@ -71,6 +71,9 @@ def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cub
     with pytest.raises(SystemExit):
         cube_cli.run(cfg("cube", [*small, f"dynamics_from={folder}", f"output_dir={tmp_path / 'both'}"]))
     assert "fits new ones on more data: set one of them" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cube_cli.run(cfg("cube", [*small[:-1], f"dynamics_data={planner}", f"output_dir={tmp_path / 'str'}"]))
+    assert f"dynamics_data={planner}: give a list, dynamics_data=[{planner}]" in capsys.readouterr().err
 
 
 def test_cube_planner_refuses_a_model_it_cannot_use_and_passes_its_objective_on(tiny_cube):
@@ -108,12 +111,14 @@ def test_cube_planner_ships_its_model_so_workers_need_no_shared_filesystem(tiny_
     args = {"cube_model": str(copy), "population": 8, "iters": 1, "elites": 2}
     shipped = ship_policy("cube_planner", args)
     assert isinstance(shipped["cube_model"], dict) and args["cube_model"] == str(copy)  # args untouched
-    assert ship_policy("cube_planner", shipped) is not None  # shipping twice is harmless
+    assert ship_policy("cube_planner", shipped)["cube_model"] is shipped["cube_model"]  # shipped once only
     mix = ship_policy("mixture", {"components": [{"name": "cube_planner", "weight": 2, **args}, {"name": "uniform"}]})
     assert isinstance(mix["components"][0]["cube_model"], dict) and mix["components"][0]["weight"] == 2
     assert mix["components"][1] == {"name": "uniform"}
     with pytest.raises(FileNotFoundError, match="policy.cube_model="):
         ship_policy("cube_planner", {"cube_model": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match=r"policy.components\[1\].cube_model="):
+        ship_policy("mixture", {"components": [{"name": "uniform"}, {"name": "cube_planner", "cube_model": "nowhere"}]})
 
     env = make_env("panda_pick_place", image_size=32)
     try:

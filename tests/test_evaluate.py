@@ -176,7 +176,10 @@ def test_ray_workers_plan_on_the_gpus_they_ask_for(monkeypatch):
         return ev.worker_resources(EvalConfig(**kw))
 
     assert resources(True, workers=0, device="auto") == ("auto", 0.0)  # in-process: sees every GPU
-    assert resources(True, workers=2, device="cuda:1", gpus_per_worker=0.5) == ("cuda:1", 0.5)
+    assert resources(True, workers=2, device="cuda", gpus_per_worker=0.5) == ("cuda", 0.5)
+    assert resources(True, workers=0, device="cuda:1") == ("cuda:1", 0.0)
+    with pytest.raises(ValueError, match="device=cuda:1 with workers=2: each Ray worker sees only the card"):
+        resources(True, workers=2, device="cuda:1", gpus_per_worker=0.5)
     assert resources(True, workers=4, device="auto") == ("cuda", 0.25)
     assert resources(True, workers=4, device="auto", address="auto") == ("cpu", 0.0)  # the cluster's GPUs are unknown here
     assert resources(False, workers=2, device="auto") == ("cpu", 0.0)

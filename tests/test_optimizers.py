@@ -221,3 +221,17 @@ def test_a_deadline_check_waits_for_queued_gpu_work(monkeypatch):
     assert not opt.expired(opt.time.perf_counter() + 60, torch.zeros(2)) and synced == []
     assert not opt.expired(opt.time.perf_counter() + 60, OnGpu()) and synced == ["cuda:0", True]
     assert opt.expired(opt.time.perf_counter() - 1, OnGpu())
+
+
+@pytest.mark.parametrize("name", ["gd", "cem", "mppi"])
+def test_each_optimiser_waits_for_the_evaluation_it_times(name, monkeypatch):
+    """After each evaluation, GD, CEM and MPPI ask expired() with the cost they just computed, so
+    on a GPU the check waits for that work."""
+    import hmpc.optimizers as opt
+
+    waited, check = [], opt.expired
+    monkeypatch.setattr(opt, "expired", lambda d, t=None: waited.append(t) or check(d, t))
+    kwargs = {"gd": {"iters": 3}, "cem": {"iters": 3, "population": 8, "elites": 2}, "mppi": {"iters": 3, "population": 8}}
+    make_optimizer(name, **kwargs[name]).optimize(lambda x: x.pow(2).sum((1, 2)), torch.zeros(2, 3, 2), -1.0, 1.0,
+                                                  deadline=opt.time.perf_counter() + 60)
+    assert sum(isinstance(t, torch.Tensor) for t in waited) >= 3

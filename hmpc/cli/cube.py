@@ -72,6 +72,12 @@ def run(cfg: DictConfig) -> None:
     from hmpc.pose_dynamics import error_ratios
     from hmpc.runtime import resolve_device
 
+    for key in ("readout_data", "dynamics_data"):
+        if isinstance(cfg[key], str):
+            raise ValueError(f"{key}={cfg[key]}: give a list, {key}=[{cfg[key]}]")
+    if cfg.dynamics_from and cfg.dynamics_data:
+        raise ValueError(f"dynamics_from={cfg.dynamics_from} reuses fitted dynamics, dynamics_data={list(cfg.dynamics_data)} "
+                         "fits new ones on more data: set one of them")
     root = existing_dir(cfg.data, "data", _COLLECT)
     held = existing_dir(cfg.held_out, "held_out", "collect a second, smaller one with another seed") if cfg.held_out else None
     spec = env_spec(cfg)
@@ -85,9 +91,6 @@ def run(cfg: DictConfig) -> None:
     hf = _frames(held, "held_out", spec.name, size) if held is not None else None
     extra_dirs = [existing_dir(d, f"readout_data[{i}]", _PLANNER) for i, d in enumerate(cfg.readout_data or [])]
     extra = [_frames(d, f"readout_data[{i}]", spec.name, size) for i, d in enumerate(extra_dirs)]
-    if cfg.dynamics_from and cfg.dynamics_data:
-        raise ValueError(f"dynamics_from={cfg.dynamics_from} reuses fitted dynamics, dynamics_data={list(cfg.dynamics_data)} "
-                         "fits new ones on more data: set one of them")
     dyn_dirs = [existing_dir(d, f"dynamics_data[{i}]", _PLANNER) for i, d in enumerate(cfg.dynamics_data or [])]
     dyn_extra = [_frames(d, f"dynamics_data[{i}]", spec.name, size) for i, d in enumerate(dyn_dirs)]
     device = resolve_device(cfg.device)
