@@ -15,7 +15,7 @@ from robots.adapter import GymnasiumAdapter
 class _Slider(gymnasium.Env):
     """A goal-conditioned 1-D slider with actions in [0, 2] (1 = stand still) and 48 px frames."""
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, render_mode=None):
         self.render_mode = render_mode
