@@ -38,7 +38,7 @@ from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_b
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
 from hmpc.object_pose import check_pose_env, pose_blob, pose_from_blob
-from hmpc.parallel import parallel_map
+from hmpc.parallel import parallel_map, worker_device
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
 from hmpc.report import aggregate, difficulty_table, results_csv, results_table
 from hmpc.rollout import EnvSpec, episode_seed
@@ -59,24 +59,6 @@ class EvalConfig:
     videos: int = 2  # episodes per controller saved as mp4 (camera | goal | subgoal)
     video_fps: int = 10
     atlas_size: int = 1024  # dataset frames searched to show a subgoal latent as an image
-
-
-def worker_resources(cfg: EvalConfig) -> tuple[str, float]:
-    """(device each episode plans on, GPUs each Ray worker asks for). Ray workers see only the
-    GPUs they ask for, so with ``workers`` > 0 and ``gpus_per_worker=0``: ``device=auto`` on a
-    machine with a GPU and no ``address`` lets the workers share its card (1/W each), and
-    otherwise plans on CPU; ``device=cuda`` is refused rather than crowding a card Ray does not
-    know is in use. ``cuda:N`` is refused too: a worker sees only the card Ray gives it, as cuda:0."""
-    if cfg.workers > 0 and cfg.device.startswith("cuda:"):
-        raise ValueError(f"device={cfg.device} with workers={cfg.workers}: each Ray worker sees only the card Ray "
-                         "assigns it; use device=cuda with gpus_per_worker (or workers=0 to pick the card)")
-    if cfg.workers == 0 or cfg.gpus_per_worker > 0 or not (cfg.device == "auto" or cfg.device.startswith("cuda")):
-        return cfg.device, cfg.gpus_per_worker
-    if cfg.device == "auto":
-        share = cfg.address is None and torch.cuda.is_available()
-        return ("cuda", 1 / cfg.workers) if share else ("cpu", 0.0)
-    raise ValueError(f"device={cfg.device} with workers={cfg.workers} needs gpus_per_worker > 0 (e.g. "
-                     f"gpus_per_worker={1 / cfg.workers:.3g}: {cfg.workers} workers sharing one card), or device=cpu")
 
 
 def observation_for(controller: Controller, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -317,7 +299,7 @@ def evaluate(
     ``conditions`` maps a name to ``{"env": {kwarg overrides}, "wrappers": [...]}``; each
     condition is a separate row per controller (robustness), on the same seeds.
     """
-    device, gpus_per_worker = worker_resources(cfg)
+    device, gpus_per_worker = worker_device(cfg.device, cfg.workers, cfg.gpus_per_worker, cfg.address)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_specs = condition_specs(env_spec, conditions or {NOMINAL: {}})

@@ -99,9 +99,9 @@ def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _trial(config: dict[str, Any], *, base: dict[str, Any], data: str, build: Build,
-           image_size: int, action_dim: int, threads: int, gpu: bool) -> None:  # fmt: skip
-    """One Tune trial: train with the overrides in ``config``; report each validation. On the GPU
-    Ray gave it when it asked for one (``gpus_per_trial`` > 0), else on CPU."""
+           image_size: int, action_dim: int, threads: int, device: str) -> None:  # fmt: skip
+    """One Tune trial: train with the overrides in ``config`` on ``device``
+    (:func:`hmpc.parallel.worker_device`); report each validation."""
     import torch
     from ray import tune
 
@@ -116,7 +116,7 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], data: str, build: Bu
     def report(step: int, row: dict[str, float]) -> None:
         tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))} | {"step": step})
 
-    train_world_model(data, out, spec, weights, train_cfg, resolve_device("auto" if gpu else "cpu"),
+    train_world_model(data, out, spec, weights, train_cfg, resolve_device(device),
                       progress=False, on_validate=report)  # fmt: skip
 
 
@@ -134,7 +134,7 @@ def run_sweep(
     from ray.tune.search import BasicVariantGenerator
 
     from hmpc.data import LeRobotDataset, build_frame_cache
-    from hmpc.parallel import init_ray
+    from hmpc.parallel import init_ray, worker_device
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +142,8 @@ def run_sweep(
     build_frame_cache(ds)  # once here: trials must not race to build it
     defaults = {key: get_path(base, key) for key in space}
     build(base, ds.image_shape[0], ds.action_dim)  # bad base config: fail before any trial
+    # trials are Ray actors: a local GPU is shared by the concurrent trials unless sweep.gpus_per_trial says otherwise
+    device, gpus = worker_device("auto", cfg.max_concurrent, cfg.gpus_per_trial, address, "sweep.gpus_per_trial")
     init_ray(address)
     scheduler = FIFOScheduler()
     if cfg.scheduler == "asha":
@@ -150,9 +152,9 @@ def run_sweep(
     trainable = tune.with_parameters(
         _trial, base=base, data=str(Path(data).resolve()), build=build,
         image_size=ds.image_shape[0], action_dim=ds.action_dim, threads=int(cfg.cpus_per_trial),
-        gpu=cfg.gpus_per_trial > 0,
+        device=device,
     )  # fmt: skip
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": gpus}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space=tune_space(space),

@@ -66,8 +66,9 @@ def test_cube_planner_episodes_train_the_readout_and_reuse_the_dynamics(tiny_cub
     # dynamics_data: the dynamics are fit anew on the planner's episodes too; not with dynamics_from
     small = ["env.image_size=32", "device=cpu", "readout_steps=2", "steps=3", "horizon=2", "hidden=8", "ensemble=2",
              f"data={data}", f"dynamics_data=[{planner}]"]
-    cube_cli.run(cfg("cube", [*small, f"output_dir={tmp_path / 'dyn'}"]))
-    assert json.loads((tmp_path / "dyn" / "cube.json").read_text())["dynamics_data"] == [str(planner)]
+    cube_cli.run(cfg("cube", [*small, f"readout_data=[{planner}]", f"output_dir={tmp_path / 'dyn'}"]))
+    config = json.loads((tmp_path / "dyn" / "cube.json").read_text())
+    assert config["dynamics_data"] == [str(planner)] and config["readout_data"] == [str(planner)]
     with pytest.raises(SystemExit):
         cube_cli.run(cfg("cube", [*small, f"dynamics_from={folder}", f"output_dir={tmp_path / 'both'}"]))
     assert "fits new ones on more data: set one of them" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import hmpc.evaluate as ev
 from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig, evaluate, run_episode
 from hmpc.mpc import Controller
-from hmpc.parallel import parallel_map
+from hmpc.parallel import parallel_map, worker_device
 from hmpc.rollout import EnvSpec
 from robots import make_env
 
@@ -173,16 +173,17 @@ def test_ray_workers_plan_on_the_gpus_they_ask_for(monkeypatch):
     shares a local card (1/W each) or plans on CPU, and device=cuda is refused naming the fix."""
     def resources(cuda: bool, **kw):
         monkeypatch.setattr(ev.torch.cuda, "is_available", lambda: cuda)
-        return ev.worker_resources(EvalConfig(**kw))
+        cfg = EvalConfig(**kw)
+        return worker_device(cfg.device, cfg.workers, cfg.gpus_per_worker, cfg.address)
 
     assert resources(True, workers=0, device="auto") == ("auto", 0.0)  # in-process: sees every GPU
     assert resources(True, workers=2, device="cuda", gpus_per_worker=0.5) == ("cuda", 0.5)
     assert resources(True, workers=0, device="cuda:1") == ("cuda:1", 0.0)
-    with pytest.raises(ValueError, match="device=cuda:1 with workers=2: each Ray worker sees only the card"):
+    with pytest.raises(ValueError, match="device=cuda:1 with 2 Ray workers: each sees only the card"):
         resources(True, workers=2, device="cuda:1", gpus_per_worker=0.5)
     assert resources(True, workers=4, device="auto") == ("cuda", 0.25)
     assert resources(True, workers=4, device="auto", address="auto") == ("cpu", 0.0)  # the cluster's GPUs are unknown here
     assert resources(False, workers=2, device="auto") == ("cpu", 0.0)
     assert resources(False, workers=2, device="cpu") == ("cpu", 0.0)
-    with pytest.raises(ValueError, match=r"device=cuda with workers=2 needs gpus_per_worker > 0 \(e.g. gpus_per_worker=0.5"):
+    with pytest.raises(ValueError, match=r"device=cuda with 2 Ray workers needs gpus_per_worker > 0 \(e.g. gpus_per_worker=0.5"):
         resources(True, workers=2, device="cuda")

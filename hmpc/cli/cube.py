@@ -15,6 +15,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -87,12 +88,19 @@ def run(cfg: DictConfig) -> None:
         camera = getattr(env.unwrapped, "camera", None)
     finally:
         env.close()
-    frames = _frames(root, "data", spec.name, size)
-    hf = _frames(held, "held_out", spec.name, size) if held is not None else None
+    loaded: dict[Path, Any] = {}  # a dataset in readout_data and dynamics_data is read once
+
+    def frames_of(folder: Path, key: str):
+        if folder.resolve() not in loaded:
+            loaded[folder.resolve()] = _frames(folder, key, spec.name, size)
+        return loaded[folder.resolve()]
+
+    frames = frames_of(root, "data")
+    hf = frames_of(held, "held_out") if held is not None else None
     extra_dirs = [existing_dir(d, f"readout_data[{i}]", _PLANNER) for i, d in enumerate(cfg.readout_data or [])]
-    extra = [_frames(d, f"readout_data[{i}]", spec.name, size) for i, d in enumerate(extra_dirs)]
+    extra = [frames_of(d, f"readout_data[{i}]") for i, d in enumerate(extra_dirs)]
     dyn_dirs = [existing_dir(d, f"dynamics_data[{i}]", _PLANNER) for i, d in enumerate(cfg.dynamics_data or [])]
-    dyn_extra = [_frames(d, f"dynamics_data[{i}]", spec.name, size) for i, d in enumerate(dyn_dirs)]
+    dyn_extra = [frames_of(d, f"dynamics_data[{i}]") for i, d in enumerate(dyn_dirs)]
     device = resolve_device(cfg.device)
     members, fit = _members(cfg.dynamics_from, spec.name, device) if cfg.dynamics_from else (None, {})
     steps, horizon = fit.get("steps", cfg.steps), fit.get("horizon", cfg.horizon)  # what the members were fit with
