@@ -22,6 +22,30 @@ import numpy as np
 import torch
 
 
+def _maze_frames(tmp: Path):
+    """16 episodes x 60 steps of correlated exploration in the U-maze, decoded as hmpc-train does."""
+    from hmpc.data import LeRobotDataset, build_frame_cache
+    from hmpc.rollout import EnvSpec, PolicySpec, collect
+
+    root = collect(EnvSpec("point_maze", {"layout": "umaze", "image_size": 64}), PolicySpec("correlated"),
+                   tmp / "ds", episodes=16, steps=60, seed=0, workers=0, progress=False)
+    return build_frame_cache(LeRobotDataset(root), progress=False)
+
+
+def _synthetic_frames(episodes: int = 16, steps: int = 60):
+    """The maze data's shapes (64x64 RGB, 2-D actions, 4-D state) with seeded random content."""
+    from hmpc.data.windows import FrameArrays
+
+    rng = np.random.default_rng(0)
+    n = episodes * steps
+    lengths = np.full(episodes, steps, dtype=np.int64)
+    return FrameArrays(pixels=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+                       state=rng.standard_normal((n, 4)).astype(np.float32),
+                       action=rng.uniform(-1, 1, (n, 2)).astype(np.float32), has_action=np.ones(n, dtype=bool),
+                       episode_index=np.repeat(np.arange(episodes), steps),
+                       episode_starts=np.arange(0, n, steps, dtype=np.int64), episode_lengths=lengths)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="small", help="a configs/model preset")
@@ -32,6 +56,10 @@ def main() -> None:
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
                         help="keep: glibc keeps freed memory, as hmpc-train sets it "
                              "(hmpc.runtime.keep_freed_memory); default: glibc's defaults")
+    parser.add_argument("--frames", choices=["maze", "synthetic"], default="maze",
+                        help="maze: a small collected PointMaze dataset (needs pybullet and av); "
+                             "synthetic: seeded random 64x64 frames of the same shapes (the step's compute "
+                             "does not depend on the pixels)")
     args = parser.parse_args()
     if args.malloc == "keep":
         from hmpc.runtime import keep_freed_memory
@@ -42,20 +70,15 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from hmpc.cli.common import model_spec
-    from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache
+    from hmpc.data import WindowSampler
     from hmpc.objective import world_model_loss
-    from hmpc.rollout import EnvSpec, PolicySpec, collect
     from hmpc.world_model import build_world_model
 
     preset = OmegaConf.load(Path(__file__).parents[1] / "configs" / "model" / f"{args.model}.yaml")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = collect(EnvSpec("point_maze", {"layout": "umaze", "image_size": 64}),
-                       PolicySpec("correlated"), Path(tmp) / "ds", episodes=16, steps=60,
-                       seed=0, workers=0, progress=False)  # fmt: skip
-        ds = LeRobotDataset(root)
-        frames = build_frame_cache(ds, progress=False)
-        spec, weights = model_spec(preset, ds.image_shape[0], ds.action_dim)
+        frames = _maze_frames(Path(tmp)) if args.frames == "maze" else _synthetic_frames()
+        spec, weights = model_spec(preset, frames.pixels.shape[1], frames.action.shape[1])
         window = 1 + 3 * spec.span(spec.num_levels)  # trainer.top_steps = 3
         sampler = WindowSampler(frames, window)
         for name in devices:
@@ -81,7 +104,7 @@ def main() -> None:
                 f"cpu ({torch.get_num_threads()} threads)")  # fmt: skip
             rows.append((label, args.steps / seconds, args.steps * args.batch * window / seconds))
     print(f"# training throughput: model={args.model}, batch {args.batch} x window {window} "
-          f"frames (64x64), {args.steps} steps, {os.cpu_count()} cores, malloc {args.malloc}\n")  # fmt: skip
+          f"frames (64x64, {args.frames}), {args.steps} steps, {os.cpu_count()} cores, malloc {args.malloc}\n")  # fmt: skip
     print("| device | steps/s | frames/s | ratio vs first |")
     print("|---|---:|---:|---:|")
     for label, sps, fps in rows:

@@ -261,7 +261,7 @@ def _run(
     """
     env_specs, envs, model, dev, atlas, graphs, pose, cubes = state
     index, seed, name, cond = item
-    record = _record(item)
+    record = {**_record(item), "device": str(dev)}  # where this episode planned (a Ray worker's card)
     t0 = time.perf_counter()
     try:
         if cond not in envs:  # one env per condition per worker, built on first use

@@ -139,6 +139,7 @@ def test_killed_worker_mid_evaluation_changes_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "killed").exists()
     ids = [r["episode_id"] for r in hit["per_episode"]]
     assert len(ids) == len(set(ids)) == 8
+    assert [r["device"] for r in calm["per_episode"]] == ["cpu"] * 8  # where each episode planned
     assert ids == [r["episode_id"] for r in calm["per_episode"]]
     for a, b in zip(calm["per_episode"], hit["per_episode"], strict=True):
         assert (a["success"], a["final_distance"], a["steps"]) == (b["success"], b["final_distance"], b["steps"])
