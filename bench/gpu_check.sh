@@ -3,7 +3,7 @@
 # evaluation workers sharing the card (issues #5, #6, #7). Logs and tables go to $OUT (the device
 # tool's output folder; /tmp/gpu_check elsewhere). Needs .gpu/site.tar.xz (bench/gpu_bundle.sh):
 #
-#   device run, carry [".gpu"], timeout_s 540:  bash bench/gpu_check.sh
+#   device run, carry [".gpu"], timeout_s 570 (the steps take at most 520 s):  bash bench/gpu_check.sh
 #
 # Each step has its own time limit, so one that hangs leaves the others their time; the tables
 # are printed last. On a machine that has everything installed, SITE=none skips the bundle;
@@ -33,14 +33,14 @@ step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.log, status in
   local code=$?
   echo "$name: exit $code after $((SECONDS - t0)) s" | tee -a "$OUT/status.txt"
 }
-step tests 200 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_optimizers.py
+step tests 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_optimizers.py
 DEVICES=${DEVICES:-cpu cuda}
 # shellcheck disable=SC2086  # word splitting of the lists is meant
-step train 90 $PY bench/train_throughput.py --frames synthetic --devices $DEVICES --steps 40
+step train 60 $PY bench/train_throughput.py --frames synthetic --devices $DEVICES --steps 40
 # shellcheck disable=SC2086
-step latency 120 $PY bench/plan_latency.py --devices $DEVICES --episodes 3 --steps 20
+step latency 110 $PY bench/plan_latency.py --devices $DEVICES --episodes 3 --steps 20
 # shellcheck disable=SC2086
-step eval 180 $PY bench/eval_throughput.py --episodes 32 --max-steps 60 --workers ${WORKERS:-1 4 8} \
+step eval 200 $PY bench/eval_throughput.py --episodes 32 --max-steps 60 --workers ${WORKERS:-1 4 8} \
   --gpus "${GPUS:-0.125}" --device "${EVAL_DEVICE:-cuda}"
 
 echo; cat "$OUT/machine.txt" "$OUT/status.txt"
