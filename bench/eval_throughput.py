@@ -53,16 +53,20 @@ def main() -> None:
     spec = ControllerSpec(name=name, **values)
     env = EnvSpec("point_maze", {"layout": "umaze", "image_size": 64})
     init_ray(num_gpus=None)
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint or _untrained_checkpoint(Path(tmp), 64)
         for w in args.workers:
             cfg = EvalConfig(episodes=args.episodes, max_steps=args.max_steps, workers=w,
                              videos=0, device=args.device, gpus_per_worker=args.gpus)  # fmt: skip
             t0 = time.perf_counter()
-            evaluate(env, ckpt, [spec], cfg, Path(tmp) / f"eval-w{w}", progress=False)
+            info = evaluate(env, ckpt, [spec], cfg, Path(tmp) / f"eval-w{w}", progress=False)
             seconds = time.perf_counter() - t0
             rows.append((w, args.episodes / seconds, seconds))
+            failed += [f"{r['episode_id']}: {r['error']}" for r in info["per_episode"] if r["error"]]
+            devices = sorted({str(r.get("device")) for r in info["per_episode"]})
+            print(f"{w} worker(s): {args.episodes / seconds:.3f} episodes/s ({seconds:.1f} s) on {devices}, "
+                  f"{sum(bool(r['error']) for r in info['per_episode'])} failed", flush=True)
     base = rows[0][1]
     print(f"# eval throughput: {args.controller}, {args.episodes} episodes x {args.max_steps} "
           f"steps, gpus_per_worker={args.gpus}, {os.cpu_count()} cores\n")  # fmt: skip
@@ -70,6 +74,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     for w, eps, seconds in rows:
         print(f"| {w} | {eps:.3f} | {seconds:.1f} | {eps / base:.2f}x |")
+    if failed:  # a fast failure is no throughput: the ratio above would mean nothing
+        raise SystemExit(f"{len(failed)} episodes failed, e.g. {failed[0]}")
 
 
 if __name__ == "__main__":

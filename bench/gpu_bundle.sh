@@ -4,9 +4,9 @@
 #
 #   PY312=/path/to/python3.12 bench/gpu_bundle.sh      # then: bench/gpu_check.sh there (carry .gpu)
 #
-# The machine's image has torch (CUDA), numpy, opencv-python-headless, pyarrow, safetensors, tqdm,
+# The machine's image has torch (CUDA), numpy 2, opencv-python-headless, pyarrow, safetensors, tqdm,
 # matplotlib, tensorboard, pytest and Ray's small dependencies, and no package index. This adds
-# pybullet (no cp312 wheel exists: built here from the sdist with PY312, ~30 min on 2 cores, once),
+# pybullet (no cp312 wheel exists: built here from the sdist with PY312, 17 min on 2 cores, once),
 # Ray (its Java jars, source maps, Serve and LLM left out, binaries stripped), av, Hydra, OmegaConf,
 # gymnasium, jsonschema and pytest-rerunfailures, at the versions CI tests. Wheels are cached in
 # ${HMPC_GPU_CACHE:-~/.cache/hmpc-gpu}; .gpu/ is git-ignored through .git/info/exclude.
@@ -15,9 +15,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 PY312=${PY312:-python3.12}
 cache=${HMPC_GPU_CACHE:-$HOME/.cache/hmpc-gpu}
 mkdir -p "$cache" "$root/.gpu"
-grep -qxF '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >> "$root/.git/info/exclude"
-"$PY312" -c 'import sys, numpy, setuptools, wheel; assert sys.version_info[:2] == (3, 12), sys.version' \
-  || { echo "PY312=$PY312 must be a Python 3.12 (the GPU machine's) with numpy, setuptools and wheel" \
+exclude=$(git -C "$root" rev-parse --git-common-dir)/info/exclude
+[[ $exclude = /* ]] || exclude=$root/$exclude
+mkdir -p "$(dirname "$exclude")"
+grep -qxF '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
+"$PY312" -c 'import sys, numpy, setuptools, wheel; assert sys.version_info[:2] == (3, 12) and int(numpy.__version__.split(".")[0]) >= 2' \
+  || { echo "PY312=$PY312 must be a Python 3.12 (the GPU machine's) with numpy >= 2, setuptools and wheel" \
             "(pybullet builds its numpy camera images against it)" >&2; exit 1; }
 
 binary=(ray==2.60.0 av==18.1.0 rpds-py==2026.9.1)
@@ -37,11 +40,13 @@ ls "$cache"/pybullet-3.2.7-cp312-*.whl >/dev/null 2>&1 || {
 
 site=$(mktemp -d)
 trap 'rm -rf "$site"' EXIT
-for w in "$cache"/*.whl; do
-  case $(basename "$w") in
-    *-cp31[01]-cp31[01]-*) continue ;;  # another Python's wheel in a shared cache (abi3 ones do)
-  esac
-  python3 -m zipfile -e "$w" "$site"  # a wheel is a zip of its installed files
+: > "$root/.gpu/MANIFEST"
+for req in "${binary[@]}" "${pure[@]}" antlr4-python3-runtime==4.9.3 pybullet==3.2.7; do
+  name=${req%%==*} version=${req##*==}
+  # the wheel of exactly this version (file names spell - as _); abi3 wheels serve 3.12 too
+  wheel=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | grep -E -- '-(cp312-cp312|cp3[0-9]+-abi3|py3-none)-' | head -n 1)
+  python3 -m zipfile -e "$wheel" "$site"  # a wheel is a zip of its installed files
+  basename "$wheel" >> "$root/.gpu/MANIFEST"
 done
 # trim what a GPU check never loads, and strip debug symbols (not auditwheel-patched libraries)
 rm -rf "$site"/ray/jars "$site"/ray/serve "$site"/ray/llm "$site"/pybullet_envs "$site"/pybullet_examples \
@@ -52,5 +57,8 @@ strip --strip-unneeded "$site"/ray/_raylet.so "$site"/ray/core/src/ray/raylet/ra
       "$site"/ray/core/src/ray/gcs/gcs_server "$site"/pybullet*.so
 chmod +x "$site"/ray/core/src/ray/raylet/raylet "$site"/ray/core/src/ray/gcs/gcs_server
 tar -C "$site" -cf - . | xz -T0 -6 > "$root/.gpu/site.tar.xz"
-ls "$cache" > "$root/.gpu/MANIFEST"
-du -h "$root/.gpu/site.tar.xz"
+# what travels: the tracked and untracked-not-ignored files, and .gpu
+tree=$(cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+bundle=$(du -cb "$root"/.gpu/* | tail -n 1 | cut -f1)
+echo "bundle $((bundle / 1048576)) MiB + working tree $((tree / 1048576)) MiB; the device tool carries 64 MiB"
+[ $((bundle + tree)) -le $((64 * 1048576)) ] || { echo "too large to carry: trim more in bench/gpu_bundle.sh" >&2; exit 1; }

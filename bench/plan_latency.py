@@ -18,14 +18,19 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from hmpc.controllers import ControllerSpec
+    from hmpc.world_model import WorldModel
+
 ROOT = Path(__file__).parents[1]
 
 
-def _model(checkpoint: str | None, preset: str, image_size: int, device: torch.device):
+def _model(checkpoint: str | None, preset: str, image_size: int, device: torch.device) -> WorldModel:
     from omegaconf import OmegaConf
 
     from hmpc.checkpoint import load_checkpoint
@@ -38,7 +43,7 @@ def _model(checkpoint: str | None, preset: str, image_size: int, device: torch.d
     return build_world_model(spec, 0, device).eval()
 
 
-def _spec(name: str):
+def _spec(name: str) -> ControllerSpec:
     from omegaconf import OmegaConf
 
     from hmpc.controllers import ControllerSpec
@@ -47,7 +52,8 @@ def _spec(name: str):
     return ControllerSpec(name=label, **values)
 
 
-def measure(model, spec, device: torch.device, env, episodes: int, steps: int, warmup: int) -> dict[str, float]:
+def measure(model: WorldModel, spec: ControllerSpec, device: torch.device, env: Any, episodes: int,
+            steps: int, warmup: int) -> dict[str, float]:
     """Per-step planning times (ms) and optimiser iterations of ``spec`` over seeded episodes."""
     from hmpc.controllers import build_controller
     from hmpc.evaluate import observation_for
@@ -70,7 +76,7 @@ def measure(model, spec, device: torch.device, env, episodes: int, steps: int, w
                 break
     return {"mean": float(np.mean(times)), "p50": float(np.percentile(times, 50)),
             "p95": float(np.percentile(times, 95)), "iters": float(np.nanmean(iters)) if iters else float("nan"),
-            "steps": len(times)}  # fmt: skip
+            "steps": float(len(times))}  # fmt: skip
 
 
 def main() -> None:
@@ -109,7 +115,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, controller, r in rows:
         print(f"| {label} | {controller} | {r['mean']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
-              f"{r['iters']:.1f} | {r['steps']} |")
+              f"{r['iters']:.1f} | {r['steps']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python bench/train_throughput.py --model small3 --batch 64 --steps 40 --devices cpu cuda
 
 A small PointMaze dataset is collected into a temporary folder and decoded once into the frame
-cache, as ``hmpc-train`` does; then each device runs ``--steps`` full optimiser steps (sample
+cache, as ``hmpc-train`` does (``--frames synthetic``: seeded random frames of the same shapes, for
+a machine without the simulator or video codecs); then each device runs ``--steps`` full optimiser steps (sample
 windows, multi-level loss, backward, AdamW) after ``--warmup`` untimed ones. frames/s counts
 every frame of every window (batch x window length). Validation, logging and checkpoints are
 left out: this is the training step alone.
@@ -17,12 +18,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from hmpc.data.windows import FrameArrays
 
-def _maze_frames(tmp: Path):
+
+def _maze_frames(tmp: Path) -> FrameArrays:
     """16 episodes x 60 steps of correlated exploration in the U-maze, decoded as hmpc-train does."""
     from hmpc.data import LeRobotDataset, build_frame_cache
     from hmpc.rollout import EnvSpec, PolicySpec, collect
@@ -32,7 +37,7 @@ def _maze_frames(tmp: Path):
     return build_frame_cache(LeRobotDataset(root), progress=False)
 
 
-def _synthetic_frames(episodes: int = 16, steps: int = 60):
+def _synthetic_frames(episodes: int = 16, steps: int = 60) -> FrameArrays:
     """The maze data's shapes (64x64 RGB, 2-D actions, 4-D state) with seeded random content."""
     from hmpc.data.windows import FrameArrays
 

@@ -249,7 +249,7 @@ def _record(item: Item) -> dict[str, Any]:
 
 def _failed(item: Item, reason: str) -> dict[str, Any]:
     """Record of an episode whose worker kept dying: counted as a failure, with the reason."""
-    return {**_record(item), "success": False, "error": reason, "eval_s": 0.0}
+    return {**_record(item), "device": None, "success": False, "error": reason, "eval_s": 0.0}
 
 
 def _run(
@@ -261,7 +261,7 @@ def _run(
     """
     env_specs, envs, model, dev, atlas, graphs, pose, cubes = state
     index, seed, name, cond = item
-    record = {**_record(item), "device": str(dev)}  # where this episode planned (a Ray worker's card)
+    record = {**_record(item), "device": str(dev)}  # the torch device of the worker's controllers
     t0 = time.perf_counter()
     try:
         if cond not in envs:  # one env per condition per worker, built on first use

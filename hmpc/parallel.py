@@ -129,6 +129,13 @@ class ActorPool:
         import ray
 
         init_ray(address, num_cpus=None if address else max(workers, 1))
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if num_gpus > 0 and not address and have < num_gpus:  # its actors would wait forever
+            raise ValueError(
+                f"workers ask for {num_gpus} GPU each but the local Ray instance has {have:g}: set the "
+                "gpus_per_worker (or gpus_per_trial) key to 0 and device=cpu, or check that nvidia-smi "
+                "and torch.cuda.is_available() see the card (and CUDA_VISIBLE_DEVICES)"
+            )
         self._cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Worker)
         self._args = (ray.put(setup), ray.put(fns))  # shipped once, shared by replacements
         self._actors = [self._cls.remote(*self._args) for _ in range(max(workers, 1))]

@@ -107,6 +107,13 @@ def test_parallel_map_replaces_dead_worker_and_retries(tmp_path):
 
 
 @pytest.mark.ray
+def test_workers_asking_for_more_gpus_than_ray_has_fail_at_once():
+    """Their actors would wait for the GPUs forever; the error names the key to change."""
+    with pytest.raises(ValueError, match=r"ask for 2.0 GPU each but the local Ray instance has .* gpus_per_worker"):
+        list(parallel_map(lambda: None, lambda _state, x: x, range(2), workers=1, num_gpus=2.0))
+
+
+@pytest.mark.ray
 def test_parallel_map_gives_up_after_retries(tmp_path):
     def always_die(_state, x):
         if x == 1:
