@@ -129,8 +129,8 @@ class ActorPool:
         import ray
 
         init_ray(address, num_cpus=None if address else max(workers, 1))
-        have = ray.cluster_resources().get("GPU", 0.0)
-        if num_gpus > 0 and not address and have < num_gpus:  # its actors would wait forever
+        have = ray.cluster_resources().get("GPU", 0.0) if num_gpus > 0 and not address else num_gpus
+        if have < num_gpus:  # its actors would wait forever (a cluster may add GPU nodes: not checked)
             raise ValueError(
                 f"workers ask for {num_gpus} GPU each but the local Ray instance has {have:g}: set the "
                 "gpus_per_worker (or gpus_per_trial) key to 0 and device=cpu, or check that nvidia-smi "

@@ -5,20 +5,17 @@ GPU machine with ``pytest tests/test_cuda.py`` (``bench/gpu_check.sh`` does, fir
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_end_to_end import TINY, cfg
 from test_optimizers import _name, all_optimizers, quadratic
-from test_train import CFG, DEFAULT_WEIGHTS, SPEC, history, losses_by_step
+from test_train import CFG, history, losses_by_step, train, train_and_crash_at_step_13
 
-import hmpc.train as train_mod
 from hmpc.cli import demo as demo_cli
 from hmpc.cli import evaluate as eval_cli
 from hmpc.optimizers import expired
-from hmpc.train import train_world_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU = torch.device("cuda")
@@ -52,25 +49,10 @@ def test_deadline_waits_for_the_queued_gpu_work():
 
 
 def test_training_on_the_gpu_resumes_where_it_stopped(square_dataset, tmp_path, monkeypatch):
-    def run(out: Path, cfg=CFG):
-        return train_world_model(square_dataset, out, SPEC, DEFAULT_WEIGHTS, cfg, GPU, progress=False)
-
-    full = run(tmp_path / "full")
+    full = train(square_dataset, tmp_path / "full", device=GPU)
     assert torch.isfinite(torch.tensor(full.metrics["loss"]))
-    real_loss, calls = train_mod.world_model_loss, {"n": 0}
-
-    def crash_at_step_13(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 14 + 1:  # 13 train steps + 1 validation batch at step 10, then crash
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_13)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed")
-    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
-    assert json.loads((tmp_path / "resumed/checkpoint/train_state.json").read_text())["step"] == 10
-    assert run(tmp_path / "resumed", replace(CFG, resume=True)).steps == 20
+    train_and_crash_at_step_13(square_dataset, tmp_path / "resumed", monkeypatch, GPU)
+    assert train(square_dataset, tmp_path / "resumed", replace(CFG, resume=True), device=GPU).steps == 20
     a, b = losses_by_step(history(tmp_path / "full")), losses_by_step(history(tmp_path / "resumed"))
     assert a.keys() == b.keys()
     for step in a:  # GPU kernels need not be bit-exact run to run; the trajectory must be the same

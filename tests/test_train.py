@@ -43,8 +43,26 @@ def one_thread():
 
 
 def train(data: Path, out: Path, cfg: TrainConfig = CFG, weights: LossWeights = DEFAULT_WEIGHTS,
-          spec: WorldModelSpec = SPEC):
-    return train_world_model(data, out, spec, weights, cfg, CPU, progress=False)
+          spec: WorldModelSpec = SPEC, device: torch.device = CPU):
+    return train_world_model(data, out, spec, weights, cfg, device, progress=False)
+
+
+def train_and_crash_at_step_13(data: Path, out: Path, monkeypatch, device: torch.device = CPU) -> None:
+    """Train with CFG into ``out`` and crash during step 14, as a killed run would: the last
+    checkpoint is step 10's."""
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def crash_at_step_13(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14 + 1:  # 13 train steps + 1 validation batch at step 10, then crash
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, out, device=device)
+    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
+    assert json.loads((out / "checkpoint/train_state.json").read_text())["step"] == 10
 
 
 def losses_by_step(rows):
@@ -61,19 +79,7 @@ def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(square_data
     assert losses_by_step(history(tmp_path / "full")) == losses_by_step(history(tmp_path / "again"))
     assert full.metrics["loss"] == again.metrics["loss"]
 
-    real_loss, calls = world_model_loss, {"n": 0}
-
-    def crash_at_step_13(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 14 + 1:  # 13 train steps + 1 validation batch at step 10, then crash
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_13)
-    with pytest.raises(KeyboardInterrupt):
-        train(square_dataset, tmp_path / "resumed")
-    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
-    assert json.loads((tmp_path / "resumed/checkpoint/train_state.json").read_text())["step"] == 10
+    train_and_crash_at_step_13(square_dataset, tmp_path / "resumed", monkeypatch)
     resumed = train(square_dataset, tmp_path / "resumed", replace(CFG, resume=True))
     assert resumed.steps == 20
     assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
