@@ -33,6 +33,9 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Start a private local Ray instance (dashboard off, 127.0.0.1 only) or connect to ``address``.
 
+    Without ``address`` the instance is new and private even where ``RAY_ADDRESS`` is set or another
+    cluster runs on this machine; ``address=auto`` joins those.
+
     Connecting to an existing cluster is an explicit choice: pass ``address`` (``auto`` or
     ``ray://host:10001``) and protect that cluster with Ray's token authentication
     (``RAY_AUTH_MODE=token``; see SECURITY.md). A local instance listens on loopback only
@@ -45,11 +48,34 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as e:
+            raise ValueError(_connection_advice(address, e)) from e
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private instance phones no one
     _loopback_only()
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    # "local": a new instance even where RAY_ADDRESS is set or `ray start` left a cluster (live or
+    # crashed) in /tmp/ray/ray_current_cluster, which ray.init() would otherwise join
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+
+
+def _connection_advice(address: str, error: BaseException) -> str:
+    """What to do when ``ray.init(address=...)`` could not connect: Ray sends its auth token only
+    where ``RAY_AUTH_MODE=token`` says so (``address=auto`` finds a local token by itself)."""
+    chain, cause = [], error
+    while cause is not None:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    said = " ".join(chain)
+    if "InvalidAuthToken" in said or "Authentication" in said:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        return (f"address={address}: the Ray cluster there refused this process's authentication "
+                f"(RAY_AUTH_MODE is {mode}). Clusters started with `ray start` use token authentication "
+                "(Ray >= 2.59): run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (see SECURITY.md)")
+    return (f"address={address}: no Ray cluster answered there ({error}). Check it with "
+            f"`ray status --address {address}`, or leave address unset to start a private local instance")
 
 
 def worker_device(device: str, workers: int, gpus: float, address: str | None,

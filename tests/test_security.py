@@ -257,7 +257,7 @@ def test_init_ray_local_is_private(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(LOOPBACK_ENV, raising=False)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     init_ray(num_cpus=2)
-    assert calls[-1]["include_dashboard"] is False and "address" not in calls[-1]
+    assert calls[-1]["include_dashboard"] is False and calls[-1]["address"] == "local"
     assert os.environ[LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
     init_ray(address="ray://head:10001")  # a cluster is an explicit choice, dashboard still off
     assert calls[-1] == {"address": "ray://head:10001", "include_dashboard": False,
@@ -283,12 +283,13 @@ ray.shutdown()
 
 
 @pytest.mark.ray
-def test_local_ray_listens_on_loopback_only() -> None:
+def test_local_ray_is_private_and_listens_on_loopback_only() -> None:
     if subprocess.run(["which", "ss"], capture_output=True).returncode:
         pytest.skip("needs ss (iproute2) to list listening sockets")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    out = subprocess.run([sys.executable, "-c", _RAY_CHILD], capture_output=True, text=True,
-                         timeout=180, env=env).stdout
+    env["RAY_ADDRESS"] = "127.0.0.1:9"  # a cluster set in the environment is not joined: the instance is private
+    proc = subprocess.run([sys.executable, "-c", _RAY_CHILD], capture_output=True, text=True, timeout=180, env=env)
+    out = proc.stdout + proc.stderr[-2000:]
     listen = [line.split()[1] for line in out.splitlines() if line.startswith("LISTEN")]
     assert "NODE 127.0.0.1" in out and listen, out
     assert all(re.match(r"(\[::ffff:)?127\.0\.0\.1\]?:\d+$", a) for a in listen), listen
