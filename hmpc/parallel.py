@@ -68,14 +68,17 @@ def _connection_advice(address: str, error: BaseException) -> str:
         chain.append(str(cause))
         cause = cause.__cause__ or cause.__context__
     said = " ".join(chain)
+    mode = os.environ.get("RAY_AUTH_MODE", "unset")
+    token = ("run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
+             "RAY_AUTH_TOKEN_PATH (see SECURITY.md)")
     if "InvalidAuthToken" in said or "Authentication" in said:
-        mode = os.environ.get("RAY_AUTH_MODE", "unset")
         return (f"address={address}: the Ray cluster there refused this process's authentication "
                 f"(RAY_AUTH_MODE is {mode}). Clusters started with `ray start` use token authentication "
-                "(Ray >= 2.59): run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, "
-                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (see SECURITY.md)")
+                f"(Ray >= 2.59): {token}")
+    hint = "" if mode == "token" else (f"; a cluster with token authentication (the default of `ray start` since "
+                                       f"Ray 2.59; a ray:// client then times out) also needs it here: {token}")
     return (f"address={address}: no Ray cluster answered there ({error}). Check it with "
-            f"`ray status --address {address}`, or leave address unset to start a private local instance")
+            f"`ray status --address {address}`, or leave address unset to start a private local instance{hint}")
 
 
 def worker_device(device: str, workers: int, gpus: float, address: str | None,

@@ -123,5 +123,9 @@ def test_a_refused_token_names_the_address_and_the_fix(monkeypatch: pytest.Monke
         raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
 
     monkeypatch.setattr(ray, "init", absent)
-    with pytest.raises(ValueError, match=r"no Ray cluster answered there .*ray status --address 10\.0\.0\.5:6379"):
+    with pytest.raises(ValueError, match=r"no Ray cluster answered there .*ray status --address 10\.0\.0\.5:6379.*"
+                       r"token authentication .*RAY_AUTH_MODE=token"):
+        init_ray(address="10.0.0.5:6379")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: no hint about it
+    with pytest.raises(ValueError, match=r"private local instance$"):
         init_ray(address="10.0.0.5:6379")
