@@ -5,7 +5,8 @@ replaced, reports its validation diagnostics to Tune at every validation, and ma
 early by ASHA. Trial 0 is always the unmodified base config, so the report can say whether the
 best trial beats the default on the chosen objective (or honestly that it does not).
 
-Search space entries, by dotted key into ``{"model": ..., "trainer": ...}``::
+Search space entries, by dotted key into ``{"model": ..., "trainer": ...}``, or nested
+(``{model: {loss: {variance: {...}}}}``, what ``search.model.loss.variance=...`` overrides)::
 
     model.loss.variance: {loguniform: [0.33, 3.0]}
     model.latent_dim: {choice: [16, 32, 64]}
@@ -13,8 +14,9 @@ Search space entries, by dotted key into ``{"model": ..., "trainer": ...}``::
     model.levels.0.k: {randint: [2, 7]}          # high exclusive
 
 Outputs under ``out_dir``: ``sweep_results.csv``, ``results.md``, ``sweep.png`` (objective
-against training step per trial), ``model/best.yaml`` (+ ``trainer/best.yaml`` when trainer
-keys were searched) as presets, and Tune's own trial folders under ``tune/``.
+against training step per trial), ``model/best.yaml`` as a preset (searched trainer keys are
+given by value in results.md's hmpc-train command: :func:`train_overrides`), and Tune's own
+trial folders under ``tune/``.
 """
 
 from __future__ import annotations
@@ -84,12 +86,29 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return tree
 
 
+def flat_space(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A search space written nested (``{model: {loss: {variance: {loguniform: [...]}}}}``, as Hydra
+    overrides like ``search.model.loss.variance=...`` build it), dotted, or both -> dotted keys.
+    A leaf is a dict that names a sampler (or anything that is not a dict)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not set(value) & set(SAMPLERS):
+            out.update(flat_space(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
 def tune_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Our search-space dict -> Tune sampling domains (keys keep their dots)."""
     from ray import tune
 
     out = {}
-    for key, spec in space.items():
+    for key, spec in flat_space(space).items():
+        if isinstance(spec, dict) and len(spec) > 1 and set(spec) <= set(SAMPLERS):
+            raise ValueError(f"search.{key}={spec!r}: one sampler per key (an override merges into the "
+                             f"preset's); to change it: '~search.{key}' '+search.{key}={{uniform: [0.3, 3.0]}}'")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ValueError(f"search.{key}={spec!r}: use one of {list(SAMPLERS)}, e.g. "
                              f"{{loguniform: [0.3, 3.0]}}")  # fmt: skip
@@ -136,6 +155,7 @@ def run_sweep(
     from hmpc.data import LeRobotDataset, build_frame_cache
     from hmpc.parallel import init_ray, worker_device
 
+    space = flat_space(space)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ds = LeRobotDataset(data)
@@ -203,6 +223,8 @@ def _report(rows: list[dict[str, Any]], curves: dict[str, tuple[list, list]],
         vals = " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
         lines.append(f"| {r['trial']} | {vals} | {r['objective']:.4f} | {r['steps']} |")
     lines += ["", _verdict(best, default, cfg, full, curves)]
+    if best is not None:
+        lines += ["", f"Train with it: `hmpc-train data=<dataset> {train_overrides({k: best[k] for k in keys}, out)}`"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     if best is not None:
         _write_presets(base, {k: best[k] for k in keys}, out)
@@ -231,12 +253,17 @@ def _verdict(best: dict | None, default: dict | None, cfg: SweepConfig, full: in
             f"{default['objective']:.4f} ({gain:+.4f}).")  # fmt: skip
 
 
+def train_overrides(best: dict[str, Any], out: Path) -> str:
+    """hmpc-train's overrides for the best trial: the model preset written to ``out/model/best.yaml``
+    and each searched trainer key by value (a trainer preset would carry the sweep's short training)."""
+    trainer = [f"{k}={best[k]!r}" for k in best if k.startswith("trainer.")]
+    return " ".join([f"hydra.searchpath=[file://{out}]", "model=best", *trainer])
+
+
 def _write_presets(base: dict[str, Any], best: dict[str, Any], out: Path) -> None:
     from omegaconf import OmegaConf
 
     tree = apply_overrides(base, best)
-    for group in ("model", "trainer"):
-        if group == "model" or any(k.startswith(group + ".") for k in best):
-            (out / group).mkdir(exist_ok=True)
-            header = f"# Best {group} preset of the sweep in {out}; values found: {best}\n"
-            (out / group / "best.yaml").write_text(header + OmegaConf.to_yaml(tree[group]))
+    (out / "model").mkdir(exist_ok=True)
+    header = f"# Best model preset of the sweep in {out}; values found: {best}\n"
+    (out / "model" / "best.yaml").write_text(header + OmegaConf.to_yaml(tree["model"]))

@@ -2,7 +2,8 @@
 
     hmpc-sweep data=DIR                                  # 8 trials around model=small
     hmpc-sweep data=DIR sweep.trials=16 sweep.metric=val/l1/pred_err_ratio sweep.mode=min
-    hmpc-train data=DIR hydra.searchpath=[file://<sweep output_dir>] model=best
+    hmpc-sweep data=DIR 'search.model.loss.variance={loguniform: [0.5, 2]}' '~search.trainer'
+    hmpc-train data=DIR hydra.searchpath=[file://<sweep output_dir>] model=best trainer.lr=<best>  # as printed
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ from hmpc.cli.common import (
 
 @report_user_errors
 def run(cfg: DictConfig) -> None:
-    from hmpc.sweep import SweepConfig, run_sweep
+    from hmpc.sweep import SweepConfig, flat_space, run_sweep, train_overrides
 
     root = existing_dir(cfg.data, "data", "collect one with `hmpc-collect output_dir=<dir>`")
     scfg = typed(SweepConfig, plain(cfg.sweep), "sweep.yaml: sweep")
     space = plain(cfg.search) or {}
     if not space:
-        raise ValueError("search is empty; add e.g. search.model.loss.variance: {loguniform: [0.3, 3]}")
+        raise ValueError("search is empty; add e.g. '+search.model.loss.variance={loguniform: [0.3, 3]}'")
     base = {"model": plain(cfg.model), "trainer": plain(cfg.trainer)}
     report = run_sweep(root, base, space, build_training, scfg, cfg.output_dir, cfg.address)
     print((Path(cfg.output_dir) / "results.md").read_text())
     if report["best"] is not None:
-        print(f"best preset: {cfg.output_dir}/model/best.yaml "
-              f"(use: hmpc-train hydra.searchpath=[file://{cfg.output_dir}] model=best)")  # fmt: skip
+        out = Path(cfg.output_dir).resolve()
+        best = {k: report["best"][k] for k in flat_space(space)}
+        print(f"best model preset: {out}/model/best.yaml; train with it: "
+              f"hmpc-train data={cfg.data} {train_overrides(best, out)}")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
