@@ -168,7 +168,8 @@ def build_controller(
     if spec.kind == "cube":
         if cube is None:
             raise ValueError(f"controller {spec.name!r} (kind: cube) needs a cube model: fit one with `hmpc-cube "
-                             f"data=<dataset> env=<env> output_dir=<dir>` and set controllers.{spec.name}.cube_model=<dir>")
+                             f"data=<dataset> env=<env> output_dir=<dir>` and pass cube_model=<dir> "
+                             f"(or controllers.{spec.name}.cube_model=<dir>)")
         return CubeMPC(cube, _optimizer(spec.optimizer, seed), spec.horizon, spec.candidates, device=device,
                        deadline_ms=spec.deadline_ms, **spec.cube)
     if model is None:

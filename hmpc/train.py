@@ -169,8 +169,8 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
     h = dataset.image_shape[0]
     if h != spec.image_size:
         raise ValueError(
-            f"dataset {dataset.root} has {h}x{h} images but model.image_size={spec.image_size}; "
-            f"set model.image_size={h}"
+            f"dataset {dataset.root} has {h}x{h} images but the model spec has image_size={spec.image_size}; "
+            f"build WorldModelSpec(image_size={h}, ...) (hmpc-train takes it from the dataset)"
         )
     if spec.state_dim:
         try:
@@ -182,8 +182,9 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
                              f"dims but dataset {dataset.root} has {s}; set model.state_dim <= {s}")
     if dataset.action_dim != spec.action_dim:
         raise ValueError(
-            f"dataset {dataset.root} has action dim {dataset.action_dim} but "
-            f"model.action_dim={spec.action_dim}; set model.action_dim={dataset.action_dim}"
+            f"dataset {dataset.root} has action dim {dataset.action_dim} but the model spec has "
+            f"action_dim={spec.action_dim}; build WorldModelSpec(action_dim={dataset.action_dim}, ...) "
+            "(hmpc-train takes it from the dataset)"
         )
 
 

@@ -117,3 +117,24 @@ def test_adapted_env_passes_check_env():
             check_env(env, skip_render_check=True)
     finally:
         env.close()
+
+
+def test_env_kwargs_override_as_the_readme_writes_it():
+    """`env=gymnasium env.id=... 'env.kwargs={...}'` composes (kwargs defaults to null) and reaches make."""
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli.common import env_spec
+
+    register_gymnasium_envs()
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("collect", overrides=["env=gymnasium", "env.id=hmpc/PointMaze-v0", "env.image_size=24",
+                                            "env.kwargs={image_size: 24, layout: open}"])
+    env, native, umaze = env_spec(cfg).make(), make_env("point_maze", layout="open"), make_env("point_maze")
+    try:
+        assert env.observation_space["pixels"].shape == (24, 24, 3)
+        inner = env.unwrapped.env.unwrapped
+        assert (inner.n_rows, inner.n_cols) == (native.unwrapped.n_rows, native.unwrapped.n_cols)
+        assert (inner.n_rows, inner.n_cols) != (umaze.unwrapped.n_rows, umaze.unwrapped.n_cols)
+    finally:
+        for e in (env, native, umaze):
+            e.close()

@@ -57,9 +57,9 @@ def run_cli_expecting_error(cfg, capsys: pytest.CaptureFixture[str]) -> str:
 # -- image size / action dim vs the checkpoint -------------------------------------------------
 def test_training_a_model_that_does_not_fit_the_dataset() -> None:
     ds = SimpleNamespace(root=Path("data/maze"), image_shape=(32, 32, 3), action_dim=2)
-    with pytest.raises(ValueError, match=r"data/maze has 32x32 images.*set model.image_size=32"):
+    with pytest.raises(ValueError, match=r"data/maze has 32x32 images.*image_size=16.*WorldModelSpec\(image_size=32"):
         _check_compatible(ds, spec(image_size=16))
-    with pytest.raises(ValueError, match=r"action dim 2.*set model.action_dim=2"):
+    with pytest.raises(ValueError, match=r"action dim 2.*action_dim=3.*WorldModelSpec\(action_dim=2"):
         _check_compatible(ds, spec(image_size=32, action_dim=3))
     ds.state_dim = 3
     fused = WorldModelSpec(image_size=32, action_dim=2, state_dim=4, latent_dim=8, widths=(4, 8))
@@ -82,6 +82,19 @@ def test_evaluating_a_checkpoint_on_a_mismatched_env(tmp_path: Path, env_size: i
     (record,) = info["per_episode"]
     assert record["success"] is False and record["error"] is not None
     assert re.search(match, record["error"]), record["error"]
+
+
+def test_hmpc_eval_exits_non_zero_when_episodes_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The results are written, and the exit status and one stderr line say some episodes failed."""
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_world_model(spec(16), 0), {})
+    cfg = eval_cfg(tmp_path / "eval", [f"checkpoint={ckpt}", "env.image_size=32", "controllers=[flat_gd,random]",
+                                       "controllers.flat_gd.optimizer.iters=1", "episodes=1", "max_steps=2",
+                                       "videos=0", "device=cpu"])
+    with pytest.raises(SystemExit) as e:
+        eval_cli.run(cfg)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and (tmp_path / "eval" / "eval_info.json").is_file()
+    assert re.search(r"error: 1 of 2 episodes failed \(the first, flat_gd/0000: .*expects \(16, 16, 3\)", err), err
 
 
 # -- unknown names -----------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_every_controller_config_builds_and_acts(model):
     from robots import make_env
 
     files = sorted(Path(__file__).parents[1].glob("configs/controllers/*.yaml"))
-    assert {f.stem for f in files} >= {"oracle", "flat_mppi", "flat_cem", "flat_gd", "hierarchical"}
+    assert {f.stem for f in files} >= {"oracle", "flat_mppi", "flat_cem", "flat_gd", "flat_hybrid", "hierarchical"}
     env = make_env("point_maze", layout="open", image_size=16)
     try:
         for f in files:

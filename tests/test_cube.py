@@ -256,6 +256,24 @@ def test_hmpc_cube_then_hmpc_plan(tmp_path, capsys):
     assert e.value.code == 2 and "set env=panda_pick_place" in capsys.readouterr().err
 
 
+def test_hmpc_cube_refuses_data_of_a_task_without_a_cube(tmp_path, capsys):
+    """Maze data: the error says hmpc-cube reads Panda cube data (not `set env=point_maze`)."""
+    from helpers import square_episode
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import cube as cube_cli
+    from hmpc.data.writer import write_episodes
+
+    write_episodes(tmp_path / "maze", [square_episode(0)], fps=10, robot_type="point_maze")
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("cube", overrides=[f"data={tmp_path / 'maze'}", f"output_dir={tmp_path / 'cube'}"])
+    with pytest.raises(SystemExit) as e:
+        cube_cli.run(cfg)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "'point_maze'" in err and "panda_push or panda_pick_place" in err
+    assert "set env=" not in err and "hmpc-collect env=panda_pick_place" in err
+
+
 @pytest.mark.parametrize("view", ["front", "side"])
 def test_the_overlay_projects_the_cube_where_the_camera_renders_it(view):
     env = make_env("panda_pick_place", image_size=64, camera_view=view)

@@ -26,6 +26,7 @@ _COLLECT = ("collect one with `hmpc-collect env=panda_pick_place policy=panda_pi
             "episodes=450 workers=2 output_dir=<dir>`")
 
 
+_CUBE_ENVS = ("panda_push", "panda_pick_place")
 _PLANNER = ("collect the planner's own episodes with `hmpc-collect env=panda_pick_place policy=cube_planner "
             "policy.cube_model=<a cube model> episodes=50 seed=9000 output_dir=<dir>`")
 
@@ -38,6 +39,9 @@ def _frames(root: Path, key: str, env: str, size: int):
 
     data = LeRobotDataset(root)
     robot = data.info.get("robot_type")
+    if robot and robot not in _CUBE_ENVS:
+        raise ValueError(f"{key}={root} was collected in {robot!r} (meta/info.json robot_type); hmpc-cube reads "
+                         f"data of {' or '.join(_CUBE_ENVS)}: {_COLLECT}")
     if robot and robot != env:
         raise ValueError(f"{key}={root} was collected in {robot!r} (meta/info.json robot_type), not {env!r}; "
                          f"set env={robot}")

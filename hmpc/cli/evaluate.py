@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import hydra
@@ -32,6 +33,12 @@ def run(cfg: DictConfig) -> None:
     )
     print((Path(cfg.output_dir) / "results.md").read_text())
     print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")
+    failed = [r for r in info["per_episode"] if r.get("error")]
+    if failed:  # the results are written; the exit status says they are incomplete
+        first = str(failed[0]["error"]).strip().splitlines()[-1][:300]
+        print(f"error: {len(failed)} of {len(info['per_episode'])} episodes failed (the first, "
+              f"{failed[0]['episode_id']}: {first}); every error is in eval_info.json", file=sys.stderr)
+        sys.exit(1)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
