@@ -84,6 +84,22 @@ def test_evaluating_a_checkpoint_on_a_mismatched_env(tmp_path: Path, env_size: i
     assert re.search(match, record["error"]), record["error"]
 
 
+def test_a_model_size_that_the_data_overrules_is_refused() -> None:
+    """`+model.image_size=16` on 32-pixel data must not be dropped silently."""
+    from omegaconf import OmegaConf
+
+    from hmpc.cli.common import model_spec
+
+    base = {"latent_dim": 8, "widths": [4, 8], "hidden": 16}
+    spec_, _ = model_spec(OmegaConf.create({**base, "image_size": 32}), 32, 2)  # agrees: fine
+    assert spec_.image_size == 32
+    with pytest.raises(ValueError, match=r"model.image_size=16 but the data has image_size 32.*drop model.image_size, "
+                                         r"or collect the data with env.image_size=16"):
+        model_spec(OmegaConf.create({**base, "image_size": 16}), 32, 2)
+    with pytest.raises(ValueError, match=r"model.action_dim=3 but the data has action_dim 2.*drop model.action_dim$"):
+        model_spec(OmegaConf.create({**base, "action_dim": 3}), 32, 2)
+
+
 def test_hmpc_eval_exits_non_zero_when_episodes_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The results are written, and the exit status and one stderr line say some episodes failed."""
     ckpt = save_checkpoint(tmp_path / "ckpt", build_world_model(spec(16), 0), {})

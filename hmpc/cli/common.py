@@ -50,6 +50,11 @@ def policy_spec(cfg: DictConfig) -> PolicySpec:
 def model_spec(cfg: DictConfig, image_size: int, action_dim: int) -> tuple[WorldModelSpec, LossWeights]:
     """Model and loss settings from ``model=<preset>``; sizes of data come from the dataset."""
     m = dict(plain(cfg))
+    for key, value in (("image_size", image_size), ("action_dim", action_dim)):
+        if key in m and m[key] != value:  # never silently overruled
+            also = f", or collect the data with env.image_size={m[key]}" if key == "image_size" else ""
+            raise ValueError(f"model.{key}={m[key]} but the data has {key} {value}: the model takes it from the "
+                             f"data; drop model.{key}{also}")
     loss = typed(LossWeights, m.pop("loss", {}), "model.loss")
     levels = tuple(typed(LevelSpec, lv, f"model.levels[{i}]") for i, lv in enumerate(m.pop("levels", [])))
     m["widths"] = tuple(m.get("widths", WorldModelSpec.widths))
