@@ -102,6 +102,29 @@ def test_eval_on_an_existing_cluster_equals_an_in_process_run(ray_head, tmp_path
     assert {r["device"] for r in there["per_episode"]} == {"cpu"}  # a cluster's GPUs are not assumed
 
 
+@pytest.mark.ray
+def test_collect_on_an_existing_cluster_equals_an_in_process_run(ray_head, tmp_path: Path) -> None:
+    """Episodes run on the cluster's workers; the driver writes the dataset, the same as in-process."""
+    import numpy as np
+
+    from hmpc.data import LeRobotDataset
+
+    address, env, _ = ray_head
+    runs = {}
+    for name, overrides in (("here", ["workers=0"]), ("there", ["workers=2", f"address={address}"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "hmpc.cli.collect", "env.image_size=32", "episodes=4", "steps=6", "flush_every=2",
+             f"output_dir={tmp_path / name}", *overrides], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("Connected to Ray cluster" in proc.stderr) == (name == "there"), proc.stderr[-3000:]
+        runs[name] = LeRobotDataset(tmp_path / name)
+    assert runs["here"].num_episodes == runs["there"].num_episodes == 4
+    for i in range(4):
+        a, b = runs["here"].load_episode(i), runs["there"].load_episode(i)
+        np.testing.assert_array_equal(a.action, b.action)
+        np.testing.assert_array_equal(a.state, b.state)
+
+
 def test_a_refused_token_names_the_address_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
