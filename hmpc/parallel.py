@@ -69,16 +69,24 @@ def _connection_advice(address: str, error: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
     said = " ".join(chain)
     mode = os.environ.get("RAY_AUTH_MODE", "unset")
-    token = ("run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
-             "RAY_AUTH_TOKEN_PATH (see SECURITY.md)")
+    token = ("the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
+             "(see SECURITY.md)")
     if "InvalidAuthToken" in said or "Authentication" in said:
-        return (f"address={address}: the Ray cluster there refused this process's authentication "
-                f"(RAY_AUTH_MODE is {mode}). Clusters started with `ray start` use token authentication "
-                f"(Ray >= 2.59): {token}")
-    hint = "" if mode == "token" else (f"; a cluster with token authentication (the default of `ray start` since "
-                                       f"Ray 2.59; a ray:// client then times out) also needs it here: {token}")
-    return (f"address={address}: no Ray cluster answered there ({error}). Check it with "
-            f"`ray status --address {address}`, or leave address unset to start a private local instance{hint}")
+        if mode == "token":
+            return (f"address={address}: the Ray cluster there refused this process's token: it does not "
+                    f"match the cluster's; put {token}")
+        return (f"address={address}: the Ray cluster there asks for token authentication (the default of "
+                f"`ray start` since Ray 2.59) and RAY_AUTH_MODE is {mode} here: run with RAY_AUTH_MODE=token "
+                f"and {token}")
+    if address.startswith("ray://"):
+        check = "check that the head's Ray client server listens there (`ray start --head` opens port 10001)"
+    else:
+        check = f"check it with `ray status --address {address}`"
+    hint = "" if mode == "token" or address == "auto" else (
+        "; a cluster with token authentication (the default of `ray start` since Ray 2.59; a ray:// client "
+        f"then only times out) also needs RAY_AUTH_MODE=token here and {token}")
+    return (f"address={address}: no Ray cluster answered there ({error}); {check}, or leave address unset "
+            f"to start a private local instance{hint}")
 
 
 def worker_device(device: str, workers: int, gpus: float, address: str | None,

@@ -92,13 +92,13 @@ def assign_difficulty(records: Sequence[dict[str, Any]], bins: int = 3) -> tuple
     seeds share starts, so every controller gets the same bins).
     """
     if any(int(r.get("path_distance", -1)) >= 0 for r in records):
-        for r in records:  # a maze episode without a path distance never started (its error is recorded)
+        for r in records:  # a maze episode without a path distance raised (its error is recorded)
             d = int(r.get("path_distance", -1))
-            r["difficulty"] = f"{d} cells" if d >= 0 else "no start"
+            r["difficulty"] = f"{d} cells" if d >= 0 else "error"
         keys = sorted({int(r.get("path_distance", -1)) for r in records} - {-1})
         labels = [f"{k} cells" for k in keys]
-        if any(r["difficulty"] == "no start" for r in records):
-            labels.append("no start")
+        if any(r["difficulty"] == "error" for r in records):
+            labels.append("error")
         return labels, "start-goal path distance (maze cells)"
     starts = np.array([float(r.get("start_distance", np.nan)) for r in records])
     finite = starts[np.isfinite(starts)]

@@ -25,6 +25,7 @@ import copy
 import csv
 import io
 import math
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +258,7 @@ def train_overrides(best: dict[str, Any], out: Path) -> str:
     """hmpc-train's overrides for the best trial: the model preset written to ``out/model/best.yaml``
     and each searched trainer key by value (a trainer preset would carry the sweep's short training)."""
     trainer = [f"{k}={best[k]!r}" for k in best if k.startswith("trainer.")]
-    return " ".join([f"hydra.searchpath=[file://{out}]", "model=best", *trainer])
+    return " ".join(shlex.quote(o) for o in [f"hydra.searchpath=[file://{out}]", "model=best", *trainer])
 
 
 def _write_presets(base: dict[str, Any], best: dict[str, Any], out: Path) -> None:

@@ -100,6 +100,21 @@ def test_a_model_size_that_the_data_overrules_is_refused() -> None:
         model_spec(OmegaConf.create({**base, "action_dim": 3}), 32, 2)
 
 
+def test_multirun_jobs_get_their_own_folders_or_are_refused(tmp_path: Path) -> None:
+    """Under -m the default output_dir (outputs/eval/<time>) would be shared by every job."""
+    import subprocess
+    import sys
+
+    run = ["-m", "controllers=[random]", "episodes=1", "max_steps=2", "workers=0", "videos=0", "seed=1,2"]
+    proc = subprocess.run([sys.executable, "-m", "hmpc.cli.evaluate", *run], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "output_dir='${hydra:runtime.output_dir}'" in proc.stderr, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "hmpc.cli.evaluate", *run, "output_dir=${hydra:runtime.output_dir}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.parent.name for p in tmp_path.glob("multirun/*/*/*/eval_info.json")) == ["0", "1"]
+
+
 def test_hmpc_eval_exits_non_zero_when_episodes_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The results are written, and the exit status and one stderr line say some episodes failed."""
     ckpt = save_checkpoint(tmp_path / "ckpt", build_world_model(spec(16), 0), {})

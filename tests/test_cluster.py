@@ -21,8 +21,6 @@ import pytest
 from hmpc.checkpoint import save_checkpoint
 from hmpc.world_model import WorldModelSpec, build_world_model
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -80,7 +78,7 @@ def _eval(checkpoint: Path, out: Path, env: dict[str, str], *overrides: str) -> 
         [sys.executable, "-m", "hmpc.cli.evaluate", f"checkpoint={checkpoint}", "env.image_size=32",
          "controllers=[flat_cem,random]", "controllers.flat_cem.optimizer.population=16",
          "episodes=3", "max_steps=8", "videos=0", f"output_dir={out}", *overrides],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+        capture_output=True, text=True, env=env, cwd=out.parent, timeout=300)  # Hydra's record stays in tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "eval_info.json").read_text())
     info["stderr"] = proc.stderr
@@ -114,7 +112,8 @@ def test_collect_on_an_existing_cluster_equals_an_in_process_run(ray_head, tmp_p
     for name, overrides in (("here", ["workers=0"]), ("there", ["workers=2", f"address={address}"])):
         proc = subprocess.run(
             [sys.executable, "-m", "hmpc.cli.collect", "env.image_size=32", "episodes=4", "steps=6", "flush_every=2",
-             f"output_dir={tmp_path / name}", *overrides], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+             f"output_dir={tmp_path / name}", *overrides], capture_output=True, text=True, env=env, cwd=tmp_path,
+            timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert ("Connected to Ray cluster" in proc.stderr) == (name == "there"), proc.stderr[-3000:]
         runs[name] = LeRobotDataset(tmp_path / name)
@@ -139,8 +138,13 @@ def test_a_refused_token_names_the_address_and_the_fix(monkeypatch: pytest.Monke
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    with pytest.raises(ValueError, match=r"address=10\.0\.0\.5:6379: .*RAY_AUTH_MODE is unset.*RAY_AUTH_MODE=token"):
+    with pytest.raises(ValueError, match=r"address=10\.0\.0\.5:6379: .*RAY_AUTH_MODE is unset here: run with "
+                                         r"RAY_AUTH_MODE=token and the cluster's token"):
         init_ray(address="10.0.0.5:6379")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(ValueError, match=r"refused this process's token: it does not match the cluster's"):
+        init_ray(address="10.0.0.5:6379")
+    monkeypatch.delenv("RAY_AUTH_MODE")
 
     def absent(**_kw):
         raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
@@ -152,3 +156,8 @@ def test_a_refused_token_names_the_address_and_the_fix(monkeypatch: pytest.Monke
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: no hint about it
     with pytest.raises(ValueError, match=r"private local instance$"):
         init_ray(address="10.0.0.5:6379")
+    with pytest.raises(ValueError, match=r"client server listens there .*private local instance$"):
+        init_ray(address="ray://10.0.0.5:10001")  # `ray status` takes no ray:// address
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with pytest.raises(ValueError, match=r"address=auto: .*private local instance$"):
+        init_ray(address="auto")  # auto finds a local token by itself: no hint about it

@@ -28,9 +28,12 @@ def cfg(name: str, overrides: list[str]):
         return compose(name, overrides=overrides)
 
 
-def test_demo_end_to_end(tmp_path, capsys):
+def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     # the hierarchical planner routes by a landmark graph of the demo's data (built in the driver)
-    demo_cli.run(cfg("demo", [*TINY, "controllers.hierarchical.landmarks=8", f"output_dir={tmp_path}"]))
+    monkeypatch.chdir(tmp_path.parent)  # a relative output_dir, as the default is
+    demo_cli.run(cfg("demo", [*TINY, "controllers.hierarchical.landmarks=8", f"output_dir={tmp_path.name}"]))
+    config = json.loads((tmp_path / "train" / "checkpoint" / "config.json").read_text())
+    assert config["dataset"]["root"] == str(tmp_path / "dataset")  # absolute: evaluations elsewhere find it
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
     assert set(info["aggregated"]) == {"hierarchical", "flat_gd", "flat_cem", "oracle", "random"}
     ids = [r["episode_id"] for r in info["per_episode"]]

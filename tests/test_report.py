@@ -47,8 +47,8 @@ def test_difficulty_table_buckets_by_path_distance():
     assert "| 1 cells | 4 cells |" in table
     assert "| a | 100 % (1) | 50 % (2) |" in table and "| b | 0 % (1) | - |" in table
     recs.append({"controller": "b", "success": False, "path_distance": -1, "error": "no start/goal pair"})
-    table = difficulty_table(recs, ["a", "b"])  # an episode that never started is not a '-1 cells' bucket
-    assert "| 1 cells | 4 cells | no start |" in table and "| b | 0 % (1) | - | 0 % (1) |" in table
+    table = difficulty_table(recs, ["a", "b"])  # an episode that raised is not a '-1 cells' bucket
+    assert "| 1 cells | 4 cells | error |" in table and "| b | 0 % (1) | - | 0 % (1) |" in table
 
 
 def test_difficulty_without_a_maze_uses_start_distance_quantiles():

@@ -129,6 +129,22 @@ def existing_dir(path: str | None, key: str, hint: str) -> Path:
     return p
 
 
+def refuse_shared_multirun_folder(cfg: DictConfig) -> None:
+    """Under Hydra's multirun (-m), refuse a default ``output_dir`` outside the job's own folder:
+    every job would resolve the same ``outputs/<command>/<time>`` and write over the others."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if "output_dir" not in cfg or not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    overridden = any(o.split("=", 1)[0].lstrip("+~") == "output_dir" for o in hc.overrides.task)
+    inside = Path(str(cfg.output_dir)).resolve().is_relative_to(Path(hc.runtime.output_dir).resolve())
+    if hc.mode == RunMode.MULTIRUN and not overridden and not inside:
+        raise ValueError(f"multirun (-m): every job would write to output_dir={cfg.output_dir}; give each its own "
+                         "folder with output_dir='${hydra:runtime.output_dir}' (multirun/<date>/<time>/<job>)")
+
+
 def refuse_unsafe_targets(cfg: DictConfig) -> None:
     """Refuse a composed config holding a ``_target_`` outside the project's own packages.
 
@@ -153,6 +169,7 @@ def report_user_errors(fn):
             for cfg in (*args, *kwargs.values()):
                 if isinstance(cfg, DictConfig):
                     refuse_unsafe_targets(cfg)  # before anything runs
+                    refuse_shared_multirun_folder(cfg)
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, LayoutError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> None:
     print(f"[2/3] training a {spec.num_levels}-level world model for {cfg.trainer.steps} steps")
     result = train_world_model(
         data, out / "train", spec, weights, train_config(cfg.trainer), resolve_device(cfg.device),
-        meta={"env": {"name": env.name, **env.kwargs}, "dataset": {"root": str(data)}},
+        meta={"env": {"name": env.name, **env.kwargs}, "dataset": {"root": str(Path(data).resolve())}},
     )
     m = result.metrics
     print(

@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> None:
     try:
         result = train_world_model(
             root, cfg.output_dir, spec, weights, train_config(cfg.trainer), resolve_device(cfg.device),
-            meta={"dataset": {"root": str(root), "robot_type": ds.info.get("robot_type", "")}},
+            meta={"dataset": {"root": str(root.resolve()), "robot_type": ds.info.get("robot_type", "")}},
         )
     except (NonFiniteLossError, NonFiniteWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
