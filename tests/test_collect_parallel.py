@@ -46,9 +46,11 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """Every file of the in-process (workers=0) dataset."""
+    """Every file of the in-process (workers=0) dataset. Built anew for each test (under a second), so
+    a rerun of a test marked ENCODER_RERUN also re-encodes the reference: a module-wide reference that
+    drew libx264's rare odd bytes failed every comparison and every rerun (CI, 2026-12-06)."""
     root = tmp_path_factory.mktemp("ref") / "ds"
     collect(ENV, PolicySpec(), root, EPISODES, STEPS, seed=1, flush_every=FLUSH, progress=False)
     return _files(root)
