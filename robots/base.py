@@ -270,6 +270,11 @@ class BulletGoalEnv(gymnasium.Env):
         self._steps += 1
         return float(self._goal_distance()), self._path_distance()
 
+    @property
+    def bullet_client(self) -> BulletClient:
+        """This env's own PyBullet client (perturbation wrappers change the scene through it)."""
+        return self._client
+
     def clone(self) -> BulletGoalEnv:
         """A new env (own PyBullet client) with this one's arguments; sync with set_state."""
         return type(self)(**self._init_kwargs)

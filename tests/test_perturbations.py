@@ -9,7 +9,7 @@ from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig, evaluate
 from hmpc.rollout import EnvSpec
 from robots import make_env
-from robots.perturbations import ActionDelay, ObservationNoise, apply_perturbations
+from robots.perturbations import ActionDelay, DynamicsChange, ObservationNoise, apply_perturbations
 
 
 def test_observation_noise_is_seeded_and_leaves_the_goal_clean():
@@ -29,6 +29,47 @@ def test_action_delay_applies_commands_late():
     assert np.allclose(obs1["state"][:2], obs["state"][:2])  # the zero command from the queue
     obs2, *_ = env.step(np.array([0.0, 0.0], np.float32))
     assert obs2["state"][0] > obs1["state"][0] + 0.2  # now the delayed +x command
+
+
+def _push_episode(env, seed: int, steps: int = 40):
+    """Push-T from seed's start with the pusher driven along a fixed path: (goal state, final state)."""
+    obs, _ = env.reset(seed=seed)
+    goal = env.unwrapped.goal_observation()["state"]
+    block = obs["state"][2:4]
+    for t in range(steps):  # toward the block, then through it
+        towards = block - obs["state"][:2] if t < steps // 2 else np.array([1.0, 0.3])
+        obs, *_ = env.step(np.clip(towards / (np.abs(towards).max() + 1e-9), -1, 1).astype(np.float32))
+    return goal, obs["state"]
+
+
+def test_dynamics_change_scales_the_scene_and_leaves_the_goal_nominal():
+    kw = {"image_size": 16, "goal_mode": "push"}  # push goals are simulated: they must use nominal dynamics
+    nominal = make_env("push_t", **kw)
+    same = DynamicsChange(make_env("push_t", **kw))  # factors 1: nothing changes
+    slippery = DynamicsChange(make_env("push_t", **kw), mass=1.2, friction=0.5)
+    try:
+        goal, final = _push_episode(nominal, seed=3)
+        goal1, final1 = _push_episode(same, seed=3)
+        for _ in range(2):  # the second episode checks the undo before the next goal is sampled
+            goal_s, final_s = _push_episode(slippery, seed=3)
+            np.testing.assert_array_equal(goal_s, goal)
+        np.testing.assert_array_equal(goal1, goal)
+        np.testing.assert_array_equal(final1, final)
+        assert np.abs(final_s[2:4] - final[2:4]).max() > 1e-3  # the block moved differently
+        c, nominal_values = slippery.unwrapped.bullet_client, slippery._nominal
+        for (b, link), (mass, _, friction) in nominal_values.items():
+            info = c.getDynamicsInfo(b, link)
+            if mass > 0:  # movable: heavier, its own friction kept
+                assert info[0] == pytest.approx(1.2 * mass) and info[1] == pytest.approx(friction)
+            else:  # static surfaces: half the friction
+                assert info[0] == 0 and info[1] == pytest.approx(0.5 * friction)
+        kinds = {m > 0 for m, _, _ in nominal_values.values()}
+        assert kinds == {True, False}  # both kinds were checked
+    finally:
+        for env in (nominal, same, slippery):
+            env.close()
+    with pytest.raises(ValueError, match=r"dynamics mass=0.0 must be a finite factor > 0"):
+        DynamicsChange(make_env("point_maze", image_size=16), mass=0.0)
 
 
 def test_unknown_perturbation_lists_known():
@@ -55,6 +96,13 @@ def test_robustness_preset_composes():
     with initialize_config_module("configs", version_base="1.3"):
         cfg = compose("eval", overrides=["conditions=robustness"])
     assert set(cfg.conditions) == {"nominal", "obs_noise", "action_delay", "speed_-20%", "speed_+20%"}
+    with initialize_config_module("configs", version_base="1.3"):
+        cfg = compose("eval", overrides=["conditions=dynamics"])
+    env = apply_perturbations(make_env("panda_push", image_size=16), plain(cfg.conditions)["friction_-20%"]["wrappers"])
+    try:
+        assert isinstance(env, DynamicsChange) and env.friction == 0.8 and env.mass == 1.0
+    finally:
+        env.close()
 
 
 def test_ood_starts_rows_start_where_their_region_says(tmp_path):
