@@ -198,12 +198,13 @@ def run_sweep(
         rows.append({"trial": name, **trial_config, "objective": values[-1] if values else math.nan,
                      "steps": steps[-1] if steps else 0,
                      "error": str(result.error) if result.error else ""})  # fmt: skip
-    return _report(rows, curves, base, space, cfg, out)
+    return _report(rows, curves, base, space, cfg, out, Path(data))
 
 
-def _report(rows: list[dict[str, Any]], curves: dict[str, tuple[list, list]],
-            base: dict[str, Any], space: dict[str, Any], cfg: SweepConfig, out: Path) -> dict:  # fmt: skip
-    """Write sweep_results.csv, results.md, sweep.png and the best presets."""
+def _report(rows: list[dict[str, Any]], curves: dict[str, tuple[list, list]], base: dict[str, Any],
+            space: dict[str, Any], cfg: SweepConfig, out: Path, data: Path) -> dict:  # fmt: skip
+    """Write sweep_results.csv, results.md (with the hmpc-train command of the best trial on
+    ``data``), sweep.png and the best model preset."""
     sign = 1 if cfg.mode == "max" else -1
     full = max((r["steps"] for r in rows), default=0)
     done = [r for r in rows if r["steps"] == full and math.isfinite(r["objective"])]
@@ -224,11 +225,13 @@ def _report(rows: list[dict[str, Any]], curves: dict[str, tuple[list, list]],
         vals = " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
         lines.append(f"| {r['trial']} | {vals} | {r['objective']:.4f} | {r['steps']} |")
     lines += ["", _verdict(best, default, cfg, full, curves)]
-    if best is not None:
-        lines += ["", f"Train with it: `hmpc-train data=<dataset> {train_overrides({k: best[k] for k in keys}, out)}`"]
+    found = None if best is None else {k: best[k] for k in keys}
+    if found is not None:
+        command = " ".join(shlex.quote(o) for o in ["hmpc-train", f"data={data.resolve()}", *train_overrides(found, out)])
+        lines += ["", f"Train with it: `{command}`"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    if best is not None:
-        _write_presets(base, {k: best[k] for k in keys}, out)
+    if found is not None:
+        _write_presets(base, found, out)
     plot_sweep(curves, cfg.metric, cfg.mode, out / "sweep.png")
     return {"best": best, "default": default, "rows": ranked}
 
@@ -254,11 +257,11 @@ def _verdict(best: dict | None, default: dict | None, cfg: SweepConfig, full: in
             f"{default['objective']:.4f} ({gain:+.4f}).")  # fmt: skip
 
 
-def train_overrides(best: dict[str, Any], out: Path) -> str:
+def train_overrides(best: dict[str, Any], out: Path) -> list[str]:
     """hmpc-train's overrides for the best trial: the model preset written to ``out/model/best.yaml``
     and each searched trainer key by value (a trainer preset would carry the sweep's short training)."""
     trainer = [f"{k}={best[k]!r}" for k in best if k.startswith("trainer.")]
-    return " ".join(shlex.quote(o) for o in [f"hydra.searchpath=[file://{out}]", "model=best", *trainer])
+    return [f"hydra.searchpath=[file://{out}]", "model=best", *trainer]
 
 
 def _write_presets(base: dict[str, Any], best: dict[str, Any], out: Path) -> None:

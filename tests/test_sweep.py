@@ -69,6 +69,7 @@ def test_tiny_sweep_reports_default_and_writes_best_preset(square_dataset, tmp_p
     preset = yaml.safe_load((out / "model" / "best.yaml").read_text())
     assert preset["loss"]["variance"] == pytest.approx(report["best"]["model.loss.variance"])
     assert not (out / "trainer").exists()  # a trainer preset would carry the sweep's short training
-    assert f"model=best trainer.lr={report['best']['trainer.lr']!r}`" in table
+    assert f"`hmpc-train data={square_dataset.resolve()} 'hydra.searchpath=[file://{out.resolve()}]' model=best " \
+           f"trainer.lr={report['best']['trainer.lr']!r}`" in table
     spec, weights, train_cfg = build_training({"model": preset, "trainer": BASE["trainer"]}, SIZE, 2)
     assert weights.variance == pytest.approx(report["best"]["model.loss.variance"])

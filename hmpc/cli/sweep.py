@@ -25,7 +25,7 @@ from hmpc.cli.common import (
 
 @report_user_errors
 def run(cfg: DictConfig) -> None:
-    from hmpc.sweep import SweepConfig, flat_space, run_sweep, train_overrides
+    from hmpc.sweep import SweepConfig, run_sweep
 
     root = existing_dir(cfg.data, "data", "collect one with `hmpc-collect output_dir=<dir>`")
     scfg = typed(SweepConfig, plain(cfg.sweep), "sweep.yaml: sweep")
@@ -33,13 +33,8 @@ def run(cfg: DictConfig) -> None:
     if not space:
         raise ValueError("search is empty; add e.g. '+search.model.loss.variance={loguniform: [0.3, 3]}'")
     base = {"model": plain(cfg.model), "trainer": plain(cfg.trainer)}
-    report = run_sweep(root, base, space, build_training, scfg, cfg.output_dir, cfg.address)
-    print((Path(cfg.output_dir) / "results.md").read_text())
-    if report["best"] is not None:
-        out = Path(cfg.output_dir).resolve()
-        best = {k: report["best"][k] for k in flat_space(space)}
-        print(f"best model preset: {out}/model/best.yaml; train with it: "
-              f"hmpc-train data={cfg.data} {train_overrides(best, out)}")
+    run_sweep(root, base, space, build_training, scfg, cfg.output_dir, cfg.address)
+    print((Path(cfg.output_dir) / "results.md").read_text())  # ends with the hmpc-train command of the best trial
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
