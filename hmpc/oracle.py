@@ -52,7 +52,9 @@ class Simulator(Protocol):
 
 
 def clone_simulator(env: Any) -> Simulator:
-    """An independent simulator built like ``env`` (its ``unwrapped.clone()``)."""
+    """An independent simulator built like ``env`` (its ``unwrapped.clone()``), with the changes
+    of every wrapper around ``env`` that has ``apply_to_clone(sim)`` (a dynamics change: the oracle
+    plans in the world the episode runs in)."""
     base = getattr(env, "unwrapped", env)
     missing = [m for m in ("get_state", "set_state", "clone") if not callable(getattr(base, m, None))]
     if missing:
@@ -65,6 +67,12 @@ def clone_simulator(env: Any) -> Simulator:
         raise ValueError(
             f"{type(sim).__name__} has no simulate(action) -> (distance, path_distance) method"
         )
+    layer = env
+    while layer is not base and hasattr(layer, "env"):  # gymnasium wrappers, outermost first
+        apply = getattr(type(layer), "apply_to_clone", None)  # the wrapper's own, not forwarded
+        if callable(apply):
+            apply(layer, sim)
+        layer = layer.env
     return sim
 
 

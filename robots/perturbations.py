@@ -2,8 +2,10 @@
 
 Evaluation runs each named condition as its own row: observation noise, action delay, and
 dynamics changes (``dynamics``: mass and surface friction of the PyBullet scene; PointMaze's
-actuator gain through its ``max_speed`` argument). Goals are sampled with nominal dynamics, and the
-oracle plans in a clone built from the env's arguments, so neither sees the change.
+actuator gain through its ``max_speed`` argument). Goals are sampled with nominal dynamics. The
+oracle plans in a clone that sees the dynamics change as it sees the env's arguments (it stays the
+perfect model, the upper bound), but neither the noise nor the delay: it reads the true state and
+plans as if each command took effect at once.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class DynamicsChange(gymnasium.Wrapper):
     the two bodies' coefficients); contacts between movable bodies (a grasp) keep theirs.
 
     Applied after each reset and undone before the next, so the episode's goal (sampled, for
-    Push-T's push goals, by simulating a push) comes from the nominal dynamics.
+    Push-T's push goals, by simulating a push) comes from the nominal dynamics. :meth:`apply_to_clone`
+    gives a simulator clone (the oracle's model) the same change.
     """
 
     def __init__(self, env: gymnasium.Env, mass: float = 1.0, friction: float = 1.0) -> None:
@@ -78,30 +81,42 @@ class DynamicsChange(gymnasium.Wrapper):
         self.mass, self.friction = float(mass), float(friction)
         self._nominal: dict[tuple[int, int], tuple[float, tuple[float, ...], float]] = {}
 
-    def _links(self) -> list[tuple[int, int]]:
-        c = self.env.unwrapped.bullet_client
-        bodies = [c.getBodyUniqueId(i) for i in range(c.getNumBodies())]
-        return [(b, link) for b in bodies for link in range(-1, c.getNumJoints(b))]
-
-    def _set(self, scaled: bool) -> None:
-        c = self.env.unwrapped.bullet_client
-        for (body, link), (mass, inertia, friction) in self._nominal.items():
-            if mass > 0:
-                s = self.mass if scaled else 1.0
-                c.changeDynamics(body, link, mass=mass * s, localInertiaDiagonal=[v * s for v in inertia])
-            else:
-                c.changeDynamics(body, link, lateralFriction=friction * (self.friction if scaled else 1.0))
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._set(scaled=False)  # the goal of the next episode comes from nominal dynamics
+        _scale(self.env.unwrapped.bullet_client, self._nominal, 1.0, 1.0)  # the next goal: nominal
         out = super().reset(seed=seed, options=options)
-        c = self.env.unwrapped.bullet_client
-        self._nominal = {}
-        for body, link in self._links():
-            info = c.getDynamicsInfo(body, link)
-            self._nominal[(body, link)] = (float(info[0]), tuple(float(v) for v in info[2]), float(info[1]))
-        self._set(scaled=True)
+        self._nominal = _dynamics(self.env.unwrapped.bullet_client)
+        _scale(self.env.unwrapped.bullet_client, self._nominal, self.mass, self.friction)
         return out
+
+    def apply_to_clone(self, sim: Any) -> None:
+        """Scale ``sim``'s scene (a clone of this env, at its nominal dynamics) the same way."""
+        client = getattr(sim, "bullet_client", None)
+        if client is None:
+            raise ValueError(f"dynamics changes need a PyBullet clone; {type(sim).__name__} has no bullet_client")
+        _scale(client, _dynamics(client), self.mass, self.friction)
+
+
+_Dynamics = dict[tuple[int, int], tuple[float, tuple[float, ...], float]]
+
+
+def _dynamics(client: Any) -> _Dynamics:
+    """(mass, local inertia diagonal, lateral friction) of every body and link of a PyBullet scene."""
+    out: _Dynamics = {}
+    for body in (client.getBodyUniqueId(i) for i in range(client.getNumBodies())):
+        for link in range(-1, client.getNumJoints(body)):
+            info = client.getDynamicsInfo(body, link)
+            out[(body, link)] = (float(info[0]), tuple(float(v) for v in info[2]), float(info[1]))
+    return out
+
+
+def _scale(client: Any, nominal: _Dynamics, mass: float, friction: float) -> None:
+    """Set ``nominal``'s movable links to ``mass`` times their mass and inertia, its static ones to
+    ``friction`` times their lateral friction (factors 1: back to nominal)."""
+    for (body, link), (m, inertia, mu) in nominal.items():
+        if m > 0:
+            client.changeDynamics(body, link, mass=m * mass, localInertiaDiagonal=[v * mass for v in inertia])
+        else:
+            client.changeDynamics(body, link, lateralFriction=mu * friction)
 
 
 PERTURBATIONS: dict[str, type[gymnasium.Wrapper]] = {

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_module
 from hmpc.cli.common import plain
 from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig, evaluate
+from hmpc.oracle import clone_simulator
 from hmpc.rollout import EnvSpec
 from robots import make_env
 from robots.perturbations import ActionDelay, DynamicsChange, ObservationNoise, apply_perturbations
@@ -70,6 +71,30 @@ def test_dynamics_change_scales_the_scene_and_leaves_the_goal_nominal():
             env.close()
     with pytest.raises(ValueError, match=r"dynamics mass=0.0 must be a finite factor > 0"):
         DynamicsChange(make_env("point_maze", image_size=16), mass=0.0)
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_the_oracle_clone_plans_in_the_changed_dynamics(changed):
+    """The oracle's simulator replays the perturbed episode exactly; a clone at nominal dynamics
+    (what it had before) drifts from it."""
+    env = DynamicsChange(make_env("push_t", image_size=16), mass=2.0, friction=0.5)
+    obs, _ = env.reset(seed=4)
+    sim = clone_simulator(env) if changed else env.unwrapped.clone()
+    try:
+        sim.set_state(env.unwrapped.get_state())
+        block = obs["state"][2:4]
+        for t in range(30):  # toward the block, then through it
+            towards = block - obs["state"][:2] if t < 15 else np.array([1.0, 0.3])
+            action = np.clip(towards / (np.abs(towards).max() + 1e-9), -1, 1).astype(np.float32)
+            obs, *_ = env.step(action)
+            sim.simulate(action)
+        same = np.array_equal(sim.get_state(), env.unwrapped.get_state())
+        assert same == changed
+        if not changed:  # the block, not only the pusher, moved differently
+            assert np.abs(sim.get_state()[4:6] - env.unwrapped.get_state()[4:6]).max() > 1e-4
+    finally:
+        sim.close()
+        env.close()
 
 
 def test_unknown_perturbation_lists_known():
