@@ -28,7 +28,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from state_model import GROUPS, success_cells
 from tqdm import trange
@@ -38,28 +37,13 @@ from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import build_frame_cache
 from hmpc.evaluate import run_episode
-from hmpc.object_pose import PoseModel, fit_pose_model, pose_state, read_frames
+from hmpc.object_pose import PoseModel, fit_pose_model, pose_state, read_frames, readout_check
 from hmpc.optimizers import CEM
 from hmpc.pose_dynamics import error_ratios
 from hmpc.pose_mpc import PoseMPC
 from hmpc.rollout import episode_seed
 from robots import make_env
 from robots.push_t import BLOCK_GYRATION
-
-
-def readout_error(pose: PoseModel, readout_state: torch.Tensor, true_state: np.ndarray) -> tuple[float, float]:
-    """For reading only: the readout's angle error (deg, rms after the best constant offset) and
-    place error (cm in the dynamics' metres, rms after the best affine fit on the true pose)."""
-    s = readout_state.double().numpy()
-    angle = np.arctan2(s[:, 5], s[:, 4])
-    d = np.angle(np.exp(1j * (angle - np.arctan2(true_state[:, 5], true_state[:, 4]))))
-    d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
-    with torch.no_grad():
-        world = pose.dynamics.to_world(readout_state[:, 2:4]).double().numpy()
-    x = np.concatenate([true_state[:, 2:6], np.ones((len(true_state), 1))], 1)
-    coef, *_ = np.linalg.lstsq(x, world, rcond=None)
-    res = world - x @ coef
-    return float(np.degrees(np.sqrt((d ** 2).mean()))), float(100 * np.sqrt((res ** 2).sum(1).mean()))
 
 
 def plan_episodes(pose: PoseModel, pusher_weight: float, episodes: int, seed: int,
@@ -117,7 +101,8 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     points, vectors = read_frames(pose.encoder, mask, held.pixels, held.state[:, :2])
     held_pose = pose_state(pose.readout, points, vectors, torch.as_tensor(held.state[:, :2]))
-    angle_deg, place_cm = readout_error(pose, held_pose, held.state)
+    check = readout_check(pose, held, [2, 3, 4, 5], max_frames=held.num_frames)
+    angle_deg, place_cm = check["angle_deg_rms"], check["place_cm_rms"]
     ratios = error_ratios(pose.dynamics, dataclasses.replace(held, state=held_pose.numpy()), GROUPS)
     print(f"\n# Push-T push goals from images{'' if mask is None else ', pusher painted out'}: "
           f"pose readout of keypoints {list(pose.readout.members)} "

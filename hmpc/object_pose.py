@@ -239,3 +239,36 @@ def fit_pose_model(world_model: WorldModel, frames: FrameArrays, image_map: np.n
         dyn = PoseDynamics(hidden, pose.std(0), image_map, keypoint_grid_scale(enc.image_size)).to(device)
     fit_dynamics(dyn, replace(frames, state=pose.numpy()), steps, horizon, seed, progress=progress)
     return PoseModel(enc, readout, dyn, mask, gyration)
+
+
+def pose_errors(angle: np.ndarray, place: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    """A read angle (N,) rad and place (N, 2) m against the true pose (N, 4) = x, y, cos, sin:
+    the angle error in degrees rms after the best constant offset, the place error in cm rms
+    after the best affine map of the true pose (so a reference point fixed on the object but off
+    its true one costs nothing)."""
+    d = np.angle(np.exp(1j * (angle - np.arctan2(true[:, 3], true[:, 2]))))
+    d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
+    x = np.concatenate([true, np.ones((len(true), 1))], 1)
+    coef, *_ = np.linalg.lstsq(x, place, rcond=None)
+    res = place - x @ coef
+    return float(np.degrees(np.sqrt((d ** 2).mean()))), float(100 * np.sqrt((res ** 2).sum(1).mean()))
+
+
+@torch.no_grad()
+def readout_check(pose: PoseModel, frames: FrameArrays, dims: list[int], max_frames: int = 4000,
+                  device: torch.device | str = "cpu") -> dict[str, float]:
+    """How well the readout matches a logged pose, for reading only (nothing is fit on it):
+    ``dims`` are the ``frames.state`` columns of the object's true x, y (m), cos, sin.
+    :func:`pose_errors` on up to ``max_frames`` frames spread over the data."""
+    if len(dims) != 4 or not all(0 <= d < frames.state.shape[1] for d in dims):
+        raise ValueError(f"check dims {list(dims)}: need 4 observation.state columns (x, y, cos, sin) "
+                         f"in [0, {frames.state.shape[1]})")
+    idx = np.unique(np.linspace(0, frames.num_frames - 1, min(max_frames, frames.num_frames)).astype(np.int64))
+    agent = frames.state[idx, :2]
+    points, vectors = read_frames(pose.encoder, pose.mask, frames.pixels[idx], agent, device=device)
+    read = pose_state(pose.readout, points, vectors, torch.as_tensor(agent, device=device))
+    world = pose.dynamics.to_world(read[:, 2:4]).cpu().double().numpy()
+    read = read.cpu().double().numpy()
+    angle_deg, place_cm = pose_errors(np.arctan2(read[:, 5], read[:, 4]), world,
+                                      frames.state[idx][:, dims].astype(np.float64))
+    return {"angle_deg_rms": angle_deg, "place_cm_rms": place_cm, "frames": int(len(idx))}

@@ -18,6 +18,7 @@ from hmpc.object_pose import (
     fit_pose_model,
     load_pose_model,
     pose_blob,
+    pose_errors,
     save_pose_model,
     weights_digest,
 )
@@ -92,6 +93,26 @@ def test_pose_dynamics_units_and_distance():
     moved = torch.tensor([0.0, 0.0, 0.8, 0.9, 1.0, 0.0])  # 0.3, 0.4 away: 0.25
     assert pose_distance(turned, goal, 0.1).item() == pytest.approx(0.04, abs=1e-6)
     assert pose_distance(moved, goal, 0.1).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_pose_errors_on_known_readouts():
+    rng = np.random.default_rng(0)
+    n = 400
+    theta = rng.uniform(-np.pi, np.pi, n)
+    true = np.stack([rng.uniform(0, 1, n), rng.uniform(0, 1, n), np.cos(theta), np.sin(theta)], 1)
+    # read 180 deg off (a constant offset costs nothing), the place 2 cm ahead of the true point
+    # on the object and in other units (an affine map costs nothing)
+    place = 1.1 * (true[:, :2] + 0.02 * true[:, 2:4]) + 0.3
+    assert pose_errors(theta + np.pi, place, true) == pytest.approx((0.0, 0.0), abs=1e-6)
+    wobble = np.where(np.arange(n) % 2 == 0, 5.0, -5.0)  # +-5 deg about the offset: 5 deg rms
+    angle = np.angle(np.exp(1j * (theta + np.radians(wobble) + 3.0)))  # wrapped across +-pi too
+    noise = np.zeros((n, 2))
+    noise[:, 0] = np.where(np.arange(n) % 4 < 2, 0.01, -0.01)  # 1 cm, uncorrelated with the pose
+    angle_deg, place_cm = pose_errors(angle, place + noise, true)
+    assert angle_deg == pytest.approx(5.0, abs=1e-6)
+    assert place_cm == pytest.approx(1.0, abs=0.05)
+    angle_deg, _ = pose_errors(rng.uniform(-np.pi, np.pi, n), place, true)  # a heading read at random
+    assert angle_deg > 90
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +265,37 @@ def test_hmpc_pose_then_hmpc_plan(tmp_path, capsys):
         plain = save_checkpoint(tmp_path / "plain", build_world_model(WorldModelSpec(image_size=32), seed=0), {})
         pose_cli.run(cfg("pose", ["device=cpu", f"checkpoint={plain}", f"data={data}"]))
     assert e.value.code == 2 and "model.keypoint_vectors >= 1" in capsys.readouterr().err
+
+
+def test_hmpc_pose_reports_the_readout_against_the_logged_pose(tmp_path, capsys):
+    """hmpc-pose fits without labels, then reads the logged pose only to say how far off the
+    readout is; a random encoder's heading is read at random, and the warning says what to train."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import collect as collect_cli
+    from hmpc.cli import pose as pose_cli
+
+    def cfg(name: str, overrides: list[str]):
+        with initialize_config_module("configs", version_base="1.3"):
+            return compose(name, overrides=overrides)
+
+    data = tmp_path / "data"
+    collect_cli.run(cfg("collect", ["env=push_t", "episodes=2", "steps=12", "workers=0", f"output_dir={data}"]))
+    spec = WorldModelSpec(image_size=64, latent_dim=18, widths=(4, 8), hidden=16, state_dim=2,
+                          keypoints=4, keypoint_vectors=1)
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(ckpt, build_world_model(spec, seed=0), {"dataset": {"root": str(data)}})
+    small = [f"checkpoint={ckpt}", "steps=3", "horizon=2", "hidden=16", "members=[0,1]", "device=cpu"]
+    pose_cli.run(cfg("pose", small))
+    out = capsys.readouterr().out
+    check = json.loads((ckpt / "pose" / "pose.json").read_text())["readout_check"]
+    assert check["frames"] == 24 and check["angle_deg_rms"] > pose_cli.ANGLE_WARN_DEG
+    assert f"angle {check['angle_deg_rms']:.1f} deg rms" in out and "model.loss.equivariance=1.0" in out
+    pose_cli.run(cfg("pose", [*small, "check_dims=null", f"output_dir={tmp_path / 'p2'}"]))
+    assert json.loads((tmp_path / "p2" / "pose.json").read_text())["readout_check"] is None
+    assert "logged pose" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        pose_cli.run(cfg("pose", [*small, "check_dims=[2,3,4,9]", f"output_dir={tmp_path / 'p3'}"]))
+    assert e.value.code == 2 and "check_dims" in capsys.readouterr().err
