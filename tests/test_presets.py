@@ -29,3 +29,15 @@ def test_model_preset_builds_and_rolls_out(preset):
         plan = torch.zeros(2, 3, spec.action_size(top))
         pred = model.rollout(model.project(s1, top), plan, top)
     assert pred.shape == (2, 3, spec.latent_size(top)) and torch.isfinite(pred).all()
+
+
+def test_push_t_pose_is_push_t_with_the_equivariance_term():
+    """The pose controller's preset stays the measured recipe: model=push_t plus
+    model.loss.equivariance=1.0, nothing else."""
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="configs", version_base=None):
+        pose = compose("train", overrides=["model=push_t_pose", "data=unused"])
+        plain = compose("train", overrides=["model=push_t", "model.loss.equivariance=1.0", "data=unused"])
+    assert pose.model.loss.equivariance == 1.0
+    assert OmegaConf.to_container(pose.model) == OmegaConf.to_container(plain.model)
