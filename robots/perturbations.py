@@ -59,6 +59,10 @@ class ActionDelay(gymnasium.Wrapper):
         return super().step(self._queue.popleft())
 
 
+# (body, link) -> (mass, local inertia diagonal, lateral friction)
+_Dynamics = dict[tuple[int, int], tuple[float, tuple[float, ...], float]]
+
+
 class DynamicsChange(gymnasium.Wrapper):
     """Scales the PyBullet scene's dynamics for each episode: ``mass`` multiplies the mass and
     inertia of every movable body and link (mass > 0: the ball, the pusher and the T, the arm and the
@@ -79,7 +83,7 @@ class DynamicsChange(gymnasium.Wrapper):
         if not hasattr(env.unwrapped, "bullet_client"):
             raise ValueError(f"dynamics changes need a PyBullet env of hmpc's; {env.unwrapped} has no bullet_client")
         self.mass, self.friction = float(mass), float(friction)
-        self._nominal: dict[tuple[int, int], tuple[float, tuple[float, ...], float]] = {}
+        self._nominal: _Dynamics = {}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         _scale(self.env.unwrapped.bullet_client, self._nominal, 1.0, 1.0)  # the next goal: nominal
@@ -94,9 +98,6 @@ class DynamicsChange(gymnasium.Wrapper):
         if client is None:
             raise ValueError(f"dynamics changes need a PyBullet clone; {type(sim).__name__} has no bullet_client")
         _scale(client, _dynamics(client), self.mass, self.friction)
-
-
-_Dynamics = dict[tuple[int, int], tuple[float, tuple[float, ...], float]]
 
 
 def _dynamics(client: Any) -> _Dynamics:
