@@ -92,7 +92,7 @@ def encoder_of(model: WorldModel) -> KeypointEncoder:
     enc = model.encoder
     if not isinstance(enc, KeypointEncoder) or not enc.num_vectors:
         raise ValueError("an object pose needs a keypoint encoder with vectors: train with model.keypoints "
-                         "> 0 and model.keypoint_vectors >= 1 (e.g. model=push_t model.loss.equivariance=1.0)")
+                         "> 0 and model.keypoint_vectors >= 1 (e.g. model=push_t_pose)")
     return enc
 
 
@@ -245,7 +245,8 @@ def pose_errors(angle: np.ndarray, place: np.ndarray, true: np.ndarray) -> tuple
     """A read angle (N,) rad and place (N, 2) m against the true pose (N, 4) = x, y, cos, sin:
     the angle error in degrees rms after the best constant offset, the place error in cm rms
     after the best affine map of the true pose (so a reference point fixed on the object but off
-    its true one costs nothing)."""
+    its true one costs nothing, and neither does an error of scale or rotation of the place; with
+    few distinct poses the fit absorbs everything and the place error means nothing)."""
     d = np.angle(np.exp(1j * (angle - np.arctan2(true[:, 3], true[:, 2]))))
     d = np.angle(np.exp(1j * (d - np.angle(np.exp(1j * d).mean()))))
     x = np.concatenate([true, np.ones((len(true), 1))], 1)

@@ -67,12 +67,14 @@ def clone_simulator(env: Any) -> Simulator:
         raise ValueError(
             f"{type(sim).__name__} has no simulate(action) -> (distance, path_distance) method"
         )
-    layer = env
+    layers, layer = [], env
     while layer is not base and hasattr(layer, "env"):  # gymnasium wrappers, outermost first
+        layers.append(layer)
+        layer = layer.env
+    for layer in reversed(layers):  # innermost first, the order the live env applies them in
         apply = getattr(type(layer), "apply_to_clone", None)  # the wrapper's own, not forwarded
         if callable(apply):
             apply(layer, sim)
-        layer = layer.env
     return sim
 
 

@@ -260,6 +260,8 @@ class PushTEnv(BulletGoalEnv):
         return {"image_map": self.image_map().tolist(), "radius": PUSHER_RADIUS, "fill": list(FLOOR_RGB),
                 "margin": 0.5}
 
+    object_pose_dims = (2, 3, 4, 5)  # observation.state columns of the T's x, y, cos, sin (hmpc-pose's check)
+
     @property
     def object_gyration(self) -> float:
         """The T's radius of gyration (m): ``info["distance"]`` weighs its heading error by it."""
