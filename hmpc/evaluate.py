@@ -40,7 +40,14 @@ from hmpc.mpc import Controller
 from hmpc.object_pose import check_pose_env, pose_blob, pose_from_blob
 from hmpc.parallel import parallel_map, worker_device
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
-from hmpc.report import aggregate, difficulty_table, results_csv, results_table
+from hmpc.report import (
+    aggregate,
+    difficulty_table,
+    paired,
+    paired_table,
+    results_csv,
+    results_table,
+)
 from hmpc.rollout import EnvSpec, episode_seed
 from hmpc.runtime import resolve_device
 from hmpc.world_model import WorldModel, WorldModelSpec
@@ -359,6 +366,7 @@ def evaluate(
     info = {
         "per_episode": records,
         "aggregated": aggregate(records, rows),
+        "paired": paired(records),
         "video_paths": video_paths,
         "env": {"name": env_spec.name, "kwargs": env_spec.kwargs},
         "conditions": {c: {"kwargs": e.kwargs, "wrappers": list(e.wrappers)} for c, e in env_specs.items()},
@@ -369,7 +377,8 @@ def evaluate(
     by_difficulty = difficulty_table(records, rows)  # also labels record["difficulty"]
     atomic_write_json(out / "eval_info.json", info)
     table = results_table(info["aggregated"], env_spec.name)
-    (out / "results.md").write_text(f"{table}\n\n{by_difficulty}\n")
+    parts = (table, paired_table(info["paired"]), by_difficulty)
+    (out / "results.md").write_text("\n\n".join(part for part in parts if part) + "\n")
     (out / "results.csv").write_text(results_csv(info["aggregated"], env_spec.name))
     plot_success_by_difficulty(records, rows, out / "success_by_difficulty.png")
     plot_success_vs_time(info["aggregated"], out / "success_vs_time.png")

@@ -130,6 +130,61 @@ def difficulty_table(records: Sequence[dict[str, Any]], controllers: Sequence[st
     return "\n".join(lines)
 
 
+def sign_test(lost: int, gained: int) -> float:
+    """Exact two-sided sign test (McNemar's exact test) on the discordant pairs: the chance of a
+    split at least this uneven if each discordant pair went either way with probability 1/2."""
+    d, k = lost + gained, min(lost, gained)
+    if d == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d)
+
+
+def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired comparisons on the same start/goal pairs (episode index): each condition against the
+    first (nominal) for every controller, and each controller against the first one under the
+    first condition. Per comparison: pairs, successes of reference and this, pairs lost (solved by
+    the reference only) and gained (by this only), and :func:`sign_test`'s p."""
+    runs: dict[tuple[str, str], dict[int, bool]] = {}
+    for r in records:
+        key = (r.get("controller_name", r["controller"]), r.get("condition", "nominal"))
+        runs.setdefault(key, {})[int(r["episode_index"])] = bool(r["success"])
+    names = list(dict.fromkeys(k[0] for k in runs))
+    conds = list(dict.fromkeys(k[1] for k in runs))
+    pairs = [((n, conds[0]), (n, c)) for n in names for c in conds[1:]]
+    pairs += [((names[0], conds[0]), (n, conds[0])) for n in names[1:]]
+    out = []
+    for ref, this in pairs:
+        a, b = runs.get(ref, {}), runs.get(this, {})
+        common = sorted(set(a) & set(b))
+        if not common:
+            continue
+        lost = sum(a[i] and not b[i] for i in common)
+        gained = sum(b[i] and not a[i] for i in common)
+        out.append({"reference": _label(*ref), "compared": _label(*this), "pairs": len(common),
+                    "reference_successes": sum(a[i] for i in common), "successes": sum(b[i] for i in common),
+                    "lost": lost, "gained": gained, "p": sign_test(lost, gained)})
+    return out
+
+
+def _label(name: str, condition: str) -> str:
+    return name if condition == "nominal" else f"{name} [{condition}]"
+
+
+def paired_table(comparisons: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`paired` (empty string when there is nothing to compare)."""
+    if not comparisons:
+        return ""
+    lines = ["Paired on the same start/goal pairs (lost: solved by the reference only; gained: by the "
+             "compared only; p: exact two-sided sign test on those):", "",
+             "| compared | reference | pairs | success % (reference → compared) | lost | gained | p |",
+             "|---|---|---:|---|---:|---:|---:|"]  # fmt: skip
+    for c in comparisons:
+        n = c["pairs"]
+        lines.append(f"| {c['compared']} | {c['reference']} | {n} | {100 * c['reference_successes'] / n:.1f} → "
+                     f"{100 * c['successes'] / n:.1f} | {c['lost']} | {c['gained']} | {c['p']:.3g} |")
+    return "\n".join(lines)
+
+
 CSV_FIELDS = (
     "n_episodes", "pc_success", "ci95_low", "ci95_high", "avg_final_distance", "avg_min_distance",
     "plan_ms_mean", "plan_ms_p95", "fallbacks", "actions_out_of_bounds", "steps", "errors", "eval_s",

@@ -115,6 +115,9 @@ def test_conditions_are_rows_on_the_same_seeds(tmp_path):
     assert seeds["nominal"] == seeds["obs_noise"] == seeds["slow"]
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0].startswith("task,controller,n_episodes,pc_success") and len(csv) == 4
+    compared = [(c["compared"], c["reference"], c["pairs"]) for c in info["paired"]]
+    assert compared == [("random [obs_noise]", "random", 2), ("random [slow]", "random", 2)]
+    assert "| random [slow] | random | 2 |" in (tmp_path / "results.md").read_text()
 
 
 def test_robustness_preset_composes():

@@ -2,7 +2,16 @@
 
 import pytest
 
-from hmpc.report import aggregate, difficulty_table, results_csv, results_table, wilson_interval
+from hmpc.report import (
+    aggregate,
+    difficulty_table,
+    paired,
+    paired_table,
+    results_csv,
+    results_table,
+    sign_test,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_known_values():
@@ -62,3 +71,36 @@ def test_difficulty_without_a_maze_uses_start_distance_quantiles():
     assert "| a | 100 % (2) | 50 % (2) | 0 % (2) |" in table
     assert {r["difficulty"] for r in recs if r["controller"] == "a"} == {
         r["difficulty"] for r in recs if r["controller"] == "b"}
+
+
+def test_sign_test_known_values():
+    assert sign_test(0, 0) == 1.0  # no discordant pair: no evidence either way
+    assert sign_test(0, 3) == pytest.approx(0.25)  # 2 * (1/2)^3
+    assert sign_test(8, 3) == pytest.approx(0.2265625)  # 2 * (1 + 11 + 55 + 165) / 2^11
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_paired_compares_conditions_and_controllers_on_the_same_pairs():
+    def rec(name, cond, i, ok):
+        label = name if cond == "nominal" else f"{name} [{cond}]"
+        return {"controller": label, "controller_name": name, "condition": cond, "episode_index": i, "success": ok}
+
+    a_nom, a_slow = [1, 1, 0, 1, 0], [0, 1, 1, 0, 0]  # a under "slow": lost pairs 0 and 3, gained 2
+    b_nom = [1, 1, 1, 1, 1]  # b against a: gained 2 and 4
+    recs = ([rec("a", "nominal", i, bool(v)) for i, v in enumerate(a_nom)]
+            + [rec("a", "slow", i, bool(v)) for i, v in enumerate(a_slow)]
+            + [rec("b", "nominal", i, bool(v)) for i, v in enumerate(b_nom)]
+            + [rec("b", "slow", i, True) for i in range(4)])  # one pair missing: 4 common pairs
+    got = {(c["compared"], c["reference"]): c for c in paired(recs)}
+    assert list(got) == [("a [slow]", "a"), ("b [slow]", "b"), ("b", "a")]
+    c = got[("a [slow]", "a")]
+    assert (c["pairs"], c["reference_successes"], c["successes"], c["lost"], c["gained"]) == (5, 3, 2, 2, 1)
+    assert c["p"] == pytest.approx(1.0)
+    c = got[("b [slow]", "b")]
+    assert (c["pairs"], c["lost"], c["gained"]) == (4, 0, 0)
+    c = got[("b", "a")]
+    assert (c["lost"], c["gained"], c["p"]) == (0, 2, pytest.approx(0.5))
+    table = paired_table(paired(recs))
+    assert "| a [slow] | a | 5 | 60.0 → 40.0 | 2 | 1 | 1 |" in table
+    assert paired_table(paired([rec("a", "nominal", 0, True)])) == ""  # one run: nothing to compare
