@@ -3,7 +3,7 @@
 # evaluation workers sharing the card (issues #5, #6, #7). Logs and tables go to $OUT (the device
 # tool's output folder; /tmp/gpu_check elsewhere). Needs .gpu/site.tar.xz (bench/gpu_bundle.sh):
 #
-#   device run, carry [".gpu"], timeout_s 420 (the steps take at most 340 s):  bash bench/gpu_check.sh
+#   device run, carry [".gpu"], timeout_s 420 (the steps take at most 350 s):  bash bench/gpu_check.sh
 #
 # Each step has its own time limit (SIGINT, then SIGKILL 15 s later), so one that hangs leaves the
 # others their time; the tables are printed last and the exit code is non-zero if any step failed.
@@ -48,13 +48,13 @@ step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.log, status in
   [ "$code" -eq 0 ] || failed=1
   echo "$name: exit $code after $((SECONDS - t0)) s (limit $limit s)" | tee -a "$OUT/status.txt"
 }
-step tests 120 $PY -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 tests/test_cuda.py tests/test_optimizers.py
+step tests 90 $PY -m pytest -q -p no:cacheprovider -o faulthandler_timeout=80 tests/test_cuda.py tests/test_optimizers.py
 # shellcheck disable=SC2086  # word splitting of the lists is meant
 step train 40 $PY bench/train_throughput.py --frames synthetic --devices $DEVICES --steps 40
 # shellcheck disable=SC2086
 step latency 60 $PY bench/plan_latency.py --devices $DEVICES --episodes 3 --steps 20
 # shellcheck disable=SC2086
-step eval 120 $PY bench/eval_throughput.py --episodes 48 --max-steps 40 --workers $WORKERS \
+step eval 160 $PY bench/eval_throughput.py --episodes 32 --max-steps 40 --workers $WORKERS \
   --gpus "$GPUS" --device "$EVAL_DEVICE"
 
 echo; cat "$OUT/machine.txt" "$OUT/status.txt"
