@@ -37,6 +37,8 @@ from robots.push_t_geometry import (
     PUSHER_RADIUS,
     distance_to_block,
     outline_point,
+    point_option,
+    pose_option,
     to_world,
     wrap_angle,
 )
@@ -279,38 +281,6 @@ class PushTEnv(BulletGoalEnv):
         self._write()
         return img
 
-    def _pose_option(self, options: dict[str, Any], name: str) -> np.ndarray | None:
-        if name not in options:
-            return None
-        lo, hi = BLOCK_RADIUS, self.arena_size - BLOCK_RADIUS
-        arr = np.asarray(options[name], dtype=np.float64).reshape(-1)
-        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or not np.all(
-                (lo <= arr[:2]) & (arr[:2] <= hi)):  # fmt: skip
-            raise ValueError(
-                f"options[{name!r}]={options[name]!r} must be a finite pose (x, y, theta) with "
-                f"x and y in [{lo:.3f}, {hi:.3f}] m (the T fits in the {self.arena_size} m arena "
-                "at any theta); theta is in radians, any finite value"
-            )
-        arr[2] = wrap_angle(arr[2])
-        return arr
-
-    def _point_option(
-        self, options: dict[str, Any], name: str, pose: np.ndarray
-    ) -> np.ndarray | None:
-        """Option ``name`` as a pusher position (x, y) in the arena, clear of the T at ``pose``."""
-        if name not in options:
-            return None
-        p = np.asarray(options[name], dtype=np.float64).reshape(-1)
-        lo, hi = PUSHER_RADIUS, self.arena_size - PUSHER_RADIUS
-        if (p.shape != (2,) or not np.all(np.isfinite(p)) or not np.all((lo <= p) & (p <= hi))
-                or distance_to_block(p, pose) < PUSHER_RADIUS):  # fmt: skip
-            raise ValueError(
-                f"options[{name!r}]={options[name]!r} must be a finite (x, y) with x and y in "
-                f"[{lo:.3f}, {hi:.3f}] m, at least {PUSHER_RADIUS} m (the pusher radius) from "
-                f"the T's {'goal' if name == 'goal_pusher' else 'start'} pose"
-            )
-        return p
-
     def _start_pose(self, start: np.ndarray | None) -> np.ndarray:
         """``start``, or a block pose drawn uniformly (centre kept from the walls, any yaw)."""
         if start is not None:
@@ -386,7 +356,7 @@ class PushTEnv(BulletGoalEnv):
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; accepted: 'start' and 'goal' "
                              "(block poses x, y, theta), 'pusher', 'goal_pusher' (x, y)")  # fmt: skip
-        start, goal = self._pose_option(options, "start"), self._pose_option(options, "goal")
+        start, goal = (pose_option(options, k, self.arena_size) for k in ("start", "goal"))
         q = np.multiply(PARK_FRACTION, self.arena_size)
         if self.goal_mode == "push" and goal is None:
             s, p, g, q = self._push_goal(start)
@@ -398,8 +368,8 @@ class PushTEnv(BulletGoalEnv):
                 p = self.np_random.uniform(m, self.arena_size - m, 2)
                 if distance_to_block(p, s) >= clear:
                     break
-        p = self._point_option(options, "pusher", s) if "pusher" in options else p
-        q = self._point_option(options, "goal_pusher", g) if "goal_pusher" in options else q
+        p = point_option(options, "pusher", s, self.arena_size) if "pusher" in options else p
+        q = point_option(options, "goal_pusher", g, self.arena_size) if "goal_pusher" in options else q
         # Only now that every option is valid does the state change.
         self._block, self._goal, self._goal_pusher = np.array([*s, 0.0, 0.0, 0.0]), g, q
         self._pusher = np.array([*p, 0.0, 0.0])

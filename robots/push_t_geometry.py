@@ -1,11 +1,14 @@
 """Push-T geometry in the block frame and in the world: the T's boxes, its size, distances to it.
 
-Pure numpy, no simulator: shared by the env (:mod:`robots.push_t`), its episode sampling and
-the scripted expert. Lengths in metres, angles in radians; a pose is ``(x, y, theta)`` of the
-T's centre of mass (at theta = 0 the bar is on top, +y, and the stem points down, -y).
+Pure numpy, no simulator: shared by the env (:mod:`robots.push_t`), its episode sampling and the
+checks of its reset options, and the scripted expert. Lengths in metres, angles in radians; a pose
+is ``(x, y, theta)`` of the T's centre of mass (at theta = 0 the bar is on top, +y, and the stem
+points down, -y).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -85,3 +88,36 @@ def to_world(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     c, s = np.cos(pose[2]), np.sin(pose[2])
     p = np.asarray(points, dtype=np.float64)
     return np.stack([c * p[..., 0] - s * p[..., 1], s * p[..., 0] + c * p[..., 1]], -1) + pose[:2]
+
+
+def pose_option(options: dict[str, Any], name: str, arena_size: float) -> np.ndarray | None:
+    """Reset option ``name`` as a block pose (x, y, theta wrapped) that fits in the arena, or None."""
+    if name not in options:
+        return None
+    lo, hi = BLOCK_RADIUS, arena_size - BLOCK_RADIUS
+    arr = np.asarray(options[name], dtype=np.float64).reshape(-1)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or not np.all((lo <= arr[:2]) & (arr[:2] <= hi)):
+        raise ValueError(
+            f"options[{name!r}]={options[name]!r} must be a finite pose (x, y, theta) with "
+            f"x and y in [{lo:.3f}, {hi:.3f}] m (the T fits in the {arena_size} m arena "
+            "at any theta); theta is in radians, any finite value"
+        )
+    arr[2] = wrap_angle(arr[2])
+    return arr
+
+
+def point_option(options: dict[str, Any], name: str, pose: np.ndarray, arena_size: float) -> np.ndarray | None:
+    """Reset option ``name`` as a pusher position (x, y) in the arena, clear of the T at ``pose``."""
+    if name not in options:
+        return None
+    p = np.asarray(options[name], dtype=np.float64).reshape(-1)
+    lo, hi = PUSHER_RADIUS, arena_size - PUSHER_RADIUS
+    if (p.shape != (2,) or not np.all(np.isfinite(p)) or not np.all((lo <= p) & (p <= hi))
+            or distance_to_block(p, pose) < PUSHER_RADIUS):  # fmt: skip
+        raise ValueError(
+            f"options[{name!r}]={options[name]!r} must be a finite (x, y) with x and y in "
+            f"[{lo:.3f}, {hi:.3f}] m, at least {PUSHER_RADIUS} m (the pusher radius) from "
+            f"the T's {'goal' if name == 'goal_pusher' else 'start'} pose"
+        )
+    return p
+
