@@ -143,11 +143,15 @@ def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Paired comparisons on the same start/goal pairs (episode index): each condition against the
     first (nominal) for every controller, and each controller against the first one under the
     first condition. Per comparison: pairs, successes of reference and this, pairs lost (solved by
-    the reference only) and gained (by this only), and :func:`sign_test`'s p."""
+    the reference only) and gained (by this only), and :func:`sign_test`'s p. Conditions that
+    move the starts (``start_distance`` differs for an episode index, as with ``ood_starts``) are
+    not pairs, and are left out."""
     runs: dict[tuple[str, str], dict[int, bool]] = {}
+    starts: dict[tuple[str, str], dict[int, Any]] = {}
     for r in records:
-        key = (r.get("controller_name", r["controller"]), r.get("condition", "nominal"))
-        runs.setdefault(key, {})[int(r["episode_index"])] = bool(r["success"])
+        key, i = (r.get("controller_name", r["controller"]), r.get("condition", "nominal")), int(r["episode_index"])
+        runs.setdefault(key, {})[i] = bool(r["success"])
+        starts.setdefault(key, {})[i] = r.get("start_distance")
     names = list(dict.fromkeys(k[0] for k in runs))
     conds = list(dict.fromkeys(k[1] for k in runs))
     pairs = [((n, conds[0]), (n, c)) for n in names for c in conds[1:]]
@@ -156,7 +160,8 @@ def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for ref, this in pairs:
         a, b = runs.get(ref, {}), runs.get(this, {})
         common = sorted(set(a) & set(b))
-        if not common:
+        same = all(None in (starts[ref][i], starts[this][i]) or starts[ref][i] == starts[this][i] for i in common)
+        if not common or not same:
             continue
         lost = sum(a[i] and not b[i] for i in common)
         gained = sum(b[i] and not a[i] for i in common)

@@ -143,3 +143,4 @@ def test_ood_starts_rows_start_where_their_region_says(tmp_path):
     # start distance is recorded per episode; starts differ between the rows on the same seeds
     rows = {c: [r["start_distance"] for r in info["per_episode"] if r["condition"] == c] for c in conds}
     assert rows["in_distribution"] != rows["ood_starts"]
+    assert info["paired"] == []  # other starts: not pairs, so no paired comparison

@@ -104,3 +104,7 @@ def test_paired_compares_conditions_and_controllers_on_the_same_pairs():
     table = paired_table(paired(recs))
     assert "| a [slow] | a | 5 | 60.0 → 40.0 | 2 | 1 | 1 |" in table
     assert paired_table(paired([rec("a", "nominal", 0, True)])) == ""  # one run: nothing to compare
+    moved = [{**rec("a", "nominal", 0, True), "start_distance": 1.0},
+             {**rec("a", "far", 0, False), "start_distance": 2.5}]  # another start: not a pair
+    assert paired(moved) == []
+    assert len(paired([{**r, "start_distance": 1.0} for r in moved])) == 1
