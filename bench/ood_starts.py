@@ -1,6 +1,6 @@
 """Starts outside the training distribution: planners on starts the data covered vs starts it did not.
 
-    python bench/ood_starts.py --out outputs/bench/ood_starts       # ~35 min on 2 CPU cores
+    python bench/ood_starts.py --out outputs/bench/ood_starts       # ~8 min on 2 CPU cores (2026-12-06)
     python bench/ood_starts.py --checkpoint <run>/checkpoint        # evaluation only
 
 PointMaze medium (8 x 8 cells, walls included). Exploration episodes (OU-correlated random
