@@ -25,6 +25,7 @@ from _cli import ci, evaluate, run_cli
 
 from hmpc.data import LeRobotDataset
 from hmpc.evaluate import row_label
+from hmpc.report import fisher_exact
 
 LEFT, RIGHT = "in_distribution", "ood_starts"  # the conditions of configs/conditions/ood_starts.yaml
 
@@ -74,12 +75,14 @@ def main() -> None:
     print(f"\n# Starts outside the data, PointMaze medium, {args.eval_episodes} episodes per row, "
           f"checkpoint {ckpt}{cover}; outputs in {out}\n")  # fmt: skip
     print("| controller | success %, starts in data (left) | 95 % CI | success %, starts "
-          "outside (right) | 95 % CI | change (points) | plan ms (left / right) |")  # fmt: skip
-    print("|---|---:|---|---:|---|---:|---:|")
+          "outside (right) | 95 % CI | change (points) | Fisher exact p | plan ms (left / right) |")  # fmt: skip
+    print("|---|---:|---|---:|---|---:|---:|---:|")
     for name in names:
         a, b = res[row_label(name, LEFT)], res[row_label(name, RIGHT)]
-        print(f"| {name} | {a['pc_success']:.0f} | {ci(a)} | {b['pc_success']:.0f} | {ci(b)} | "
-              f"{b['pc_success'] - a['pc_success']:+.0f} | "
+        wins = [round(r["pc_success"] * r["n_episodes"] / 100) for r in (a, b)]
+        p = fisher_exact(wins[0], a["n_episodes"], wins[1], b["n_episodes"])  # other starts: two samples
+        print(f"| {name} | {a['pc_success']:.1f} | {ci(a)} | {b['pc_success']:.1f} | {ci(b)} | "
+              f"{b['pc_success'] - a['pc_success']:+.1f} | {p:.2g} | "
               f"{a['plan_ms_mean']:.1f} / {b['plan_ms_mean']:.1f} |")  # fmt: skip
 
 

@@ -139,6 +139,18 @@ def sign_test(lost: int, gained: int) -> float:
     return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d)
 
 
+def fisher_exact(wins_a: int, n_a: int, wins_b: int, n_b: int) -> float:
+    """Two-sided Fisher exact test of two success rates from different episodes (two samples, not
+    pairs): the chance, given the total successes, of a split at most as likely as the one seen."""
+    k, n = wins_a + wins_b, n_a + n_b
+
+    def prob(x: int) -> float:
+        return math.comb(n_a, x) * math.comb(n_b, k - x) / math.comb(n, k)
+
+    seen = prob(wins_a)
+    return min(1.0, sum(q for x in range(max(0, k - n_b), min(k, n_a) + 1) if (q := prob(x)) <= seen * (1 + 1e-9)))
+
+
 def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Paired comparisons on the same start/goal pairs (episode index): each condition against the
     first (nominal) for every controller, and each controller against the first one under the

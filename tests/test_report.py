@@ -5,6 +5,7 @@ import pytest
 from hmpc.report import (
     aggregate,
     difficulty_table,
+    fisher_exact,
     paired,
     paired_table,
     results_csv,
@@ -108,3 +109,20 @@ def test_paired_compares_conditions_and_controllers_on_the_same_pairs():
              {**rec("a", "far", 0, False), "start_distance": 2.5}]  # another start: not a pair
     assert paired(moved) == []
     assert len(paired([{**r, "start_distance": 1.0} for r in moved])) == 1
+
+
+def test_fisher_exact_known_values():
+    assert fisher_exact(51, 60, 44, 60) == pytest.approx(0.17674, abs=1e-5)  # scipy.stats.fisher_exact
+    assert fisher_exact(3, 3, 0, 3) == pytest.approx(0.1)  # the classic: 2 * 1/20
+    assert fisher_exact(5, 10, 5, 10) == pytest.approx(1.0)
+    assert fisher_exact(10, 10, 0, 10) == pytest.approx(2 / 184756)
+
+
+def test_exact_tests_agree_with_scipy():
+    stats = pytest.importorskip("scipy.stats")  # dev installs have it (through ray[rllib])
+    for wa, na, wb, nb in [(51, 60, 44, 60), (0, 20, 7, 20), (13, 40, 13, 41), (2, 5, 30, 31)]:
+        want = stats.fisher_exact([[wa, na - wa], [wb, nb - wb]]).pvalue
+        assert fisher_exact(wa, na, wb, nb) == pytest.approx(want, rel=1e-9)
+    for lost, gained in [(0, 0), (1, 9), (8, 3), (15, 1), (6, 6)]:
+        want = stats.binomtest(min(lost, gained), lost + gained).pvalue if lost + gained else 1.0
+        assert sign_test(lost, gained) == pytest.approx(want, rel=1e-9)
