@@ -77,7 +77,7 @@ def find_object(points: torch.Tensor, vectors: torch.Tensor, sign: float, member
         if len(members) < 2:
             raise ValueError(f"no two distinct keypoints sit together (mean distance < {cluster_tol}): "
                              "this checkpoint's keypoints do not find one object; choose them with "
-                             "members=[...] or train with model.loss.equivariance=1.0")
+                             "members=[...] or train with model=push_t_pose (model.loss.equivariance=1.0)")
     bad = [i for i in members if not 0 <= i < k]
     if bad or len(members) < 1:
         raise ValueError(f"keypoint members {members}: each must be in [0, {k}) and there must be one")
