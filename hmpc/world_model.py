@@ -389,9 +389,7 @@ class WorldModel(nn.Module):
     def _check_level(self, level: int, abstract: bool = False) -> None:
         lo = 2 if abstract else 1
         if not lo <= level <= self.spec.num_levels:
-            raise ValueError(
-                f"level {level} out of range [{lo}, {self.spec.num_levels}] for this world model"
-            )
+            raise ValueError(f"level {level} out of range [{lo}, {self.spec.num_levels}] for this world model")
 
 
 def build_world_model(spec: WorldModelSpec, seed: int, device: torch.device | str = "cpu") -> WorldModel:
