@@ -158,29 +158,46 @@ def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     the reference only) and gained (by this only), and :func:`sign_test`'s p. Conditions that
     move the starts (``start_distance`` differs for an episode index, as with ``ood_starts``) are
     not pairs, and are left out."""
-    runs: dict[tuple[str, str], dict[int, bool]] = {}
-    starts: dict[tuple[str, str], dict[int, Any]] = {}
+    runs: dict[tuple[str, str], dict[Any, tuple[bool, Any]]] = {}
     for r in records:
-        key, i = (r.get("controller_name", r["controller"]), r.get("condition", "nominal")), int(r["episode_index"])
-        runs.setdefault(key, {})[i] = bool(r["success"])
-        starts.setdefault(key, {})[i] = r.get("start_distance")
+        key = (r.get("controller_name", r["controller"]), r.get("condition", "nominal"))
+        runs.setdefault(key, {})[int(r["episode_index"])] = (bool(r["success"]), r.get("start_distance"))
     names = list(dict.fromkeys(k[0] for k in runs))
     conds = list(dict.fromkeys(k[1] for k in runs))
     pairs = [((n, conds[0]), (n, c)) for n in names for c in conds[1:]]
     pairs += [((names[0], conds[0]), (n, conds[0])) for n in names[1:]]
-    out = []
-    for ref, this in pairs:
-        a, b = runs.get(ref, {}), runs.get(this, {})
-        common = sorted(set(a) & set(b))
-        same = all(None in (starts[ref][i], starts[this][i]) or starts[ref][i] == starts[this][i] for i in common)
-        if not common or not same:
-            continue
-        lost = sum(a[i] and not b[i] for i in common)
-        gained = sum(b[i] and not a[i] for i in common)
-        out.append({"reference": _label(*ref), "compared": _label(*this), "pairs": len(common),
-                    "reference_successes": sum(a[i] for i in common), "successes": sum(b[i] for i in common),
-                    "lost": lost, "gained": gained, "p": sign_test(lost, gained)})
-    return out
+    found = (_compare(_label(*ref), _label(*this), runs.get(ref, {}), runs.get(this, {})) for ref, this in pairs)
+    return [c for c in found if c is not None]
+
+
+def paired_runs(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]],
+                before_name: str) -> list[dict[str, Any]]:
+    """Each row (controller label) of the run ``after`` against the same row of the run ``before``
+    (e.g. two checkpoints), episodes matched by their seed: :func:`paired`'s fields. Rows missing
+    from either run, or whose episodes start elsewhere (another env or seed list), are left out."""
+    def by_seed(records: Sequence[dict[str, Any]]) -> dict[str, dict[Any, tuple[bool, Any]]]:
+        out: dict[str, dict[Any, tuple[bool, Any]]] = {}
+        for r in records:
+            out.setdefault(r["controller"], {})[int(r["seed"])] = (bool(r["success"]), r.get("start_distance"))
+        return out
+
+    a, b = by_seed(before), by_seed(after)
+    found = (_compare(f"{label} ({before_name})", label, a[label], b[label]) for label in b if label in a)
+    return [c for c in found if c is not None]
+
+
+def _compare(ref_label: str, label: str, a: dict[Any, tuple[bool, Any]],
+             b: dict[Any, tuple[bool, Any]]) -> dict[str, Any] | None:
+    """Paired counts of two rows keyed alike (success, start distance), or None when they share no
+    pair or a shared key starts elsewhere."""
+    common = sorted(set(a) & set(b))
+    if not common or any(None not in (a[k][1], b[k][1]) and a[k][1] != b[k][1] for k in common):
+        return None
+    lost = sum(a[k][0] and not b[k][0] for k in common)
+    gained = sum(b[k][0] and not a[k][0] for k in common)
+    return {"reference": ref_label, "compared": label, "pairs": len(common),
+            "reference_successes": sum(a[k][0] for k in common), "successes": sum(b[k][0] for k in common),
+            "lost": lost, "gained": gained, "p": sign_test(lost, gained)}
 
 
 def _label(name: str, condition: str) -> str:

@@ -126,3 +126,33 @@ def test_exact_tests_agree_with_scipy():
     for lost, gained in [(0, 0), (1, 9), (8, 3), (15, 1), (6, 6)]:
         want = stats.binomtest(min(lost, gained), lost + gained).pvalue if lost + gained else 1.0
         assert sign_test(lost, gained) == pytest.approx(want, rel=1e-9)
+
+
+def test_hmpc_eval_compare_with_an_earlier_run(tmp_path, capsys):
+    """compare_with pairs each row with the same row of an earlier run, episode by episode (seed)."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from hmpc.cli import evaluate as eval_cli
+
+    def cfg(out, extra):
+        with initialize_config_module("configs", version_base="1.3"):
+            return compose("eval", overrides=[f"output_dir={out}", "workers=0", "videos=0", "episodes=3",
+                                              "max_steps=3", "env.image_size=16", "controllers=[random]", *extra])
+
+    first, again, other = tmp_path / "first", tmp_path / "again", tmp_path / "other"
+    eval_cli.run(cfg(first, []))
+    eval_cli.run(cfg(again, [f"compare_with={first}"]))
+    capsys.readouterr()
+    compared = json.loads((again / "eval_info.json").read_text())["compared_with"]
+    assert compared["folder"] == str(first.resolve())
+    (c,) = compared["paired"]  # the same seeded random actions: the same outcomes
+    assert (c["compared"], c["reference"], c["pairs"], c["lost"], c["gained"]) == ("random", "random (first)", 3, 0, 0)
+    assert "Against the earlier run" in (again / "results.md").read_text()
+    eval_cli.run(cfg(other, [f"compare_with={first}", "seed=7"]))  # other seeds: no shared episode
+    assert "No row of" in (other / "results.md").read_text()
+    with pytest.raises(SystemExit) as e:  # refused before any episode runs
+        eval_cli.run(cfg(tmp_path / "bad", [f"compare_with={tmp_path / 'missing'}"]))
+    assert e.value.code == 2 and "compare_with=" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "eval_info.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -27,10 +28,13 @@ def run(cfg: DictConfig) -> None:
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     ecfg = typed(EvalConfig, {k: v for k, v in plain(cfg).items() if k in fields}, "eval.yaml")
     conditions = plain(cfg.get("conditions")) or {"nominal": {}}
+    before = _earlier_run(cfg.get("compare_with"))  # read first: a wrong path fails before any episode
     info = evaluate(
         env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers, cfg.cube_model), ecfg, cfg.output_dir,
         conditions=conditions,
     )
+    if before is not None:
+        _compare_with(before, info, Path(cfg.output_dir))
     print((Path(cfg.output_dir) / "results.md").read_text())
     print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")
     failed = [r for r in info["per_episode"] if r.get("error")]
@@ -39,6 +43,34 @@ def run(cfg: DictConfig) -> None:
         print(f"error: {len(failed)} of {len(info['per_episode'])} episodes failed (the first, "
               f"{failed[0]['episode_id']}: {first}); every error is in eval_info.json", file=sys.stderr)
         sys.exit(1)
+
+
+def _earlier_run(folder: str | None) -> tuple[Path, list[dict]] | None:
+    """``compare_with``'s folder and its per-episode records, or a ValueError naming what is missing."""
+    if folder is None:
+        return None
+    path = Path(folder) / "eval_info.json"
+    if not path.is_file():
+        raise ValueError(f"compare_with={folder}: no eval_info.json there; give the output_dir of an earlier hmpc-eval")
+    try:
+        return Path(folder), json.loads(path.read_text())["per_episode"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"compare_with={folder}: {path} is not an hmpc-eval record ({e!r})") from e
+
+
+def _compare_with(before: tuple[Path, list[dict]], info: dict, out: Path) -> None:
+    """Append the paired comparison with the earlier run to results.md and eval_info.json."""
+    from hmpc.checkpoint import atomic_write_json
+    from hmpc.report import paired_runs, paired_table
+
+    folder, records = before
+    comparisons = paired_runs(records, info["per_episode"], folder.name)
+    info["compared_with"] = {"folder": str(folder.resolve()), "paired": comparisons}
+    atomic_write_json(out / "eval_info.json", info)
+    table = paired_table(comparisons) or (f"No row of {folder} shares episodes with this run (the same controllers, "
+                                          "seed and env are needed).")  # fmt: skip
+    with open(out / "results.md", "a") as f:
+        f.write(f"\nAgainst the earlier run {folder}:\n\n{table}\n")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
