@@ -153,15 +153,16 @@ def fisher_exact(wins_a: int, n_a: int, wins_b: int, n_b: int) -> float:
 
 def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Paired comparisons on the same start/goal pairs (episode index): each condition against the
-    first (nominal) for every controller, and each controller against the first one under the
-    first condition. Per comparison: pairs, successes of reference and this, pairs lost (solved by
-    the reference only) and gained (by this only), and :func:`sign_test`'s p. Conditions that
-    move the starts (``start_distance`` differs for an episode index, as with ``ood_starts``) are
-    not pairs, and are left out."""
-    runs: dict[tuple[str, str], dict[Any, tuple[bool, Any]]] = {}
+    first condition (usually nominal) for every controller, and each controller against the first
+    one under the first condition. Per comparison: pairs, successes of reference and this, pairs
+    lost (solved by the reference only) and gained (by this only), :func:`sign_test`'s p, and the
+    pairs left out because an episode of either row failed with an error. Conditions that move
+    the starts (``start_distance`` differs for an episode index, as with ``ood_starts``) are not
+    pairs, and are left out."""
+    runs: dict[tuple[str, str], dict[Any, _Outcome]] = {}
     for r in records:
         key = (r.get("controller_name", r["controller"]), r.get("condition", "nominal"))
-        runs.setdefault(key, {})[int(r["episode_index"])] = (bool(r["success"]), r.get("start_distance"))
+        runs.setdefault(key, {})[int(r["episode_index"])] = _outcome(r)
     names = list(dict.fromkeys(k[0] for k in runs))
     conds = list(dict.fromkeys(k[1] for k in runs))
     pairs = [((n, conds[0]), (n, c)) for n in names for c in conds[1:]]
@@ -175,10 +176,10 @@ def paired_runs(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]
     """Each row (controller label) of the run ``after`` against the same row of the run ``before``
     (e.g. two checkpoints), episodes matched by their seed: :func:`paired`'s fields. Rows missing
     from either run, or whose episodes start elsewhere (another env or seed list), are left out."""
-    def by_seed(records: Sequence[dict[str, Any]]) -> dict[str, dict[Any, tuple[bool, Any]]]:
-        out: dict[str, dict[Any, tuple[bool, Any]]] = {}
+    def by_seed(records: Sequence[dict[str, Any]]) -> dict[str, dict[Any, _Outcome]]:
+        out: dict[str, dict[Any, _Outcome]] = {}
         for r in records:
-            out.setdefault(r["controller"], {})[int(r["seed"])] = (bool(r["success"]), r.get("start_distance"))
+            out.setdefault(r["controller"], {})[int(r["seed"])] = _outcome(r)
         return out
 
     a, b = by_seed(before), by_seed(after)
@@ -186,18 +187,30 @@ def paired_runs(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]
     return [c for c in found if c is not None]
 
 
-def _compare(ref_label: str, label: str, a: dict[Any, tuple[bool, Any]],
-             b: dict[Any, tuple[bool, Any]]) -> dict[str, Any] | None:
-    """Paired counts of two rows keyed alike (success, start distance), or None when they share no
-    pair or a shared key starts elsewhere."""
-    common = sorted(set(a) & set(b))
-    if not common or any(None not in (a[k][1], b[k][1]) and a[k][1] != b[k][1] for k in common):
+_Outcome = tuple[bool, Any, bool]  # success, start distance (None: not recorded), failed with an error
+
+
+def _outcome(r: dict[str, Any]) -> _Outcome:
+    return bool(r["success"]), r.get("start_distance"), r.get("error") is not None
+
+
+def _compare(ref_label: str, label: str, a: dict[Any, _Outcome], b: dict[Any, _Outcome]) -> dict[str, Any] | None:
+    """Paired counts of two rows keyed alike, or None when they share no pair or a shared key
+    starts elsewhere; pairs with a failed episode on either side are counted apart (``left_out``)."""
+    shared = sorted(set(a) & set(b))
+    if not shared or any(_moved(a[k][1], b[k][1]) for k in shared if not (a[k][2] or b[k][2])):
         return None
+    common = [k for k in shared if not (a[k][2] or b[k][2])]
     lost = sum(a[k][0] and not b[k][0] for k in common)
     gained = sum(b[k][0] and not a[k][0] for k in common)
     return {"reference": ref_label, "compared": label, "pairs": len(common),
             "reference_successes": sum(a[k][0] for k in common), "successes": sum(b[k][0] for k in common),
-            "lost": lost, "gained": gained, "p": sign_test(lost, gained)}
+            "lost": lost, "gained": gained, "p": sign_test(lost, gained), "left_out": len(shared) - len(common)}
+
+
+def _moved(x: Any, y: Any) -> bool:
+    """Whether two recorded start distances differ (beyond float noise across machines)."""
+    return x is not None and y is not None and not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _label(name: str, condition: str) -> str:
@@ -213,9 +226,11 @@ def paired_table(comparisons: Sequence[dict[str, Any]]) -> str:
              "| compared | reference | pairs | success % (reference → compared) | lost | gained | p |",
              "|---|---|---:|---|---:|---:|---:|"]  # fmt: skip
     for c in comparisons:
-        n = c["pairs"]
-        lines.append(f"| {c['compared']} | {c['reference']} | {n} | {100 * c['reference_successes'] / n:.1f} → "
-                     f"{100 * c['successes'] / n:.1f} | {c['lost']} | {c['gained']} | {c['p']:.3g} |")
+        n, out = c["pairs"], c.get("left_out", 0)
+        pairs = f"{n} ({out} left out: errors)" if out else f"{n}"
+        rates = f"{100 * c['reference_successes'] / n:.1f} → {100 * c['successes'] / n:.1f}" if n else "-"
+        lines.append(f"| {c['compared']} | {c['reference']} | {pairs} | {rates} | {c['lost']} | {c['gained']} "
+                     f"| {c['p']:.3g} |")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from hmpc.report import (
     difficulty_table,
     fisher_exact,
     paired,
+    paired_runs,
     paired_table,
     results_csv,
     results_table,
@@ -152,7 +153,32 @@ def test_hmpc_eval_compare_with_an_earlier_run(tmp_path, capsys):
     assert "Against the earlier run" in (again / "results.md").read_text()
     eval_cli.run(cfg(other, [f"compare_with={first}", "seed=7"]))  # other seeds: no shared episode
     assert "No row of" in (other / "results.md").read_text()
-    with pytest.raises(SystemExit) as e:  # refused before any episode runs
-        eval_cli.run(cfg(tmp_path / "bad", [f"compare_with={tmp_path / 'missing'}"]))
-    assert e.value.code == 2 and "compare_with=" in capsys.readouterr().err
+    (tmp_path / "seedless").mkdir()
+    (tmp_path / "seedless" / "eval_info.json").write_text(json.dumps({"per_episode": [{"controller": "random"}]}))
+    cases = [(tmp_path / "bad", tmp_path / "missing", "no eval_info.json there"),
+             (tmp_path / "bad", tmp_path / "seedless", "not an hmpc-eval record"),
+             (first, first, "this run's output_dir")]  # it would overwrite the run it compares with
+    for out, earlier, why in cases:  # each refused before any episode runs
+        with pytest.raises(SystemExit) as e:
+            eval_cli.run(cfg(out, [f"compare_with={earlier}"]))
+        assert e.value.code == 2 and why in capsys.readouterr().err
     assert not (tmp_path / "bad" / "eval_info.json").exists()
+    assert json.loads((first / "eval_info.json").read_text()).get("compared_with") is None  # not overwritten
+
+
+def test_paired_runs_matches_episodes_by_seed():
+    def rec(label, seed, ok, start=1.0, error=None):
+        return {"controller": label, "seed": seed, "success": ok, "start_distance": start, "error": error}
+
+    before = [rec("a", s, ok) for s, ok in zip([10, 11, 12, 13, 14], [1, 1, 0, 0, 0], strict=True)]
+    before += [rec("b", 10, True), rec("c", 10, True), rec("d", 10, True)]
+    after = [rec("a", s, ok) for s, ok in zip([14, 13, 12, 11, 10, 99], [1, 1, 1, 0, 1, 1], strict=True)]  # other order
+    after += [rec("b", 10, True, start=2.0),  # starts elsewhere: not a pair
+              rec("c", 10, False, error="RuntimeError: worker died")]  # failed: left out, not lost
+    got = {c["compared"]: c for c in paired_runs(before, after, "run1")}
+    assert set(got) == {"a", "c"}
+    a = got["a"]  # seeds 10-14 shared: lost 11, gained 12, 13, 14
+    assert (a["reference"], a["pairs"], a["lost"], a["gained"]) == ("a (run1)", 5, 1, 3)
+    assert (a["reference_successes"], a["successes"], a["left_out"]) == (2, 4, 0)
+    assert (got["c"]["pairs"], got["c"]["lost"], got["c"]["left_out"]) == (0, 0, 1)
+    assert "| c | c (run1) | 0 (1 left out: errors) | - |" in paired_table(list(got.values()))

@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> None:
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     ecfg = typed(EvalConfig, {k: v for k, v in plain(cfg).items() if k in fields}, "eval.yaml")
     conditions = plain(cfg.get("conditions")) or {"nominal": {}}
-    before = _earlier_run(cfg.get("compare_with"))  # read first: a wrong path fails before any episode
+    before = _earlier_run(cfg.get("compare_with"), cfg.output_dir)  # checked before any episode runs
     info = evaluate(
         env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers, cfg.cube_model), ecfg, cfg.output_dir,
         conditions=conditions,
@@ -45,17 +45,23 @@ def run(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def _earlier_run(folder: str | None) -> tuple[Path, list[dict]] | None:
-    """``compare_with``'s folder and its per-episode records, or a ValueError naming what is missing."""
+def _earlier_run(folder: str | None, output_dir: str) -> tuple[Path, list[dict]] | None:
+    """``compare_with``'s folder and its per-episode records, or a ValueError naming what is wrong."""
     if folder is None:
         return None
     path = Path(folder) / "eval_info.json"
     if not path.is_file():
         raise ValueError(f"compare_with={folder}: no eval_info.json there; give the output_dir of an earlier hmpc-eval")
+    if Path(folder).resolve() == Path(output_dir).resolve():
+        raise ValueError(f"compare_with={folder} is this run's output_dir, which the run would overwrite; "
+                         "give this run another output_dir")
     try:
-        return Path(folder), json.loads(path.read_text())["per_episode"]
-    except (json.JSONDecodeError, KeyError) as e:
+        records = json.loads(path.read_text())["per_episode"]
+        if not all({"controller", "seed", "success"} <= set(r) for r in records):
+            raise KeyError("a per-episode record without controller, seed or success")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"compare_with={folder}: {path} is not an hmpc-eval record ({e!r})") from e
+    return Path(folder), records
 
 
 def _compare_with(before: tuple[Path, list[dict]], info: dict, out: Path) -> None:
@@ -69,8 +75,12 @@ def _compare_with(before: tuple[Path, list[dict]], info: dict, out: Path) -> Non
     atomic_write_json(out / "eval_info.json", info)
     table = paired_table(comparisons) or (f"No row of {folder} shares episodes with this run (the same controllers, "
                                           "seed and env are needed).")  # fmt: skip
+    matched = {c["compared"] for c in comparisons}
+    missing = sorted({r["controller"] for r in info["per_episode"]} - matched)
+    note = f"\n\nNot compared (no such row there, or its episodes start elsewhere): {', '.join(missing)}" if missing else ""
     with open(out / "results.md", "a") as f:
-        f.write(f"\nAgainst the earlier run {folder}:\n\n{table}\n")
+        f.write(f"\nAgainst the earlier run {folder} (rows matched by name: a condition of the same name\n"
+                f"with other settings there is compared as if it were the same):\n\n{table}{note}\n")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
