@@ -28,7 +28,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from state_model import GROUPS, success_cells
 from tqdm import trange
@@ -38,7 +37,7 @@ from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.windows import build_frame_cache
 from hmpc.evaluate import run_episode
-from hmpc.object_pose import PoseModel, fit_pose_model, pose_errors, pose_state, read_frames
+from hmpc.object_pose import PoseModel, fit_pose_model, pose_state, read_frames, state_errors
 from hmpc.optimizers import CEM
 from hmpc.pose_dynamics import error_ratios
 from hmpc.pose_mpc import PoseMPC
@@ -102,10 +101,7 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     points, vectors = read_frames(pose.encoder, mask, held.pixels, held.state[:, :2])
     held_pose = pose_state(pose.readout, points, vectors, torch.as_tensor(held.state[:, :2]))
-    with torch.no_grad():
-        world = pose.dynamics.to_world(held_pose[:, 2:4]).double().numpy()
-    angle_deg, place_cm = pose_errors(torch.atan2(held_pose[:, 5], held_pose[:, 4]).double().numpy(), world,
-                                      held.state[:, 2:6].astype(np.float64))
+    angle_deg, place_cm = state_errors(pose, held_pose, held.state[:, 2:6])
     ratios = error_ratios(pose.dynamics, dataclasses.replace(held, state=held_pose.numpy()), GROUPS)
     print(f"\n# Push-T push goals from images{'' if mask is None else ', pusher painted out'}: "
           f"pose readout of keypoints {list(pose.readout.members)} "

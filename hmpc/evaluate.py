@@ -43,7 +43,9 @@ from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
 from hmpc.report import (
     aggregate,
     difficulty_table,
+    earlier_run_section,
     paired,
+    paired_runs,
     paired_table,
     results_csv,
     results_table,
@@ -300,11 +302,14 @@ def evaluate(
     output_dir: str | Path,
     progress: bool = True,
     conditions: dict[str, dict[str, Any]] | None = None,
+    earlier: tuple[Path, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every controller on the same episodes; writes eval_info.json and results.md.
 
     ``conditions`` maps a name to ``{"env": {kwarg overrides}, "wrappers": [...]}``; each
-    condition is a separate row per controller (robustness), on the same seeds.
+    condition is a separate row per controller (robustness), on the same seeds. ``earlier``
+    (an earlier run's folder and per-episode records) adds each row paired with the same row
+    there (:func:`hmpc.report.paired_runs`) as ``compared_with`` and a results.md section.
     """
     device, gpus_per_worker = worker_device(cfg.device, cfg.workers, cfg.gpus_per_worker, cfg.address)
     out = Path(output_dir)
@@ -374,10 +379,16 @@ def evaluate(
         "config": {**cfg.__dict__},
         "eval_s": time.perf_counter() - t0,
     }
+    section = ""
+    if earlier is not None:
+        folder, before = earlier
+        comparisons = paired_runs(before, records, folder.name)
+        info["compared_with"] = {"folder": str(folder.resolve()), "paired": comparisons}
+        section = earlier_run_section(comparisons, rows, str(folder))
     by_difficulty = difficulty_table(records, rows)  # also labels record["difficulty"]
     atomic_write_json(out / "eval_info.json", info)
     table = results_table(info["aggregated"], env_spec.name)
-    parts = (table, paired_table(info["paired"]), by_difficulty)
+    parts = (table, paired_table(info["paired"]), by_difficulty, section)
     (out / "results.md").write_text("\n\n".join(part for part in parts if part) + "\n")
     (out / "results.csv").write_text(results_csv(info["aggregated"], env_spec.name))
     plot_success_by_difficulty(records, rows, out / "success_by_difficulty.png")

@@ -268,8 +268,14 @@ def readout_check(pose: PoseModel, frames: FrameArrays, dims: list[int], max_fra
     agent = frames.state[idx, :2]
     points, vectors = read_frames(pose.encoder, pose.mask, frames.pixels[idx], agent, device=device)
     read = pose_state(pose.readout, points, vectors, torch.as_tensor(agent, device=device))
+    angle_deg, place_cm = state_errors(pose, read, frames.state[idx][:, dims])
+    return {"angle_deg_rms": angle_deg, "place_cm_rms": place_cm, "frames": int(len(idx))}
+
+
+@torch.no_grad()
+def state_errors(pose: PoseModel, read: torch.Tensor, true: np.ndarray) -> tuple[float, float]:
+    """:func:`pose_errors` of pose states read by ``pose`` (N, 6), the place in the dynamics'
+    metres, against the true pose (N, 4) = x, y, cos, sin."""
     world = pose.dynamics.to_world(read[:, 2:4]).cpu().double().numpy()
     read = read.cpu().double().numpy()
-    angle_deg, place_cm = pose_errors(np.arctan2(read[:, 5], read[:, 4]), world,
-                                      frames.state[idx][:, dims].astype(np.float64))
-    return {"angle_deg_rms": angle_deg, "place_cm_rms": place_cm, "frames": int(len(idx))}
+    return pose_errors(np.arctan2(read[:, 5], read[:, 4]), world, np.asarray(true, dtype=np.float64))

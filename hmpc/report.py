@@ -160,14 +160,17 @@ def paired(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     the starts (``start_distance`` differs for an episode index, as with ``ood_starts``) are not
     pairs, and are left out."""
     runs: dict[tuple[str, str], dict[Any, _Outcome]] = {}
+    labels: dict[tuple[str, str], str] = {}  # the results row of each (controller, condition)
     for r in records:
         key = (r.get("controller_name", r["controller"]), r.get("condition", "nominal"))
         runs.setdefault(key, {})[int(r["episode_index"])] = _outcome(r)
+        labels[key] = r["controller"]
     names = list(dict.fromkeys(k[0] for k in runs))
     conds = list(dict.fromkeys(k[1] for k in runs))
     pairs = [((n, conds[0]), (n, c)) for n in names for c in conds[1:]]
     pairs += [((names[0], conds[0]), (n, conds[0])) for n in names[1:]]
-    found = (_compare(_label(*ref), _label(*this), runs.get(ref, {}), runs.get(this, {})) for ref, this in pairs)
+    found = (_compare(labels[ref], labels[this], runs[ref], runs[this]) for ref, this in pairs
+             if ref in runs and this in runs)
     return [c for c in found if c is not None]
 
 
@@ -213,8 +216,15 @@ def _moved(x: Any, y: Any) -> bool:
     return x is not None and y is not None and not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _label(name: str, condition: str) -> str:
-    return name if condition == "nominal" else f"{name} [{condition}]"
+def earlier_run_section(comparisons: Sequence[dict[str, Any]], rows: Sequence[str], folder: str) -> str:
+    """results.md's section on :func:`paired_runs` against the run in ``folder``: the table, and
+    the ``rows`` of this run that found no partner there."""
+    table = paired_table(comparisons) or (f"No row of {folder} shares episodes with this run (the same "
+                                          "controllers, seed and env are needed).")  # fmt: skip
+    missing = [r for r in rows if r not in {c["compared"] for c in comparisons}]
+    note = f"\n\nNot compared (no such row there, or its episodes start elsewhere): {', '.join(missing)}" if missing else ""
+    return (f"Against the earlier run {folder} (rows matched by name: a condition of the same name with other "
+            f"settings there is compared as if it were the same):\n\n{table}{note}")
 
 
 def paired_table(comparisons: Sequence[dict[str, Any]]) -> str:

@@ -31,10 +31,8 @@ def run(cfg: DictConfig) -> None:
     before = _earlier_run(cfg.get("compare_with"), cfg.output_dir)  # checked before any episode runs
     info = evaluate(
         env_spec(cfg), cfg.checkpoint, controller_specs(cfg.controllers, cfg.cube_model), ecfg, cfg.output_dir,
-        conditions=conditions,
+        conditions=conditions, earlier=before,
     )
-    if before is not None:
-        _compare_with(before, info, Path(cfg.output_dir))
     print((Path(cfg.output_dir) / "results.md").read_text())
     print(f"eval_info: {cfg.output_dir}/eval_info.json ({info['eval_s']:.0f} s)")
     failed = [r for r in info["per_episode"] if r.get("error")]
@@ -62,25 +60,6 @@ def _earlier_run(folder: str | None, output_dir: str) -> tuple[Path, list[dict]]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"compare_with={folder}: {path} is not an hmpc-eval record ({e!r})") from e
     return Path(folder), records
-
-
-def _compare_with(before: tuple[Path, list[dict]], info: dict, out: Path) -> None:
-    """Append the paired comparison with the earlier run to results.md and eval_info.json."""
-    from hmpc.checkpoint import atomic_write_json
-    from hmpc.report import paired_runs, paired_table
-
-    folder, records = before
-    comparisons = paired_runs(records, info["per_episode"], folder.name)
-    info["compared_with"] = {"folder": str(folder.resolve()), "paired": comparisons}
-    atomic_write_json(out / "eval_info.json", info)
-    table = paired_table(comparisons) or (f"No row of {folder} shares episodes with this run (the same controllers, "
-                                          "seed and env are needed).")  # fmt: skip
-    matched = {c["compared"] for c in comparisons}
-    missing = sorted({r["controller"] for r in info["per_episode"]} - matched)
-    note = f"\n\nNot compared (no such row there, or its episodes start elsewhere): {', '.join(missing)}" if missing else ""
-    with open(out / "results.md", "a") as f:
-        f.write(f"\nAgainst the earlier run {folder} (rows matched by name: a condition of the same name\n"
-                f"with other settings there is compared as if it were the same):\n\n{table}{note}\n")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
