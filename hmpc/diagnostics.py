@@ -149,14 +149,18 @@ def pooled_probe_r2(
     The windows of all ``batches`` are pooled; the probe is fit on the first half of the windows
     and scored on the second half. Frames of one window are nearly the same state, so a probe fit
     within one small batch sees only a few distinct states: in a large maze it overfits and reads
-    far too low (0.5 where the pooled probe reads 0.99). ``views``: each batch's
+    far too low (0.5 where the pooled probe reads 0.99). Windows whose episode logged no state
+    (``has_state`` False: imported video) are left out. ``views``: each batch's
     :func:`rolled_views`, when already computed.
     """
     zs: dict[int, list[torch.Tensor]] = {}
     ys: dict[int, list[torch.Tensor]] = {}
     ends: dict[int, list[torch.Tensor]] = {}  # predicted final latents (N_windows, D_l)
-    for batch_views in views or [rolled_views(model, b) for b in batches]:
+    for batch, batch_views in zip(batches, views or [rolled_views(model, b) for b in batches], strict=True):
+        keep = batch.get("has_state")
+        keep = slice(None) if keep is None else keep.cpu()  # (B,) bool
         for level, (s, _, y, pred) in enumerate(batch_views, start=1):
+            s, y, pred = s.cpu()[keep], y.cpu()[keep], None if pred is None else pred.cpu()[keep]
             zs.setdefault(level, []).append(s.float().cpu())
             y = y[..., list(probe_dims)] if y.shape[-1] else y  # no observation.state: no probe
             ys.setdefault(level, []).append(y.float().cpu())

@@ -33,7 +33,7 @@ from hmpc.controllers import (
 )
 from hmpc.costs import Guardrails, guardrail_violated
 from hmpc.cube_model import check_cube_env, cube_blob, cube_from_blob
-from hmpc.data import LeRobotDataset, build_frame_cache
+from hmpc.data import LeRobotDataset, build_frame_cache, with_state
 from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_bytes
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
@@ -213,6 +213,8 @@ def model_blob(
     frames = None
     if have_data and (landmarks or (atlas_size > 0 and model.spec.num_levels >= 2)):
         frames = build_frame_cache(LeRobotDataset(root), progress=False)
+        if model.spec.state_dim:  # an encoder that fuses the state reads no imported video
+            frames = with_state(frames)
     if frames is not None and atlas_size > 0 and model.spec.num_levels >= 2:
         blob["atlas"] = build_atlas(model, frames, 2, atlas_size, np.random.default_rng(seed))
     if landmarks:

@@ -293,7 +293,12 @@ def state_probe_term(
         got = None if state is None else tuple(state.shape)
         raise ValueError(f"model.loss.state_probe needs batch['state'] (B, L, "
                          f"{model.spec.probe_dim}); got {got}")
-    return losses.state_probe_loss(model.decode_state(s1.detach()), state)
+    pred = model.decode_state(s1.detach())
+    has_state = batch.get("has_state")
+    if has_state is not None and not bool(has_state.all()):  # windows of imported video log no state
+        return losses.state_probe_loss(pred[has_state], state[has_state]) if bool(has_state.any()) \
+            else pred.sum() * 0.0
+    return losses.state_probe_loss(pred, state)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,8 @@ def _check_probe_dims(dataset: LeRobotDataset, cfg: TrainConfig) -> None:
                          f"{dataset.root} has {state} dims; use dims in [0, {state - 1}]")  # fmt: skip
 
 
-def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
+def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec,
+                      samplers: Sequence[WindowSampler] = ()) -> None:
     h = dataset.image_shape[0]
     if h != spec.image_size:
         raise ValueError(
@@ -180,6 +181,11 @@ def _check_compatible(dataset: LeRobotDataset, spec: WorldModelSpec) -> None:
         if spec.state_dim > s:
             raise ValueError(f"model.state_dim={spec.state_dim} fuses that many observation.state "
                              f"dims but dataset {dataset.root} has {s}; set model.state_dim <= {s}")
+        bare = {int(e) for t in samplers for e in t.frames.episode_index[t.starts[~t.frames.has_state[t.starts]]]}
+        if bare:
+            raise ValueError(f"model.state_dim={spec.state_dim} fuses observation.state into the encoder, but "
+                             f"{len(bare)} episodes of {dataset.root} that training reads logged none (imported "
+                             "video); set model.state_dim=0 to train on them, or trainer.video_only=ignore")
     if dataset.action_dim != spec.action_dim:
         raise ValueError(
             f"dataset {dataset.root} has action dim {dataset.action_dim} but the model spec has "
@@ -319,7 +325,7 @@ def train_world_model(
     rng = np.random.default_rng(cfg.seed)
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
-    _check_compatible(dataset, spec)
+    _check_compatible(dataset, spec, (train_s, val_s))
     _check_probe_dims(dataset, cfg)
     spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)

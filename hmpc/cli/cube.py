@@ -35,7 +35,7 @@ def _frames(root: Path, key: str, env: str, size: int):
     """The frames of dataset ``root`` (given as ``key``), refused unless collected in ``env`` with
     ``size``-pixel images and the cube tasks' state and action."""
     from hmpc.cube_model import check_cube_frames
-    from hmpc.data import LeRobotDataset, build_frame_cache
+    from hmpc.data import LeRobotDataset, build_frame_cache, with_state
 
     data = LeRobotDataset(root)
     robot = data.info.get("robot_type")
@@ -45,7 +45,7 @@ def _frames(root: Path, key: str, env: str, size: int):
     if robot and robot != env:
         raise ValueError(f"{key}={root} was collected in {robot!r} (meta/info.json robot_type), not {env!r}; "
                          f"set env={robot}")
-    frames = build_frame_cache(data)
+    frames = with_state(build_frame_cache(data))  # fits on the logged cube pose
     if frames.pixels.shape[1] != size:
         raise ValueError(f"{key}={root} holds {frames.pixels.shape[1]}-pixel images but env {env!r} renders "
                          f"{size}; set env.image_size={frames.pixels.shape[1]}")

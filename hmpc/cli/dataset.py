@@ -3,6 +3,7 @@
     hmpc-dataset info DIR
     hmpc-dataset validate DIR [--no-decode]
     hmpc-dataset view DIR --episode 3 --out ep3.png   (contact sheet; .mp4 for a video)
+    hmpc-dataset add-video DIR clip.mp4 [...] [--episode-seconds 20] [--crop X Y W H]
 
 Plain argparse (no Hydra): these are file tools, not experiments.
 """
@@ -37,9 +38,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--camera", default=None, help="camera name or video key (default: first)")
     p.add_argument("--max-frames", type=int, default=64, help="frames on the contact sheet")
     p.add_argument("--scale", type=int, default=0, help="pixel upscale (0: to >= 128 px)")
+    p = sub.add_parser("add-video", help="append video files as video-only episodes (no actions, "
+                       "no state) at the dataset's fps and image size")
+    p.add_argument("root", type=Path, help="a dataset with action-labelled episodes")
+    p.add_argument("videos", type=Path, nargs="+", help="video files PyAV reads (mp4, mov, mkv, ...)")
+    p.add_argument("--episode-seconds", type=float, default=None,
+                   help="cut each video into episodes this long (default: one episode per file)")
+    p.add_argument("--min-frames", type=int, default=2, help="drop pieces shorter than this")
+    p.add_argument("--crop", type=int, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
+                   help="box of the source frames to keep (default: the centred square)")
+    p.add_argument("--start", type=float, default=0.0, help="seconds skipped at each file's start")
+    p.add_argument("--end", type=float, default=None, help="seconds after which each file is cut")
+    p.add_argument("--task", default="", help="task string of the new episodes")
     args = parser.parse_args(argv)
     try:
-        code = {"info": _info, "validate": _validate, "view": _view}[args.cmd](args)
+        code = {"info": _info, "validate": _validate, "view": _view,
+                "add-video": _add_video}[args.cmd](args)
     except (DatasetError, FileNotFoundError, IndexError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
@@ -62,6 +76,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"episodes  {len(lengths)}   frames {n}   fps {fps}   duration {n / fps:.1f}s")
     if len(lengths):
         print(f"length    min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}")
+        labelled = _labelled_episodes(root)
+        if labelled:
+            print("labels    " + "   ".join(f"{n} with {k}" for k, n in labelled.items())
+                  + "   (the others: video only)")
     stats = read_json(root / "meta/stats.json")
     print("features:")
     for key, feat in info["features"].items():
@@ -77,6 +95,40 @@ def _info(args: argparse.Namespace) -> int:
     print(f"size      {data / 2**20:.2f} MiB on disk ({data / max(n, 1):.0f} B/frame)"
           f"   frame cache {cache / 2**20:.2f} MiB")
     return 0
+
+
+def _add_video(args: argparse.Namespace) -> int:
+    """Append ``args.videos`` to ``args.root`` as video-only episodes; one line per file."""
+    from tqdm import tqdm
+
+    from hmpc.data.import_video import Crop, add_videos
+
+    crop = Crop(*args.crop) if args.crop else None
+    total = [0, 0]
+    for path in tqdm(args.videos, desc="importing", unit="file", disable=len(args.videos) < 2):
+        ((name, eps, frames),) = add_videos(args.root, [path], args.task, crop, args.episode_seconds,
+                                           args.min_frames, args.start, args.end)
+        print(f"{name}: {eps} episodes, {frames} frames")
+        total = [total[0] + eps, total[1] + frames]
+    print(f"added {total[0]} video-only episodes ({total[1]} frames) to {args.root}; train on them with "
+          f"`hmpc-train data={args.root} trainer.video_only=use` (model.state_dim=0: they log no state)")
+    return 0
+
+
+def _labelled_episodes(root: Path) -> dict[str, int]:
+    """Episodes with actions / with a state, from meta/episodes' per-episode stats counts ({} when
+    the files carry no stats columns, as in v2.1 datasets)."""
+    import pyarrow.parquet as pq
+
+    counts = {"actions": 0, "state": 0}
+    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    for path in files:
+        table = pq.read_table(path)
+        for name, feat in (("actions", "action"), ("state", "observation.state")):
+            col = f"stats/{feat}/count"
+            if col in table.column_names:
+                counts[name] += sum(v is not None for v in table[col].to_pylist())
+    return counts if files else {}
 
 
 def _fmt(values: Any) -> str:

@@ -23,7 +23,7 @@ ANGLE_WARN_DEG = 30  # chosen between the measured 3.5 deg (90 % of Push-T pairs
 def run(cfg: DictConfig) -> None:
     from hmpc.agent_mask import AgentMask
     from hmpc.checkpoint import load_checkpoint
-    from hmpc.data import LeRobotDataset, build_frame_cache
+    from hmpc.data import LeRobotDataset, build_frame_cache, with_state
     from hmpc.object_pose import (
         encoder_of,
         fit_pose_model,
@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> None:
         env.close()
     dataset = LeRobotDataset(root)
     dims = _check_dims(dims, dataset.state_dim, root)  # before the minutes of decoding and fitting
-    frames = build_frame_cache(dataset)
+    frames = with_state(build_frame_cache(dataset))  # the agent is painted out where the state puts it
     members = None if cfg.members is None else [int(i) for i in cfg.members]
     pose = fit_pose_model(model, frames, image_map, mask, float(gyration), cfg.steps, cfg.horizon, cfg.hidden,
                           cfg.seed, members, device)

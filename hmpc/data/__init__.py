@@ -11,7 +11,7 @@ from hmpc.data.validate import Problem, validate_dataset
 from hmpc.data.video import DatasetError
 from hmpc.data.writer import write_episodes
 
-_WINDOWS = ("FrameArrays", "WindowSampler", "build_frame_cache", "split_episodes")
+_WINDOWS = ("FrameArrays", "WindowSampler", "build_frame_cache", "split_episodes", "with_state")
 
 __all__ = [
     "CODEBASE_VERSION",
@@ -24,6 +24,7 @@ __all__ = [
     "build_frame_cache",
     "split_episodes",
     "validate_dataset",
+    "with_state",
     "write_episodes",
 ]
 

@@ -121,15 +121,19 @@ def _check_list_column(col: pa.Array, name: str, feature: dict[str, Any] | None,
                            "the feature's shape in meta/info.json")
 
 
-def episode_arrays(rows: pa.Table, path: Path, ep: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(state (T, d), action (T, A) or None for a video-only episode) of checked rows.
+def episode_arrays(rows: pa.Table, path: Path,
+                   ep: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(state (T, d) or None for imported video, action (T, A) or None for a video-only episode)
+    of checked rows.
 
-    Raises DatasetError on null state, actions on some frames only, or NaN/inf values.
+    Raises DatasetError on a state or actions on some frames only, or NaN/inf values.
     """
     state, valid = list_column(rows, "observation.state", path)
-    if not valid.all():
-        raise DatasetError(f"{where(path, ep, int(np.argmin(valid)))}: null observation.state; "
-                           "re-record the episode")
+    if not valid.any():
+        state = None  # no state logged (video imported with hmpc-dataset add-video)
+    elif not valid.all():
+        raise DatasetError(f"{where(path, ep, int(np.argmin(valid)))}: null observation.state on "
+                           "some frames only (first null here); store it on all frames or none")
     action = None
     if "action" in rows.column_names:
         values, valid = list_column(rows, "action", path)

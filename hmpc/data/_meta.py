@@ -34,7 +34,7 @@ class Dims:
 
     height: int
     width: int
-    state_dim: int
+    state_dim: int | None  # None: no episode of the batch has a state (imported video)
     action_dim: int | None  # None: no episode (old or new) has actions
 
 
@@ -154,18 +154,20 @@ def next_file_index(root: Path, info: dict[str, Any] | None, refs: Sequence[Epis
 
 def episode_dims(episodes: Sequence[Episode], first: int = 0) -> Dims:
     """Check dtypes, shapes and finiteness of episodes (``first``: the batch position of
-    ``episodes[0]``, for messages); their shared Dims (action_dim None when none has actions)."""
+    ``episodes[0]``, for messages); their shared Dims (state_dim / action_dim None when no episode
+    has a state / actions)."""
     ep0 = episodes[0]
     h, w = ep0.pixels.shape[1:3] if ep0.pixels.ndim == 4 else (0, 0)
-    d = ep0.state.shape[1] if ep0.state.ndim == 2 else 0
+    with_state = [ep.state for ep in episodes if ep.state is not None]
+    d = (with_state[0].shape[1] if with_state[0].ndim == 2 else 0) if with_state else None
     act_dims = {ep.action.shape[-1] for ep in episodes if ep.action is not None}
     for i, ep in enumerate(episodes, start=first):
         t = ep.pixels.shape[0]
         if ep.pixels.dtype != np.uint8 or ep.pixels.shape[1:] != (h, w, 3) or t == 0:
             raise DatasetError(f"episode {i} of this batch: pixels must be uint8 (T>0, {h}, {w}, 3) "
                                f"like episode {first}; got {ep.pixels.dtype} {ep.pixels.shape}")
-        if ep.state.shape != (t, d):
-            raise DatasetError(f"episode {i} of this batch: state must be (T={t}, {d}); "
+        if ep.state is not None and ep.state.shape != (t, d):
+            raise DatasetError(f"episode {i} of this batch: state must be (T={t}, {d}) or None; "
                                f"got {ep.state.shape}")
         if ep.action is not None and (ep.action.ndim != 2 or ep.action.shape[0] != t):
             raise DatasetError(f"episode {i} of this batch: action must be (T={t}, A) or None; "
@@ -185,14 +187,19 @@ def compatible_dims(dims: Dims, info: dict[str, Any] | None, video_key: str, fps
     """``dims`` of new episodes checked against the dataset's ``info`` (None: a new dataset);
     the Dims the dataset has after adding them (action_dim kept from the dataset if new has none)."""
     if info is None:
+        if dims.state_dim is None:
+            raise DatasetError(f"cannot create {root} from episodes without observation.state: "
+                               "a new dataset takes its state size from its first episodes; add "
+                               "imported video to a dataset that has action-labelled episodes")
         return dims
-    h, w, d, a = dims.height, dims.width, dims.state_dim, dims.action_dim
+    h, w, a = dims.height, dims.width, dims.action_dim
     feats = info["features"]
     old = None
     if video_key in feats:
         old_h, old_w = (int(x) for x in feats[video_key]["shape"][:2])
         old_a = int(feats["action"]["shape"][0]) if "action" in feats else None
         old = Dims(old_h, old_w, int(feats["observation.state"]["shape"][0]), old_a)
+    d = dims.state_dim if dims.state_dim is not None or old is None else old.state_dim
     if old is None or int(info["fps"]) != fps or (old.height, old.width, old.state_dim) != (h, w, d) \
             or (a is not None and old.action_dim not in (None, a)):
         raise DatasetError(
@@ -211,12 +218,14 @@ def fixed_list(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
 
 
 def data_table(episodes: Sequence[Episode], first_ep: int, first_index: int, tasks: list[str],
-               fps: int, action_dim: int | None) -> pa.Table:
-    """The parquet table of one call: one row per frame, episodes back to back."""
+               fps: int, action_dim: int | None, state_dim: int) -> pa.Table:
+    """The parquet table of one call: one row per frame, episodes back to back (null state rows
+    for episodes without a state, null action rows for those without actions)."""
     lengths = np.array([len(ep) for ep in episodes])
     frame_index = np.concatenate([np.arange(t) for t in lengths])
-    cols: dict[str, pa.Array] = {
-        "observation.state": fixed_list(np.concatenate([ep.state for ep in episodes]))}
+    states = [ep.state if ep.state is not None else np.zeros((len(ep), state_dim)) for ep in episodes]
+    has_state = np.repeat([ep.state is not None for ep in episodes], lengths)
+    cols: dict[str, pa.Array] = {"observation.state": fixed_list(np.concatenate(states), has_state)}
     if action_dim is not None:
         acts = [ep.action if ep.action is not None else np.zeros((len(ep), action_dim))
                 for ep in episodes]
@@ -313,12 +322,16 @@ def pixel_histogram(pixels: np.ndarray) -> np.ndarray:
 
 def episodes_stats(episodes: Sequence[Episode], video_key: str,
                    hist: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
-    """min/max/mean/std/count of state, action (frames that have one) and image channels in [0, 1].
+    """min/max/mean/std/count of state and action (over the frames that have one) and of the image
+    channels in [0, 1] (over every frame: their count is the number of frames).
 
     ``hist``: the summed :func:`pixel_histogram` of the episodes, when their pixels are gone
     (a streaming writer); computed from ``ep.pixels`` when None.
     """
-    stats = {"observation.state": _stats(np.concatenate([ep.state for ep in episodes]))}
+    stats = {}
+    states = [ep.state for ep in episodes if ep.state is not None]
+    if states:
+        stats["observation.state"] = _stats(np.concatenate(states))
     acts = [ep.action for ep in episodes if ep.action is not None]
     if acts:
         stats["action"] = _stats(np.concatenate(acts))
@@ -343,6 +356,16 @@ def _stats(x: np.ndarray) -> dict[str, Any]:
     x = x.astype(np.float64)
     return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
             "std": x.std(0).tolist(), "count": [int(x.shape[0])]}
+
+
+def stats_frame_count(stats: dict[str, Any], video_key: str) -> int:
+    """Frames that meta/stats.json covers: its image count (every frame has an image; not every
+    frame a state), or, in stats written before hmpc counted images, the state count."""
+    for key in (video_key, "observation.state"):
+        count = (stats.get(key) or {}).get("count")
+        if count:
+            return int(count[0])
+    return 0
 
 
 def merge_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

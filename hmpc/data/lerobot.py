@@ -41,7 +41,7 @@ class Episode:
     """One episode of T frames; frame t holds the observation at t and the action taken after it."""
 
     pixels: np.ndarray  # uint8 (T, H, W, 3)
-    state: np.ndarray  # float32 (T, d)
+    state: np.ndarray | None  # float32 (T, d), or None when no state was logged (imported video)
     action: np.ndarray | None  # float32 (T, A), or None for a video-only episode
     task: str = ""
 

@@ -18,7 +18,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hmpc.data import video
-from hmpc.data._meta import EpisodeRef, list_column, load_episode_refs, read_info, video_keys
+from hmpc.data._meta import (
+    EpisodeRef,
+    list_column,
+    load_episode_refs,
+    read_info,
+    stats_frame_count,
+    video_keys,
+)
 from hmpc.data.lerobot import read_json
 from hmpc.data.video import DatasetError
 
@@ -106,14 +113,15 @@ def _check_totals(root: Path, info: dict[str, Any], refs: Sequence[EpisodeRef]) 
         stats = read_json(root / "meta/stats.json")
     except DatasetError as err:
         return [*out, Problem("meta/stats.json", None, None, str(err))]
-    count = (stats.get("observation.state") or {}).get("count")
-    if count and int(count[0]) < frames:
-        out.append(Problem("meta/stats.json", None, None, f"observation.state count={count[0]} "
+    cams = video_keys(info)
+    count = stats_frame_count(stats, cams[0] if cams else "observation.state")
+    if count and count < frames:
+        out.append(Problem("meta/stats.json", None, None, f"the stats count {count} frames "
                            f"but the dataset has {frames} frames: stats.json is behind (left by an "
                            "interrupted write); the next write to this dataset (rerun hmpc-collect) "
                            "catches it up"))
-    elif count and int(count[0]) > frames:
-        out.append(Problem("meta/stats.json", None, None, f"observation.state count={count[0]} "
+    elif count > frames:
+        out.append(Problem("meta/stats.json", None, None, f"the stats count {count} frames "
                            f"but the dataset has {frames} frames; normalisation stats are off: "
                            "the next write to this dataset rebuilds them"))
     return out
@@ -233,13 +241,12 @@ def _check_rows(rel: str, info: dict[str, Any], ref: EpisodeRef, rows: pa.Table,
 
 def _check_values(rel: str, ref: EpisodeRef, rows: pa.Table, name: str,
                   frames: np.ndarray) -> list[Problem]:
-    """Nulls (state; partial for action) and NaN/inf of one list column of one episode."""
+    """Nulls on some frames only and NaN/inf of one list column of one episode."""
     values, valid = list_column(rows, name, Path(rel))
-    if name == "action" and not valid.any():
-        return []  # a video-only episode: no actions at all is allowed
+    if not valid.any():
+        return []  # no actions (video-only) or no state (imported video) at all is allowed
     if not valid.all():
-        return [Problem(rel, ref.index, _first_bad(frames, ~valid),
-                        f"null {name}" + (" on some frames only" if name == "action" else ""))]
+        return [Problem(rel, ref.index, _first_bad(frames, ~valid), f"null {name} on some frames only")]
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
         f = _first_bad(frames, ~finite)

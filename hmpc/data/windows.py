@@ -20,9 +20,9 @@ from tqdm import tqdm
 from hmpc.data.lerobot import LeRobotDataset
 from hmpc.data.video import DatasetError
 
-__all__ = ["FrameArrays", "WindowSampler", "build_frame_cache", "split_episodes"]
+__all__ = ["FrameArrays", "WindowSampler", "build_frame_cache", "split_episodes", "with_state"]
 
-_CACHE_VERSION = b"hmpc-frame-cache-1"  # bump when the cache file layout changes
+_CACHE_VERSION = b"hmpc-frame-cache-2"  # bump when the cache file layout changes
 
 
 @dataclass
@@ -30,7 +30,7 @@ class FrameArrays:
     """All frames of a dataset, episodes back to back (N frames, E episodes)."""
 
     pixels: np.ndarray  # uint8 (N, H, W, 3), a read-only np.memmap when built from a cache
-    state: np.ndarray  # float32 (N, d)
+    state: np.ndarray  # float32 (N, d), zeros where has_state is False
     action: np.ndarray  # float32 (N, A), zeros where has_action is False (A=0: no actions)
     has_action: np.ndarray  # bool (N,)
     episode_index: np.ndarray  # int64 (N,)
@@ -38,6 +38,12 @@ class FrameArrays:
     episode_lengths: np.ndarray  # int64 (E,)
     path: Path | None = None  # the pixel memmap file
     reused: bool = False  # True when loaded from an existing cache instead of decoded
+    has_state: np.ndarray | None = None  # bool (N,), False in episodes that logged no state
+    # (imported video); None: every frame has one
+
+    def __post_init__(self) -> None:
+        if self.has_state is None:
+            self.has_state = np.ones(self.num_frames, bool)
 
     @property
     def num_frames(self) -> int:
@@ -62,8 +68,28 @@ def state_frames(parts: Sequence[FrameArrays]) -> FrameArrays:
         pixels=np.zeros((int(lengths.sum()), 0, 0, 3), np.uint8),
         state=np.concatenate([f.state for f in parts]), action=np.concatenate([f.action for f in parts]),
         has_action=np.concatenate([f.has_action for f in parts]),
+        has_state=np.concatenate([f.has_state for f in parts]),
         episode_index=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
         episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), episode_lengths=lengths)
+
+
+def with_state(frames: FrameArrays) -> FrameArrays:
+    """The episodes of ``frames`` that logged a state (``frames`` itself when all did; otherwise
+    the kept pixels are copied into memory): for fits that read ``state`` on every frame."""
+    if frames.has_state.all():
+        return frames
+    keep = frames.has_state[frames.episode_starts]  # (E,): a state is logged for a whole episode or not at all
+    if not keep.any():
+        raise DatasetError("no episode of the dataset has observation.state (all imported video); "
+                           "this step needs episodes collected with their state (hmpc-collect)")
+    rows = np.repeat(keep, frames.episode_lengths)
+    lengths = frames.episode_lengths[keep]
+    return FrameArrays(
+        pixels=np.asarray(frames.pixels[rows]), state=frames.state[rows], action=frames.action[rows],
+        has_action=frames.has_action[rows],
+        episode_index=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
+        episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        episode_lengths=lengths)
 
 
 def cache_key(dataset: LeRobotDataset) -> str:
@@ -119,6 +145,7 @@ def _decode_all(dataset: LeRobotDataset, pix_path: Path, low_path: Path,
     state = np.zeros((n, dataset.state_dim), np.float32)
     action = np.zeros((n, a_dim), np.float32)
     has_action = np.zeros(n, bool)
+    has_state = np.zeros(n, bool)
     suffix = uuid.uuid4().hex
     tmp_pix = pix_path.with_name(f".{pix_path.name}.{suffix}.tmp")
     tmp_low = low_path.with_name(f".{low_path.name}.{suffix}.tmp")
@@ -129,14 +156,16 @@ def _decode_all(dataset: LeRobotDataset, pix_path: Path, low_path: Path,
             ep = dataset.load_episode(i)
             sl = slice(starts[i], starts[i] + lengths[i])
             mm[sl] = ep.pixels
-            state[sl] = ep.state
+            if ep.state is not None:
+                state[sl] = ep.state
+                has_state[sl] = True
             if ep.action is not None:
                 action[sl] = ep.action
                 has_action[sl] = True
         mm.flush()
         del mm
         with open(tmp_low, "wb") as f:
-            np.savez(f, state=state, action=action, has_action=has_action,
+            np.savez(f, state=state, action=action, has_action=has_action, has_state=has_state,
                      episode_index=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
                      episode_starts=starts, episode_lengths=lengths.astype(np.int64))
         os.replace(tmp_low, low_path)
@@ -210,6 +239,7 @@ class WindowSampler:
         Returns:
             "pixels" uint8 (B, T, 3, H, W), "state" float32 (B, T, d),
             "action" float32 (B, T-1, frameskip*A), "has_action" bool (B,),
+            "has_state" bool (B,) (False: the window's episode logged no state, which is zeros),
             "index" int64 (B,) global index of each window's first frame.
         """
         share = self.labelled_share
@@ -246,6 +276,7 @@ class WindowSampler:
             "state": torch.from_numpy(f.state[frame_idx]).to(device),
             "action": torch.from_numpy(action).to(device),
             "has_action": torch.from_numpy(has_action).to(device),
+            "has_state": torch.from_numpy(f.has_state[start]).to(device),
             "index": torch.from_numpy(start.astype(np.int64)).to(device),
         }
 

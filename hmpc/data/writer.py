@@ -56,6 +56,7 @@ from hmpc.data._meta import (
     pixel_histogram,
     read_info,
     stats_columns,
+    stats_frame_count,
 )
 from hmpc.data.lerobot import Episode, LeRobotDataset, _read_tasks, read_json
 from hmpc.data.video import DatasetError
@@ -168,14 +169,16 @@ class BatchWriter:
         raw = episode_dims([ep], first=i)
         if self._raw is not None:
             first = self._raw
-            if (raw.height, raw.width, raw.state_dim) != (first.height, first.width, first.state_dim):
+            if (raw.height, raw.width) != (first.height, first.width) or None not in (
+                    raw.state_dim, first.state_dim) and raw.state_dim != first.state_dim:
                 raise DatasetError(f"{where}: frames {raw.height}x{raw.width} / state "
                                    f"{raw.state_dim} differ from the batch's first episode "
                                    f"({first.height}x{first.width} / {first.state_dim})")
             if None not in (raw.action_dim, first.action_dim) and raw.action_dim != first.action_dim:
                 raise DatasetError(f"episodes of this batch have different action sizes "
                                    f"{sorted({raw.action_dim, first.action_dim})}")
-            raw = Dims(raw.height, raw.width, raw.state_dim, raw.action_dim or first.action_dim)
+            state_dim = first.state_dim if raw.state_dim is None else raw.state_dim
+            raw = Dims(raw.height, raw.width, state_dim, raw.action_dim or first.action_dim)
         self._dims = compatible_dims(raw, plan.base_info, plan.video_key, plan.fps, Path(plan.root))
         self._raw = raw
         if self._video is None:
@@ -191,7 +194,8 @@ class BatchWriter:
         self._hist += hist
         # copies (dtype kept): arrays read from Ray's object store pin the whole episode
         action = None if ep.action is None else np.array(ep.action)
-        kept = Episode(np.empty((len(ep), 0, 0, 3), np.uint8), np.array(ep.state), action, ep.task)
+        state = None if ep.state is None else np.array(ep.state)
+        kept = Episode(np.empty((len(ep), 0, 0, 3), np.uint8), state, action, ep.task)
         self._kept.append(kept)
         self._ep_stats.append(episodes_stats([kept], plan.video_key, hist=hist))
 
@@ -205,8 +209,9 @@ class BatchWriter:
         assert self._dims is not None and self._raw is not None
         rel_data, rel_video, rel_eps = plan.paths
         eps = self._kept
+        assert self._dims.state_dim is not None  # compatible_dims refuses a new dataset without
         table = data_table(eps, plan.first_ep, plan.first_index, list(plan.tasks), plan.fps,
-                           self._dims.action_dim)
+                           self._dims.action_dim, self._dims.state_dim)
         rows = episode_rows(eps, plan.first_ep, plan.first_index, plan.fps, plan.chunk, plan.file,
                             plan.video_key) | stats_columns(self._ep_stats)
         files = {rel_data: _parquet_bytes(table), rel_video: self._buffer.getvalue(),
@@ -319,7 +324,7 @@ def _stats_caught_up(root: Path, total_frames: int, video_key: str) -> dict[str,
     than info.json (written by an older, stats-first commit order) are rebuilt from scratch.
     """
     stats = read_json(root / "meta/stats.json") if (root / "meta/stats.json").is_file() else {}
-    count = int(((stats.get("observation.state") or {}).get("count") or [0])[0])
+    count = stats_frame_count(stats, video_key)
     if count == total_frames:
         return stats
     ds = LeRobotDataset(root)

@@ -1,0 +1,184 @@
+"""Raw video imported as video-only episodes: resampling, cropping, the dataset it joins (state and
+actions null), and training next to the labelled episodes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import SQUARE_SIZE, square_episode
+
+from hmpc.cli.dataset import main as dataset_main
+from hmpc.data import (
+    DatasetError,
+    Episode,
+    LeRobotDataset,
+    WindowSampler,
+    build_frame_cache,
+    validate_dataset,
+    with_state,
+    write_episodes,
+)
+from hmpc.data.import_video import Crop, add_videos, read_video, split_episode
+from hmpc.data.video import encode_video
+from hmpc.diagnostics import pooled_probe_r2
+from hmpc.objective import state_probe_term
+from hmpc.train import TrainConfig, train_world_model
+from hmpc.world_model import LevelSpec, WorldModelSpec, build_world_model
+
+SPEC = WorldModelSpec(image_size=SQUARE_SIZE, action_dim=2, latent_dim=8, widths=(4, 8), hidden=16,
+                      levels=(LevelSpec(latent_dim=6, k=2, macro_dim=2, hidden=16),))
+CFG = TrainConfig(steps=3, batch_size=4, top_steps=2, val_every=10, val_batches=1, log_every=1,
+                  checkpoint_every=0, tensorboard=False, plots=False, seed=3, val_fraction=0.0)
+
+
+def ramp_video(path: Path, frames: int = 45, fps: int = 30, size: tuple[int, int] = (80, 96)) -> Path:
+    """Grey frames whose level is 5 x the frame number: a decoded frame tells which source frame it is."""
+    encode_video(path, [np.full((*size, 3), 5 * k, np.uint8) for k in range(frames)], fps=fps)
+    return path
+
+
+def square_video(path: Path, seconds: float = 2.0, fps: int = 30) -> Path:
+    """A 48 x 64 clip (wider than tall) of a bright square sliding across a dark floor."""
+    frames = []
+    for k in range(round(seconds * fps)):
+        f = np.full((48, 64, 3), 40, np.uint8)
+        x = 8 + k % 36
+        f[18:30, x : x + 12] = 220
+        frames.append(f)
+    encode_video(path, frames, fps=fps)
+    return path
+
+
+def test_read_video_resamples_by_time_crops_and_resizes(tmp_path):
+    src = ramp_video(tmp_path / "ramp.mp4")  # 1.5 s at 30 fps
+    v = read_video(src, fps=10, size=16)
+    assert v.shape == (15, 16, 16, 3) and v.dtype == np.uint8  # ticks 0, 0.1, ..., 1.4 s
+    np.testing.assert_allclose(v[:, 8, 8, 0], 15 * np.arange(15), atol=3)  # source frame 3j at tick j
+    part = read_video(src, fps=10, size=16, start_s=0.5, end_s=1.0)
+    np.testing.assert_allclose(part[:, 8, 8, 0], 5 * np.arange(15, 30, 3), atol=3)
+    slow = read_video(src, fps=7, size=8)  # ticks that fall between source frames
+    np.testing.assert_allclose(slow[:, 4, 4, 0], 5 * np.floor(np.arange(11) * 30 / 7), atol=3)
+    assert len(read_video(src, fps=60, size=8)) == 90  # each source frame shown twice
+
+    halves = np.zeros((40, 80, 3), np.uint8)
+    halves[:, 40:] = 255  # dark left, white right
+    encode_video(tmp_path / "halves.mp4", [halves] * 3, fps=10)
+    right = read_video(tmp_path / "halves.mp4", fps=10, size=8, crop=Crop(40, 0, 40, 40))
+    assert right.min() > 240
+    centre = read_video(tmp_path / "halves.mp4", fps=10, size=8)  # the centred 40 x 40 square
+    assert centre[0, :, 0].max() < 15 and centre[0, :, -1].min() > 240
+    with pytest.raises(DatasetError, match=r"crop 60 0 40 40 .* 80x40"):
+        read_video(tmp_path / "halves.mp4", fps=10, size=8, crop=Crop(60, 0, 40, 40))
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        read_video(tmp_path / "nope.mp4", fps=10, size=8)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(DatasetError, match="notes.mp4"):
+        read_video(tmp_path / "notes.mp4", fps=10, size=8)
+    with pytest.raises(DatasetError, match="no frame between 3.0 s"):
+        read_video(src, fps=10, size=8, start_s=3.0)
+
+
+def test_split_episode_drops_short_tails():
+    frames = np.arange(25)
+    assert [len(p) for p in split_episode(frames, 10, 2)] == [10, 10, 5]
+    assert [len(p) for p in split_episode(frames, 10, 6)] == [10, 10]
+    assert [len(p) for p in split_episode(frames, None, 2)] == [25]
+    with pytest.raises(ValueError, match="episode length 0"):
+        split_episode(frames, 0, 2)
+
+
+@pytest.fixture()
+def imported(tmp_path) -> Path:
+    """4 labelled square episodes (state and actions), then two 2 s clips cut into 1 s episodes."""
+    root = tmp_path / "data"
+    write_episodes(root, [square_episode(i) for i in range(4)], fps=10)
+    clips = [square_video(tmp_path / "a.mp4"), square_video(tmp_path / "b.mp4", seconds=2.05)]
+    assert dataset_main(["add-video", str(root), *map(str, clips), "--episode-seconds", "1",
+                         "--task", "slide"]) == 0
+    return root
+
+
+def test_added_video_is_a_valid_dataset_without_state_or_actions(imported, capsys):
+    ds = LeRobotDataset(imported)
+    assert ds.num_episodes == 8 and list(ds.episode_lengths) == [16] * 4 + [10] * 4  # b: 21 frames, its 1-frame tail dropped
+    assert validate_dataset(imported) == []
+    old, new = ds.load_episode(0), ds.load_episode(5)
+    np.testing.assert_array_equal(old.state, square_episode(0).state)
+    assert old.action is not None and new.state is None and new.action is None and new.task == "slide"
+    assert new.pixels.shape == (10, SQUARE_SIZE, SQUARE_SIZE, 3)
+    assert new.pixels[0].max() > 180 and np.median(new.pixels[0]) < 60  # the square, on the floor
+    stats = json.loads((imported / "meta/stats.json").read_text())
+    assert stats["observation.state"]["count"] == [64]  # the labelled frames only
+    assert stats["observation.images.top"]["count"] == [104]  # every frame
+    write_episodes(imported, [square_episode(9)], fps=10)  # appending after imported video
+    ds = LeRobotDataset(imported)
+    assert ds.load_episode(8).state is not None and validate_dataset(imported) == []
+    assert json.loads((imported / "meta/stats.json").read_text())["observation.state"]["count"] == [80]
+
+    frames = build_frame_cache(ds, progress=False)
+    assert frames.has_state.tolist() == [True] * 64 + [False] * 40 + [True] * 16
+    assert not frames.state[64:104].any()
+    kept = with_state(frames)
+    assert kept.num_episodes == 5 and kept.has_state.all()
+    np.testing.assert_array_equal(kept.pixels[64:], frames.pixels[104:])
+    np.testing.assert_array_equal(kept.state[64:], frames.state[104:])
+    assert dataset_main(["info", str(imported)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes  9" in out and "5 with actions   5 with state" in out
+
+
+def test_add_video_refuses_what_it_cannot_join(tmp_path):
+    clip = square_video(tmp_path / "a.mp4", seconds=0.5)
+    with pytest.raises(FileNotFoundError, match="hmpc-collect"):
+        add_videos(tmp_path / "none", [clip])
+    with pytest.raises(DatasetError, match="without observation.state"):
+        write_episodes(tmp_path / "new", [Episode(np.zeros((3, 8, 8, 3), np.uint8), None, None)], fps=10)
+    assert dataset_main(["add-video", str(tmp_path / "none"), str(clip)]) == 2
+
+
+def test_training_reads_imported_video_only_where_it_can(imported, tmp_path):
+    use = replace(CFG, video_only="use")
+    result = train_world_model(imported, tmp_path / "use", SPEC, _weights(), use, torch.device("cpu"),
+                               progress=False)
+    assert np.isfinite(result.metrics["loss"])
+    fused = replace(SPEC, state_dim=2)
+    with pytest.raises(ValueError, match=r"model.state_dim=2 fuses .* 4 episodes .* logged none"):
+        train_world_model(imported, tmp_path / "fused", fused, _weights(), use, torch.device("cpu"),
+                          progress=False)
+    ignore = train_world_model(imported, tmp_path / "ignore", fused, _weights(), CFG, torch.device("cpu"),
+                               progress=False)  # video_only=ignore: the imported episodes stay out
+    assert np.isfinite(ignore.metrics["loss"])
+
+
+def _weights():
+    from hmpc.objective import LossWeights
+
+    return LossWeights(state_probe=1.0)
+
+
+def test_state_probe_and_probe_r2_leave_out_windows_without_state(imported):
+    model = build_world_model(replace(SPEC, probe_dim=2), 0)
+    s1 = torch.randn(2, 3, SPEC.latent_dim)
+    state = torch.randn(2, 3, 2)
+    pred = model.decode_state(s1)
+    both = state_probe_term(model, s1, {"state": state, "has_state": torch.tensor([True, False])})
+    torch.testing.assert_close(both, torch.nn.functional.mse_loss(pred[:1], state[:1]))
+    none = state_probe_term(model, s1, {"state": state, "has_state": torch.tensor([False, False])})
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+    frames = build_frame_cache(LeRobotDataset(imported), progress=False)
+    sampler = WindowSampler(frames, 5, require_actions=False)
+    rng = np.random.default_rng(0)
+    labelled = sampler.gather(rng.choice(sampler.starts[frames.has_state[sampler.starts]], 16))
+    video = sampler.gather(rng.choice(sampler.starts[~frames.has_state[sampler.starts]], 16))
+    assert labelled["has_state"].all() and not video["has_state"].any()
+    model = build_world_model(SPEC, 0).eval()
+    with torch.no_grad():
+        alone = pooled_probe_r2(model, [labelled])
+        mixed = pooled_probe_r2(model, [labelled, video])
+    assert alone and mixed == alone
