@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from hmpc.collect_schedule import CollectScheduler
 from hmpc.data import Episode
-from hmpc.data._meta import read_info
+from hmpc.data._meta import logged_episodes, read_info
 from hmpc.data.writer import (
     BatchPlan,
     BatchWriter,
@@ -148,6 +148,16 @@ def batch_bounds(done: int, episodes: int, flush_every: int) -> list[tuple[int, 
     return [(start, stop) for start, stop in zip([done, *stops[:-1]], stops, strict=True) if stop > start]
 
 
+def collected_episodes(root: Path) -> int:
+    """Episodes of the dataset at ``root`` that a collector wrote: all but those without a state
+    (video imported with ``hmpc-dataset add-video``, which collection seeds do not count)."""
+    if not (root / "meta/info.json").is_file():
+        return 0
+    info = read_info(root)
+    logged = logged_episodes(root, info)
+    return int(info["total_episodes"]) if logged is None else logged["observation.state"]
+
+
 def collect(
     env_spec: EnvSpec,
     policy_spec: PolicySpec,
@@ -169,7 +179,8 @@ def collect(
     and the dataset is the same for any number of ``workers``.
 
     Resume and append: ``episodes`` is the *total*. If ``output_dir`` already holds a dataset
-    with n episodes, only episodes n..episodes-1 are collected (episode i always uses seed
+    with n collected episodes (:func:`collected_episodes`: video imported into it is not
+    counted), only episodes n..episodes-1 are collected (episode i always uses seed
     ``episode_seed(seed, i)``), so rerunning a killed or crashed command yields exactly the
     dataset of an uninterrupted run, and raising ``episodes`` appends new episodes. Nothing is
     collected when n >= episodes. Only one collector may write to ``output_dir`` at a time.
@@ -189,7 +200,7 @@ def collect(
     See :mod:`hmpc.collect_schedule`.
     """
     root = Path(output_dir)
-    done = int(read_info(root)["total_episodes"]) if (root / "meta/info.json").is_file() else 0
+    done = collected_episodes(root)
     bounds = batch_bounds(done, episodes, flush_every)
     if not bounds:
         return root

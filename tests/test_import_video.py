@@ -83,6 +83,38 @@ def test_read_video_resamples_by_time_crops_and_resizes(tmp_path):
         read_video(src, fps=10, size=8, start_s=3.0)
 
 
+def test_read_video_turns_rotated_clips_and_times_frames_without_pts(tmp_path):
+    import av
+
+    half = np.zeros((48, 64, 3), np.uint8)
+    half[:, :32] = 255  # stored: white left half
+    with av.open(str(tmp_path / "phone.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(90)  # shown turned a quarter counterclockwise: 48 wide, 64 tall
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(half, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    shown = read_video(tmp_path / "phone.mp4", fps=10, size=8)[0, :, :, 0]
+    assert shown[5:].min() > 240 and shown[:3].max() < 15  # the stored left half is now at the bottom
+    with pytest.raises(DatasetError, match=r"crop 16 0 48 48 .* 48x64"):  # fits the stored 64 x 48 frames
+        read_video(tmp_path / "phone.mp4", fps=10, size=8, crop=Crop(16, 0, 48, 48))
+
+    src = ramp_video(tmp_path / "ramp.mp4", frames=20, fps=20)
+    with av.open(str(src)) as inp, av.open(str(tmp_path / "raw.h264"), "w", format="h264") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    raw = read_video(tmp_path / "raw.h264", fps=10, size=8)  # no pts: timed by index at 20 fps
+    np.testing.assert_allclose(raw[:, 4, 4, 0], 10 * np.arange(10), atol=3)
+    with pytest.raises(ValueError, match="not square; .* 0 0 40 40"):
+        read_video(src, fps=10, size=8, crop=Crop(0, 0, 40, 60))
+
+
 def test_split_episode_drops_short_tails():
     frames = np.arange(25)
     assert [len(p) for p in split_episode(frames, 10, 2)] == [10, 10, 5]
@@ -129,7 +161,7 @@ def test_added_video_is_a_valid_dataset_without_state_or_actions(imported, capsy
     np.testing.assert_array_equal(kept.state[64:], frames.state[104:])
     assert dataset_main(["info", str(imported)]) == 0
     out = capsys.readouterr().out
-    assert "episodes  9" in out and "5 with actions   5 with state" in out
+    assert "episodes  9" in out and "5 episodes with actions   5 with state   4 video only" in out
 
 
 def test_add_video_refuses_what_it_cannot_join(tmp_path):
@@ -139,6 +171,49 @@ def test_add_video_refuses_what_it_cannot_join(tmp_path):
     with pytest.raises(DatasetError, match="without observation.state"):
         write_episodes(tmp_path / "new", [Episode(np.zeros((3, 8, 8, 3), np.uint8), None, None)], fps=10)
     assert dataset_main(["add-video", str(tmp_path / "none"), str(clip)]) == 2
+    with pytest.raises(DatasetError, match="has actions but no state"):
+        write_episodes(tmp_path / "new", [Episode(np.zeros((3, 8, 8, 3), np.uint8), None,
+                                                  np.zeros((3, 2), np.float32))], fps=10)
+    root = write_episodes(tmp_path / "data", [square_episode(0)], fps=10)
+    (tmp_path / "notes.txt").write_text("not a video")
+    for bad in (tmp_path / "missing.mp4", tmp_path / "notes.txt"):
+        with pytest.raises((FileNotFoundError, DatasetError), match=bad.name):
+            add_videos(root, [clip, bad])  # the good clip first: still nothing is written
+        assert LeRobotDataset(root).num_episodes == 1
+    for seconds in (0, -3, 0.04):
+        with pytest.raises(ValueError, match=f"--episode-seconds {seconds}: .*>= 0.1 s"):
+            add_videos(root, [clip], episode_seconds=seconds)
+
+
+def test_stats_count_frames_by_the_largest_count(tmp_path):
+    """LeRobot counts image *samples* (~100 per episode), hmpc every frame's image: the frames that
+    stats.json covers are its largest count, so a LeRobot-written dataset is neither flagged as
+    behind nor re-counted on append."""
+    root = write_episodes(tmp_path / "data", [square_episode(i) for i in range(4)], fps=10)
+    path = root / "meta/stats.json"
+    stats = json.loads(path.read_text())
+    for count in (40, 32):  # 32: an episode boundary, where a stale count would fold episodes 2-3 in again
+        stats["observation.images.top"]["count"] = [count]
+        path.write_text(json.dumps(stats))
+        assert validate_dataset(root) == []
+    write_episodes(root, [square_episode(4)], fps=10)
+    assert json.loads(path.read_text())["observation.state"]["count"] == [80]
+
+
+def test_collection_resumes_past_imported_video(tmp_path):
+    """``episodes`` counts collected episodes: video imported between two collections is not one,
+    and the collected episodes keep their seeds."""
+    from hmpc.rollout import EnvSpec, PolicySpec, collect
+
+    env = EnvSpec("point_maze", {"image_size": SQUARE_SIZE})
+    root, straight = tmp_path / "data", tmp_path / "straight"
+    collect(env, PolicySpec(), root, 2, 8, seed=5, workers=0, progress=False)
+    add_videos(root, [square_video(tmp_path / "a.mp4", seconds=1.0)])
+    collect(env, PolicySpec(), root, 3, 8, seed=5, workers=0, progress=False)
+    collect(env, PolicySpec(), straight, 3, 8, seed=5, workers=0, progress=False)
+    ds, ref = LeRobotDataset(root), LeRobotDataset(straight)
+    assert ds.num_episodes == 4 and ds.load_episode(2).state is None
+    np.testing.assert_array_equal(ds.load_episode(3).state, ref.load_episode(2).state)
 
 
 def test_training_reads_imported_video_only_where_it_can(imported, tmp_path):

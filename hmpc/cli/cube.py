@@ -45,7 +45,7 @@ def _frames(root: Path, key: str, env: str, size: int):
     if robot and robot != env:
         raise ValueError(f"{key}={root} was collected in {robot!r} (meta/info.json robot_type), not {env!r}; "
                          f"set env={robot}")
-    frames = with_state(build_frame_cache(data))  # fits on the logged cube pose
+    frames = with_state(build_frame_cache(data), f"{key}={root}")  # fits on the logged cube pose
     if frames.pixels.shape[1] != size:
         raise ValueError(f"{key}={root} holds {frames.pixels.shape[1]}-pixel images but env {env!r} renders "
                          f"{size}; set env.image_size={frames.pixels.shape[1]}")

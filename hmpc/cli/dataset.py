@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     """Print a summary of the dataset at ``args.root``."""
-    from hmpc.data._meta import load_episode_refs, read_info, video_keys
+    from hmpc.data._meta import load_episode_refs, logged_episodes, read_info, video_keys
     from hmpc.data.lerobot import read_json
 
     root: Path = args.root
@@ -76,10 +76,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"episodes  {len(lengths)}   frames {n}   fps {fps}   duration {n / fps:.1f}s")
     if len(lengths):
         print(f"length    min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}")
-        labelled = _labelled_episodes(root)
-        if labelled:
-            print("labels    " + "   ".join(f"{n} with {k}" for k, n in labelled.items())
-                  + "   (the others: video only)")
+        logged = logged_episodes(root, info)
+        if logged is not None:
+            others = len(lengths) - max(logged.values())
+            print(f"labels    {logged['action']} episodes with actions   {logged['observation.state']} with "
+                  f"state" + (f"   {others} video only" if others else ""))
     stats = read_json(root / "meta/stats.json")
     print("features:")
     for key, feat in info["features"].items():
@@ -104,31 +105,19 @@ def _add_video(args: argparse.Namespace) -> int:
     from hmpc.data.import_video import Crop, add_videos
 
     crop = Crop(*args.crop) if args.crop else None
-    total = [0, 0]
-    for path in tqdm(args.videos, desc="importing", unit="file", disable=len(args.videos) < 2):
-        ((name, eps, frames),) = add_videos(args.root, [path], args.task, crop, args.episode_seconds,
-                                           args.min_frames, args.start, args.end)
-        print(f"{name}: {eps} episodes, {frames} frames")
-        total = [total[0] + eps, total[1] + frames]
+    with tqdm(total=len(args.videos), desc="importing", unit="file", disable=len(args.videos) < 2) as bar:
+        def done(name: str, eps: int, frames: int) -> None:
+            bar.write(f"{name}: {eps} episodes, {frames} frames" + ("" if eps else (
+                f" (warning: nothing imported; the clip is shorter than --min-frames {args.min_frames} "
+                "at the dataset's fps, or --start/--end leave too little)")))
+            bar.update()
+
+        report = add_videos(args.root, args.videos, args.task, crop, args.episode_seconds, args.min_frames,
+                            args.start, args.end, on_file=done)
+    total = [sum(r[1] for r in report), sum(r[2] for r in report)]
     print(f"added {total[0]} video-only episodes ({total[1]} frames) to {args.root}; train on them with "
           f"`hmpc-train data={args.root} trainer.video_only=use` (model.state_dim=0: they log no state)")
     return 0
-
-
-def _labelled_episodes(root: Path) -> dict[str, int]:
-    """Episodes with actions / with a state, from meta/episodes' per-episode stats counts ({} when
-    the files carry no stats columns, as in v2.1 datasets)."""
-    import pyarrow.parquet as pq
-
-    counts = {"actions": 0, "state": 0}
-    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-    for path in files:
-        table = pq.read_table(path)
-        for name, feat in (("actions", "action"), ("state", "observation.state")):
-            col = f"stats/{feat}/count"
-            if col in table.column_names:
-                counts[name] += sum(v is not None for v in table[col].to_pylist())
-    return counts if files else {}
 
 
 def _fmt(values: Any) -> str:

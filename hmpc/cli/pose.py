@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> None:
         env.close()
     dataset = LeRobotDataset(root)
     dims = _check_dims(dims, dataset.state_dim, root)  # before the minutes of decoding and fitting
-    frames = with_state(build_frame_cache(dataset))  # the agent is painted out where the state puts it
+    frames = with_state(build_frame_cache(dataset), f"data={root}")  # the agent is painted out where the state is
     members = None if cfg.members is None else [int(i) for i in cfg.members]
     pose = fit_pose_model(model, frames, image_map, mask, float(gyration), cfg.steps, cfg.horizon, cfg.hidden,
                           cfg.seed, members, device)

@@ -169,6 +169,9 @@ def episode_dims(episodes: Sequence[Episode], first: int = 0) -> Dims:
         if ep.state is not None and ep.state.shape != (t, d):
             raise DatasetError(f"episode {i} of this batch: state must be (T={t}, {d}) or None; "
                                f"got {ep.state.shape}")
+        if ep.state is None and ep.action is not None:
+            raise DatasetError(f"episode {i} of this batch has actions but no state; an episode without "
+                               "observation.state is imported video (no actions): log the state")
         if ep.action is not None and (ep.action.ndim != 2 or ep.action.shape[0] != t):
             raise DatasetError(f"episode {i} of this batch: action must be (T={t}, A) or None; "
                                f"got {ep.action.shape}")
@@ -359,13 +362,31 @@ def _stats(x: np.ndarray) -> dict[str, Any]:
 
 
 def stats_frame_count(stats: dict[str, Any], video_key: str) -> int:
-    """Frames that meta/stats.json covers: its image count (every frame has an image; not every
-    frame a state), or, in stats written before hmpc counted images, the state count."""
-    for key in (video_key, "observation.state"):
-        count = (stats.get(key) or {}).get("count")
-        if count:
-            return int(count[0])
-    return 0
+    """Frames that meta/stats.json covers: the largest of its image, state and action counts.
+    hmpc counts every frame's image (not every frame has a state or actions); LeRobot counts
+    image *samples* (~100 per episode) and a state on every frame."""
+    counts = [(stats.get(key) or {}).get("count") for key in (video_key, "observation.state", "action")]
+    return max([int(c[0]) for c in counts if c] or [0])
+
+
+def logged_episodes(root: Path, info: dict[str, Any]) -> dict[str, int] | None:
+    """Committed episodes with actions ("action") and with a state ("observation.state"), from
+    meta/episodes' per-episode stats counts; None when no file has those columns (v2.1, or
+    written without per-episode stats)."""
+    if info["codebase_version"] != CODEBASE_VERSION:
+        return None
+    total, seen = int(info["total_episodes"]), False
+    out = {"action": 0, "observation.state": 0}
+    for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+        table = pq.read_table(path)
+        index = table["episode_index"].to_pylist()
+        for feat in out:
+            col = f"stats/{feat}/count"
+            if col in table.column_names:  # a batch without the feature has no column for it
+                seen = True
+                counts = table[col].to_pylist()
+                out[feat] += sum(c is not None and i < total for i, c in zip(index, counts, strict=True))
+    return out if seen else None
 
 
 def merge_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ encoder and the abstract levels on them next to the action-labelled episodes alr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +48,10 @@ def _square(width: int, height: int) -> Crop:
     return Crop((width - side) // 2, (height - side) // 2, side, side)
 
 
-def _source_frames(path: Path) -> Iterator[tuple[float, float | None, np.ndarray]]:
-    """(seconds since the first frame, seconds on screen (None: unknown), RGB uint8 (H, W, 3)) of
-    every decoded frame, in order."""
+def _source_frames(path: Path) -> Iterator[tuple[float, float | None, av.VideoFrame]]:
+    """(seconds since the first frame, seconds on screen (None: unknown), the decoded frame) of
+    every frame, in order. Frames without a pts (raw elementary streams) start when the frame
+    before them leaves the screen (by its duration), else by their index at the stream's rate."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -58,26 +59,43 @@ def _source_frames(path: Path) -> Iterator[tuple[float, float | None, np.ndarray
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or 0)
-            first = None
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * stream.time_base)
+            first, after = None, 0.0  # the first frame's time; when the last one leaves the screen
+            for n, frame in enumerate(container.decode(stream)):
+                duration = getattr(frame, "duration", None)  # PyAV >= 14.4
+                shown = float(duration * stream.time_base) if duration else 1 / rate if rate else None
+                if frame.pts is not None:
+                    t = float(frame.pts * stream.time_base)
+                elif duration or (rate and not n):
+                    t = after
+                elif rate:
+                    t = n / rate
+                else:
+                    raise DatasetError(f"{path}: its frames carry no timestamps and the stream no frame "
+                                       "rate; remux it into mp4 first (ffmpeg -i IN -c copy OUT.mp4)")
                 first = t if first is None else first
-                shown = float(frame.duration * stream.time_base) if frame.duration else 1 / rate if rate else None
-                yield t - first, shown, frame.to_ndarray(format="rgb24")
+                after = t + (shown or 0.0)
+                yield t - first, shown, frame
     except av.FFmpegError as err:
         raise DatasetError(f"{path}: the decoder failed ({type(err).__name__}: {err}); the file is "
                            "not a video or is corrupt") from err
 
 
+def _displayed(frame: av.VideoFrame) -> np.ndarray:
+    """RGB uint8 (H, W, 3) as a player shows it: turned by the stream's display matrix (phones
+    store portrait clips as landscape frames plus a rotation)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # counterclockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
                start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
     """The frames of ``path`` from ``start_s`` to ``end_s`` (seconds; None: the end) at ``fps``,
-    each the crop (default: the centred square) resized to ``size`` x ``size``.
+    each the crop (default: the centred square; in displayed pixels) resized to ``size`` x ``size``.
 
     Tick k (time ``start_s + k / fps``) shows the last source frame that starts at or before it;
-    ticks run while a frame is on screen (a 1 s clip at 30 fps gives 10 frames at fps=10).
+    ticks run while a frame is on screen (a 1 s clip at 30 fps gives 10 frames at fps=10). Only
+    the frames shown at some tick are converted to RGB.
 
     Returns:
         uint8 (T, size, size, 3), RGB.
@@ -88,10 +106,15 @@ def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
     if fps < 1 or size < 1 or start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"read_video({path}): need fps={fps} >= 1, size={size} >= 1 and "
                          f"0 <= start_s={start_s} < end_s={end_s}")
+    if crop is not None and crop.w != crop.h:
+        raise ValueError(f"crop {crop.x} {crop.y} {crop.w} {crop.h} (x y w h) is not square; the dataset's "
+                         f"images are, so give a square box, e.g. {crop.x} {crop.y} {min(crop.w, crop.h)} "
+                         f"{min(crop.w, crop.h)}")
     out: list[np.ndarray] = []
     box: Crop | None = None
-    held: np.ndarray | None = None  # the source frame on screen at the next tick
-    until = 0.0  # when it leaves the screen, if no frame follows
+    shape: tuple[int, ...] = ()
+    held: av.VideoFrame | None = None  # the source frame on screen at the next tick
+    until, last_t = 0.0, 0.0  # when it leaves the screen if no frame follows; the last frame's start
     stop = float("inf") if end_s is None else end_s
 
     def tick() -> float:
@@ -102,26 +125,32 @@ def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
         part = None
         while held is not None and tick() < min(t, stop) - 1e-9:
             if part is None:
-                crop_ = held[box.y : box.y + box.h, box.x : box.x + box.w]
-                part = cv2.resize(crop_, (size, size), interpolation=cv2.INTER_AREA)
+                rgb = _displayed(held)
+                if rgb.shape != shape:
+                    raise DatasetError(f"{path}: frames change size from {shape[1]}x{shape[0]} to "
+                                       f"{rgb.shape[1]}x{rgb.shape[0]} mid-stream; split the file there")
+                rgb = rgb[box.y : box.y + box.h, box.x : box.x + box.w]
+                part = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
             out.append(part)
 
     frames = _source_frames(path)
     try:
         for t, shown, frame in frames:
             if box is None:
-                box = crop or _square(frame.shape[1], frame.shape[0])
-                box.check(frame.shape[1], frame.shape[0], path)
+                shape = _displayed(frame).shape
+                box = crop or _square(shape[1], shape[0])
+                box.check(shape[1], shape[0], path)
             emit_until(t)
             if tick() >= stop - 1e-9:
                 break
-            held, until = frame, t + (shown if shown is not None else 1 / fps)
+            held, last_t, until = frame, t, t + (shown if shown is not None else 1 / fps)
     finally:
         frames.close()
     emit_until(until)  # the last frame, while it is on screen
     if not out:
         raise DatasetError(f"{path}: no frame between {start_s} s and "
-                           f"{'the end' if end_s is None else f'{end_s} s'}; check --start/--end")
+                           f"{'the end' if end_s is None else f'{end_s} s'} (its frames start at 0 .. "
+                           f"{last_t:.2f} s); check --start/--end")
     return np.stack(out)
 
 
@@ -136,9 +165,14 @@ def split_episode(frames: np.ndarray, length: int | None, min_frames: int) -> li
 
 def add_videos(root: str | Path, paths: Sequence[str | Path], task: str = "", crop: Crop | None = None,
                episode_seconds: float | None = None, min_frames: int = 2, start_s: float = 0.0,
-               end_s: float | None = None, batch: int = 50) -> list[tuple[str, int, int]]:
+               end_s: float | None = None, batch: int = 50,
+               on_file: Callable[[str, int, int], None] | None = None) -> list[tuple[str, int, int]]:
     """Append the videos at ``paths`` to the dataset at ``root`` as video-only episodes, at its
     fps, image size and camera (``batch`` episodes per data/video file, like ``hmpc-collect``).
+
+    Every file is opened before anything is written (a wrong path or a non-video file changes
+    nothing); a file that fails to decode half-way leaves the batches written before it.
+    ``on_file(path, episodes, frames)`` is called as each file is decoded (progress).
 
     Returns:
         per file: (path, episodes added, frames added).
@@ -151,15 +185,23 @@ def add_videos(root: str | Path, paths: Sequence[str | Path], task: str = "", cr
     ds = LeRobotDataset(root)
     h, w, _ = ds.image_shape
     if h != w:
-        raise DatasetError(f"{root} has {h}x{w} images; add-video makes square ones only")
+        raise DatasetError(f"{root} has {h}x{w} images; add-video makes square ones only (hmpc's "
+                           "datasets are square: import into one of those)")
     feat = ds.info["features"][ds.camera_key].get("info") or {}
     camera = ds.camera_key.removeprefix("observation.images.")
-    length = None if episode_seconds is None else max(1, round(episode_seconds * ds.fps))
+    if episode_seconds is not None and episode_seconds * ds.fps < 1:
+        raise ValueError(f"--episode-seconds {episode_seconds}: an episode needs at least one frame "
+                         f"(>= {1 / ds.fps:g} s at the dataset's {ds.fps} fps)")
+    length = None if episode_seconds is None else round(episode_seconds * ds.fps)
+    for path in paths:
+        _probe(Path(path))
     report, pending = [], []
     for path in paths:
         frames = read_video(path, ds.fps, h, crop, start_s, end_s)
         pieces = split_episode(frames, length, min_frames)
         report.append((str(path), len(pieces), int(sum(len(p) for p in pieces))))
+        if on_file is not None:
+            on_file(*report[-1])
         pending += [Episode(p, None, None, task) for p in pieces]
         while len(pending) >= batch:
             _write(root, pending[:batch], ds.fps, camera, feat)
@@ -167,6 +209,19 @@ def add_videos(root: str | Path, paths: Sequence[str | Path], task: str = "", cr
     if pending:
         _write(root, pending, ds.fps, camera, feat)
     return report
+
+
+def _probe(path: Path) -> None:
+    """FileNotFoundError / DatasetError unless ``path`` opens as a file with a video stream."""
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {path} does not exist")
+    try:
+        with av.open(str(path)) as container:
+            streams = len(container.streams.video)
+    except av.FFmpegError as err:
+        raise DatasetError(f"{path}: not a video PyAV can open ({type(err).__name__}: {err})") from err
+    if not streams:
+        raise DatasetError(f"{path} has no video stream; give video files (mp4, mov, mkv, ...)")
 
 
 def _write(root: Path, episodes: list[Episode], fps: int, camera: str, feat: dict) -> None:

@@ -73,15 +73,16 @@ def state_frames(parts: Sequence[FrameArrays]) -> FrameArrays:
         episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), episode_lengths=lengths)
 
 
-def with_state(frames: FrameArrays) -> FrameArrays:
+def with_state(frames: FrameArrays, source: str = "the dataset") -> FrameArrays:
     """The episodes of ``frames`` that logged a state (``frames`` itself when all did; otherwise
-    the kept pixels are copied into memory): for fits that read ``state`` on every frame."""
+    the kept pixels are copied into memory): for fits that read ``state`` on every frame.
+    ``source`` names the data in the error raised when no episode has a state."""
     if frames.has_state.all():
         return frames
     keep = frames.has_state[frames.episode_starts]  # (E,): a state is logged for a whole episode or not at all
     if not keep.any():
-        raise DatasetError("no episode of the dataset has observation.state (all imported video); "
-                           "this step needs episodes collected with their state (hmpc-collect)")
+        raise DatasetError(f"no episode of {source} has observation.state (all imported video); this step "
+                           "needs episodes collected with their state (hmpc-collect)")
     rows = np.repeat(keep, frames.episode_lengths)
     lengths = frames.episode_lengths[keep]
     return FrameArrays(
