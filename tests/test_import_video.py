@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers import SQUARE_SIZE, square_episode
@@ -152,6 +153,8 @@ def test_added_video_is_a_valid_dataset_without_state_or_actions(imported, capsy
     assert ds.load_episode(8).state is not None and validate_dataset(imported) == []
     assert json.loads((imported / "meta/stats.json").read_text())["observation.state"]["count"] == [80]
 
+    schemas = {pq.read_schema(f) for f in (imported / "meta/episodes").glob("chunk-*/file-*.parquet")}
+    assert len(schemas) == 1  # one schema: readers that load meta/episodes as one table (LeRobot's) can
     frames = build_frame_cache(ds, progress=False)
     assert frames.has_state.tolist() == [True] * 64 + [False] * 40 + [True] * 16
     assert not frames.state[64:104].any()
