@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from hmpc.collect_schedule import CollectScheduler
 from hmpc.data import Episode
-from hmpc.data._meta import logged_episodes, read_info
+from hmpc.data._meta import read_info
+from hmpc.data._stats import logged_episodes
 from hmpc.data.writer import (
     BatchPlan,
     BatchWriter,

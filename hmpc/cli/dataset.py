@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     """Print a summary of the dataset at ``args.root``."""
-    from hmpc.data._meta import load_episode_refs, logged_episodes, read_info, video_keys
+    from hmpc.data._meta import load_episode_refs, read_info, video_keys
+    from hmpc.data._stats import logged_episodes
     from hmpc.data.lerobot import read_json
 
     root: Path = args.root

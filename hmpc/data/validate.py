@@ -23,9 +23,9 @@ from hmpc.data._meta import (
     list_column,
     load_episode_refs,
     read_info,
-    stats_frame_count,
     video_keys,
 )
+from hmpc.data._stats import stats_frame_count
 from hmpc.data.lerobot import read_json
 from hmpc.data.video import DatasetError
 

@@ -48,15 +48,18 @@ from hmpc.data._meta import (
     data_table,
     episode_dims,
     episode_rows,
-    episodes_stats,
     fixed_list,
     load_episode_refs,
-    merge_stats,
     next_file_index,
-    pixel_histogram,
     read_info,
+)
+from hmpc.data._stats import (
+    episodes_stats,
+    merge_stats,
+    pixel_histogram,
     stats_columns,
     stats_frame_count,
+    typed_stats,
 )
 from hmpc.data.lerobot import Episode, LeRobotDataset, _read_tasks, read_json
 from hmpc.data.video import DatasetError
@@ -215,7 +218,7 @@ class BatchWriter:
         rows = episode_rows(eps, plan.first_ep, plan.first_index, plan.fps, plan.chunk, plan.file,
                             plan.video_key) | stats_columns(self._ep_stats)
         files = {rel_data: _parquet_bytes(table), rel_video: self._buffer.getvalue(),
-                 rel_eps: _parquet_bytes(_typed_stats(pa.table(rows), self._dims))}
+                 rel_eps: _parquet_bytes(typed_stats(pa.table(rows), self._dims.action_dim is not None))}
         stats = episodes_stats(eps, plan.video_key, hist=self._hist)
         return EncodedBatch(plan, files, self._raw, self._dims, stats)
 
@@ -223,31 +226,6 @@ class BatchWriter:
         """Drop a half-written batch (after an error)."""
         if self._video is not None:
             self._video.abort()
-
-
-def _typed_stats(table: pa.Table, dims: Dims) -> pa.Table:
-    """``table`` (meta/episodes rows) with the stats/ columns of the state and actions present in
-    every file, typed: a batch without a state or actions (imported video) has null ones, not
-    missing or null-typed ones, so every meta/episodes file has one schema (as readers that load
-    them as one table, LeRobot's among them, need)."""
-    n = table.num_rows
-    floats, ints = pa.list_(pa.float64()), pa.list_(pa.int64())
-    feats = ["observation.state"] + (["action"] if dims.action_dim is not None else [])
-    for feat in feats:
-        for stat in ("min", "max", "mean", "std", "count"):
-            name, kind = f"stats/{feat}/{stat}", ints if stat == "count" else floats
-            if name not in table.column_names:
-                table = table.append_column(name, pa.nulls(n, kind))
-            elif table.schema.field(name).type != kind:
-                i = table.column_names.index(name)
-                table = table.set_column(i, name, table[name].cast(kind))
-    rank = {f: i for i, f in enumerate(feats)}  # the state's, the actions', then the images' stats
-
-    def order(name: str) -> tuple[int, int]:
-        feat = name.split("/")[1] if name.startswith("stats/") else None
-        return (0, 0) if feat is None else (1, rank.get(feat, len(rank)))
-
-    return table.select(sorted(table.column_names, key=order))  # stable: each group keeps its order
 
 
 def encode_batch(plan: BatchPlan, episodes: Sequence[Episode]) -> EncodedBatch:
