@@ -5,6 +5,8 @@
     python bench/video_only.py --layout medium --labelled-share 0.5   # a harder maze to plan in
     python bench/video_only.py --layout medium --video-batch 32 --runs labelled,mixed_extra \
         --train-steps 2000                 # video-only windows added to the labelled batch (~35 min)
+    python bench/video_only.py --video-batch 32 --import-video 128 \
+        --runs labelled,mixed_extra,imported128_extra   # the video-only part as raw mp4 clips
 
 The demo's setting (U-maze unless ``--layout``, 200 OU-exploration episodes x 100 frames, ``model=small``, 1000
 training steps, 20 evaluation episodes on seed 1000). From one collection it writes two datasets
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,9 +41,15 @@ from _cli import ci, evaluate, run_cli
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 from hmpc.data.lerobot import Episode
+from hmpc.data.video import encode_video
 from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.data.writer import write_episodes
 from hmpc.diagnostics import representation_report
+
+
+def labelled_ids(n: int, fraction: float, seed: int) -> set[int]:
+    """The episodes that keep their actions: a seeded random ``fraction`` of ``n``."""
+    return set(np.random.default_rng(seed).permutation(n)[: max(1, round(n * fraction))].tolist())
 
 
 def split_labels(source: Path, labelled: Path, mixed: Path, fraction: float, seed: int) -> int:
@@ -48,7 +57,7 @@ def split_labels(source: Path, labelled: Path, mixed: Path, fraction: float, see
     episodes, the others without actions) from the dataset at ``source``; returns #labelled."""
     ds = LeRobotDataset(source)
     n = ds.num_episodes
-    keep = set(np.random.default_rng(seed).permutation(n)[: max(1, round(n * fraction))].tolist())
+    keep = labelled_ids(n, fraction, seed)
     ep_labelled, ep_mixed = [], []
     for i in range(n):
         ep = ds.load_episode(i)
@@ -61,6 +70,27 @@ def split_labels(source: Path, labelled: Path, mixed: Path, fraction: float, see
         for start in range(0, len(eps), 50):  # one data/video file per 50 episodes, like collect
             write_episodes(root, eps[start : start + 50], fps=ds.fps)
     return len(keep)
+
+
+def import_raw_video(source: Path, labelled: Path, imported: Path, raw: Path, fraction: float, seed: int) -> None:
+    """``imported``: a copy of ``labelled`` plus the other episodes as raw video through
+    ``hmpc-dataset add-video``: rendered at ``source``'s size S (128 or 64 px), letterboxed to
+    5S/4 x S, each frame shown for 3 ticks of a 30 fps mp4; the importer crops the centred square
+    and area-resizes it to 64 px, with no state and no actions. At 128 px the frames are not the
+    64 px render's (mean absolute difference ~3 levels, up to 190 at edges: another camera); at
+    64 px they are, up to a second lossy encode."""
+    ds = LeRobotDataset(source)
+    keep = labelled_ids(ds.num_episodes, fraction, seed)
+    raw.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i in (i for i in range(ds.num_episodes) if i not in keep):
+        pixels = ds.load_episode(i).pixels  # (T, S, S, 3)
+        bar = pixels.shape[1] // 8
+        wide = np.pad(pixels, ((0, 0), (0, 0), (bar, bar), (0, 0)))  # (T, S, 5S/4, 3): black bars
+        encode_video(raw / f"episode_{i:03d}.mp4", np.repeat(wide, 3, axis=0), fps=30)
+        clips.append(raw / f"episode_{i:03d}.mp4")
+    shutil.copytree(labelled, imported, ignore=shutil.ignore_patterns(".cache"))
+    run_cli("dataset", ["add-video", str(imported), *map(str, clips), "--task", "raw video"])
 
 
 @torch.no_grad()
@@ -89,10 +119,14 @@ def main() -> None:
                         help="adds a mixed row whose batches hold the labelled row's 32 labelled "
                              "windows plus this many video-only ones")
     parser.add_argument("--runs", default=None,
-                        help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,full "
-                             "to train and score")
+                        help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,"
+                             "imported<S>_extra,full to train and score")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an hmpc-train override for every row, e.g. trainer.seed=1 (repeatable)")
+    parser.add_argument("--import-video", type=int, default=None, metavar="S",
+                        help="adds the row imported<S>_extra: mixed_extra with the video-only episodes "
+                             "imported from S px (128: another render; 64: the same), 30 fps mp4 "
+                             "clips without state (needs --video-batch)")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -112,6 +146,17 @@ def main() -> None:
     if args.video_batch is not None:
         runs["mixed_extra"] = ("mixed", ["trainer.video_only=use",
                                          f"trainer.video_batch={args.video_batch}"])
+    size = args.import_video
+    if size is not None:
+        if args.video_batch is None or size not in (64, 128):
+            parser.error("--import-video S adds a row like mixed_extra: give --video-batch too, and S 64 or 128")
+        source = out / "full" if size == 64 else out / f"full_{size}"  # the same episodes, rendered at S px
+        run_cli("collect", [*collect, f"env.image_size={size}", f"episodes={args.episodes}", "seed=0",
+                            f"output_dir={source}"])
+        if not (out / f"imported{size}").exists():
+            import_raw_video(source, out / "labelled", out / f"imported{size}", out / f"raw{size}",
+                             args.fraction, seed=0)
+        runs[f"imported{size}_extra"] = (f"imported{size}", runs["mixed_extra"][1])
     if args.full:
         runs["full"] = ("full", ["model.loss.state_probe=1.0"])
     if args.runs:
@@ -119,7 +164,7 @@ def main() -> None:
         unknown = sorted(set(chosen) - set(runs))
         if unknown:
             parser.error(f"--runs {args.runs}: {unknown} not among {list(runs)} (mixed_share needs "
-                         "--labelled-share, mixed_extra --video-batch, full --full)")
+                         "--labelled-share, mixed_extra --video-batch, imported<S>_extra --import-video S, full --full)")
         runs = {name: runs[name] for name in chosen}
     rows = {}
     for name, (data, extra) in runs.items():
@@ -143,6 +188,8 @@ def main() -> None:
                             f"{args.labelled_share or 0:.0%} of each batch labelled",
              "mixed_extra": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only, "
                             f"+{args.video_batch} video-only windows per batch",
+             f"imported{size}_extra": f"same, the video-only {1 - args.fraction:.0%} imported from raw "
+                                      f"{size} px 30 fps clips (no state)",
              "full": "100 % labelled"}  # fmt: skip
     for name, r in rows.items():
         print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "
