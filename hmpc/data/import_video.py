@@ -1,8 +1,9 @@
 """Raw video files (a lab camera, a phone, a robot's own logs) as video-only episodes of a dataset.
 
-Each file is decoded with PyAV, resampled to the dataset's fps by presentation time (frame ``k``
-is the last source frame shown at ``k / fps`` s), cropped to a square (the centre, or a box you
-give) and resized to the dataset's image size with OpenCV's area filter. The episodes carry
+Each file is decoded with PyAV, turned upright by its display rotation (phone clips), resampled to
+the dataset's fps by presentation time (frame ``k`` is the last source frame shown at ``k / fps``
+s), cropped to a square (the centre, or a box you give) and resized to the dataset's image size
+with OpenCV's area filter. The episodes carry
 neither actions nor ``observation.state``; ``hmpc-train trainer.video_only=use`` trains the
 encoder and the abstract levels on them next to the action-labelled episodes already there.
 
