@@ -156,7 +156,7 @@ def collected_episodes(root: Path) -> int:
         return 0
     info = read_info(root)
     logged = logged_episodes(root, info)
-    return int(info["total_episodes"]) if logged is None else logged["observation.state"]
+    return int(info["total_episodes"]) if logged is None else int(logged["observation.state"] or 0)
 
 
 def collect(
@@ -208,7 +208,11 @@ def collect(
     plans = plan_batches(root, [[(steps, TASK)] * (stop - start) for start, stop in bounds],
                          fps=fps, robot_type=env_spec.name)
     remove_stale_staging(root)
-    seeds = {i: episode_seed(seed, i) for i in range(done, episodes)}
+    # The scheduler and the workers number episodes as the dataset does (plan.first_ep); video
+    # imported into the dataset shifts that numbering from the collected one the seeds follow.
+    off = plans[0].first_ep - done
+    bounds = [(start + off, stop + off) for start, stop in bounds]
+    seeds = {i + off: episode_seed(seed, i) for i in range(done, episodes)}
     # files the policy names are read here, so workers on other machines need no shared filesystem
     policy_spec = PolicySpec(policy_spec.name, ship_policy(policy_spec.name, policy_spec.kwargs))
     fns = {"episode": functools.partial(_episode_task, steps), "feed": _feed_task}

@@ -58,7 +58,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     collect_cli.run(cfg("collect", ["env.image_size=32", "episodes=6", "steps=30", "workers=0",
                                     f"output_dir={tmp_path / 'dataset'}"]))
     out = capsys.readouterr().out
-    assert "already holds 6 episodes (episodes=6 is the total); nothing to collect" in out
+    assert "already holds 6 collected episodes (episodes=6 is the total); nothing to collect" in out
     assert "6 episodes, 0 collected now" in out
 
 

@@ -13,15 +13,17 @@ from hmpc.cli.common import CONFIG_PATH, env_spec, policy_spec, report_user_erro
 @report_user_errors
 def run(cfg: DictConfig) -> None:
     from hmpc.data._meta import read_info
-    from hmpc.rollout import collect
+    from hmpc.rollout import collect, collected_episodes
 
     info = Path(cfg.output_dir) / "meta/info.json"
-    before = int(read_info(info.parents[1])["total_episodes"]) if info.is_file() else 0
+    held = int(read_info(info.parents[1])["total_episodes"]) if info.is_file() else 0
+    before = collected_episodes(Path(cfg.output_dir))
+    imported = f" (and {held - before} imported, not counted)" if held > before else ""
     if before >= cfg.episodes:
-        print(f"{cfg.output_dir} already holds {before} episodes (episodes={cfg.episodes} is the "
-              "total); nothing to collect")
+        print(f"{cfg.output_dir} already holds {before} collected episodes{imported} "
+              f"(episodes={cfg.episodes} is the total); nothing to collect")
     elif before:
-        print(f"{cfg.output_dir} holds {before} episodes; collecting episodes "
+        print(f"{cfg.output_dir} holds {before} collected episodes{imported}; collecting episodes "
               f"{before}..{cfg.episodes - 1} (episodes= is the total)")
     root = collect(
         env_spec(cfg), policy_spec(cfg.policy), cfg.output_dir, cfg.episodes, cfg.steps,
@@ -29,7 +31,7 @@ def run(cfg: DictConfig) -> None:
         address=cfg.address,
     )
     total = int(read_info(root)["total_episodes"])
-    print(f"dataset: {root} ({total} episodes, {total - before} collected now)")
+    print(f"dataset: {root} ({total} episodes, {collected_episodes(root) - before} collected now)")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="collect", version_base="1.3")

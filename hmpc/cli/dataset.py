@@ -79,9 +79,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"length    min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}")
         logged = logged_episodes(root, info)
         if logged is not None:
-            others = len(lengths) - max(logged.values())
-            print(f"labels    {logged['action']} episodes with actions   {logged['observation.state']} with "
-                  f"state" + (f"   {others} video only" if others else ""))
+            acts, states = logged["action"], logged["observation.state"]
+            others = len(lengths) - max(states or 0, acts or 0)
+            print(f"labels    {'?' if acts is None else acts} episodes with actions   {states} with state"
+                  + (f"   {others} video only" if others and acts is not None else ""))
     stats = read_json(root / "meta/stats.json")
     print("features:")
     for key, feat in info["features"].items():

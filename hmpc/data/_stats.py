@@ -102,24 +102,31 @@ def stats_frame_count(stats: dict[str, Any], video_key: str) -> int:
     return max([int(c[0]) for c in counts if c] or [0])
 
 
-def logged_episodes(root: Path, info: dict[str, Any]) -> dict[str, int] | None:
-    """Committed episodes with actions ("action") and with a state ("observation.state"), from
-    meta/episodes' per-episode stats counts; None when no file has those columns (v2.1, or
-    written without per-episode stats)."""
+def logged_episodes(root: Path, info: dict[str, Any]) -> dict[str, int | None] | None:
+    """Committed episodes with a state ("observation.state") and with actions ("action"), from
+    meta/episodes' per-episode ``stats/<feature>/count`` columns. A file without any stats/
+    column comes from a writer that gave every episode a state (hmpc before per-episode stats):
+    its episodes count as with a state, and the action count is then None (unknown). None for a
+    v2.x dataset."""
     if info["codebase_version"] != CODEBASE_VERSION:
         return None
-    total, seen = int(info["total_episodes"]), False
-    out = {"action": 0, "observation.state": 0}
+    total = int(info["total_episodes"])
+    out: dict[str, int | None] = {"observation.state": 0, "action": 0}
     for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
-        table = pq.read_table(path)
-        index = table["episode_index"].to_pylist()
-        for feat in out:
+        names = pq.read_schema(path).names
+        cols = [f"stats/{feat}/count" for feat in out if f"stats/{feat}/count" in names]
+        table = pq.read_table(path, columns=["episode_index", *cols])
+        committed = np.asarray(table["episode_index"].to_pylist()) < total  # rows past it: unpublished
+        for feat, n in out.items():
             col = f"stats/{feat}/count"
-            if col in table.column_names:  # a batch without the feature has no column for it
-                seen = True
-                counts = table[col].to_pylist()
-                out[feat] += sum(c is not None and i < total for i, c in zip(index, counts, strict=True))
-    return out if seen else None
+            if col in names:  # null for an episode without the feature
+                got = int((committed & np.asarray([c is not None for c in table[col].to_pylist()], bool)).sum())
+            elif any(name.startswith("stats/") for name in names):
+                got = 0  # a batch without the feature (imported or video-only episodes)
+            else:
+                got = int(committed.sum()) if feat == "observation.state" else None
+            out[feat] = None if n is None or got is None else n + got
+    return out
 
 
 def merge_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def _square(width: int, height: int) -> Crop:
 def _source_frames(path: Path) -> Iterator[tuple[float, float | None, av.VideoFrame]]:
     """(seconds since the first frame, seconds on screen (None: unknown), the decoded frame) of
     every frame, in order. Frames without a pts (raw elementary streams) start when the frame
-    before them leaves the screen (by its duration), else by their index at the stream's rate."""
+    before them leaves the screen (by its duration, else the stream's frame rate)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -61,15 +61,13 @@ def _source_frames(path: Path) -> Iterator[tuple[float, float | None, av.VideoFr
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or 0)
             first, after = None, 0.0  # the first frame's time; when the last one leaves the screen
-            for n, frame in enumerate(container.decode(stream)):
+            for frame in container.decode(stream):
                 duration = getattr(frame, "duration", None)  # PyAV >= 14.4
                 shown = float(duration * stream.time_base) if duration else 1 / rate if rate else None
                 if frame.pts is not None:
                     t = float(frame.pts * stream.time_base)
-                elif duration or (rate and not n):
+                elif shown is not None:
                     t = after
-                elif rate:
-                    t = n / rate
                 else:
                     raise DatasetError(f"{path}: its frames carry no timestamps and the stream no frame "
                                        "rate; remux it into mp4 first (ffmpeg -i IN -c copy OUT.mp4)")
@@ -194,6 +192,9 @@ def add_videos(root: str | Path, paths: Sequence[str | Path], task: str = "", cr
         raise ValueError(f"--episode-seconds {episode_seconds}: an episode needs at least one frame "
                          f"(>= {1 / ds.fps:g} s at the dataset's {ds.fps} fps)")
     length = None if episode_seconds is None else round(episode_seconds * ds.fps)
+    if length is not None and length < min_frames:
+        raise ValueError(f"--episode-seconds {episode_seconds} gives {length}-frame episodes at {ds.fps} fps, "
+                         f"under --min-frames {min_frames}: every piece would be dropped")
     for path in paths:
         _probe(Path(path))
     report, pending = [], []

@@ -11,12 +11,10 @@
    expected it, writes the bytes and the updated meta/ files to ``root/.tmp-<uuid>`` and moves
    them into place with ``meta/info.json`` (what readers trust) after the payload, so a crash
    never shows a partial episode. A batch that brings the first actions to a video-only
-   dataset also rewrites the earlier data files with an all-null ``action`` column (every data
-   file holds every feature info.json lists, as LeRobot reads them).
+   dataset also rewrites the earlier data (and meta/episodes) files with null actions.
 
 The meta files follow LeRobot v3.0: meta/episodes rows carry per-episode ``stats/<feature>/<stat>``
-columns, and meta/tasks.parquet is indexed by the task string (``pd.read_parquet(...).iloc[i].name``
-is task i).
+columns, and meta/tasks.parquet is indexed by the task string (``.iloc[i].name`` is task i).
 
 The bytes are those :func:`write_episodes` (= the three steps in one process) writes, wherever
 step 2 runs: libx264's output depends only on the frames and the settings (and the encoder's
@@ -288,17 +286,9 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
     return root
 
 
-def write_episodes(
-    root: str | Path,
-    episodes: Sequence[Episode],
-    fps: int,
-    camera: str = "top",
-    robot_type: str = "",
-    codec: str = "libx264",
-    crf: int = 10,
-    chunks_size: int = 1000,
-    pix_fmt: str = "yuv420p",
-) -> Path:
+def write_episodes(root: str | Path, episodes: Sequence[Episode], fps: int, camera: str = "top",
+                   robot_type: str = "", codec: str = "libx264", crf: int = 10, chunks_size: int = 1000,
+                   pix_fmt: str = "yuv420p") -> Path:
     """Create the dataset at ``root`` or append ``episodes`` to it; returns ``root``.
 
     All episodes of one call go into one parquet file and one mp4 (back to back), under the
@@ -361,7 +351,8 @@ def _backfill_actions(root: Path, tmp: Path, info: dict[str, Any] | None, refs: 
                       action_dim: int | None) -> list[str]:
     """When this batch adds the ``action`` feature, stage the dataset's earlier data files in
     ``tmp`` with an all-null action column (every data file holds every feature info.json
-    lists, as LeRobot and the loader expect); returns their paths relative to ``root``."""
+    lists, as LeRobot and the loader expect), and its meta/episodes files with null action stats
+    (one schema for them all); returns their paths relative to ``root``."""
     if info is None or action_dim is None or "action" in info["features"]:
         return []
     staged = []
@@ -375,6 +366,13 @@ def _backfill_actions(root: Path, tmp: Path, info: dict[str, Any] | None, refs: 
         rel = path.relative_to(root).as_posix()
         _write_parquet(tmp / rel, table.add_column(at, "action", nulls))
         staged.append(rel)
+    for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+        table = pq.read_table(path)
+        if any(name.startswith("stats/") for name in table.column_names) \
+                and "stats/action/count" not in table.column_names:
+            rel = path.relative_to(root).as_posix()
+            _write_parquet(tmp / rel, typed_stats(table, has_actions=True))
+            staged.append(rel)
     return staged
 
 
