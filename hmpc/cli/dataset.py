@@ -44,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("videos", type=Path, nargs="+", help="video files PyAV reads (mp4, mov, mkv, ...)")
     p.add_argument("--episode-seconds", type=float, default=None,
                    help="cut each video into episodes this long (default: one episode per file)")
-    p.add_argument("--min-frames", type=int, default=2, help="drop pieces shorter than this")
+    p.add_argument("--min-frames", type=int, default=2, help="drop pieces (a clip's tail) shorter than this")
     p.add_argument("--crop", type=int, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
-                   help="box of the source frames to keep (default: the centred square)")
+                   help="square box of the frames as a player shows them (default: the centred square)")
     p.add_argument("--start", type=float, default=0.0, help="seconds skipped at each file's start")
     p.add_argument("--end", type=float, default=None, help="seconds after which each file is cut")
     p.add_argument("--task", default="", help="task string of the new episodes")
