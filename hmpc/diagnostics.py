@@ -160,12 +160,11 @@ def pooled_probe_r2(
         keep = batch.get("has_state")
         keep = slice(None) if keep is None else keep.cpu()  # (B,) bool
         for level, (s, _, y, pred) in enumerate(batch_views, start=1):
-            s, y, pred = s.cpu()[keep], y.cpu()[keep], None if pred is None else pred.cpu()[keep]
-            zs.setdefault(level, []).append(s.float().cpu())
+            zs.setdefault(level, []).append(s.float().cpu()[keep])
             y = y[..., list(probe_dims)] if y.shape[-1] else y  # no observation.state: no probe
-            ys.setdefault(level, []).append(y.float().cpu())
+            ys.setdefault(level, []).append(y.float().cpu()[keep])
             if pred is not None:
-                ends.setdefault(level, []).append(pred.float().cpu())
+                ends.setdefault(level, []).append(pred.float().cpu()[keep])
     out: dict[str, float] = {}
     for level in zs:
         z, y = torch.cat(zs[level]), torch.cat(ys[level])  # (N_windows, n_l + 1, .)

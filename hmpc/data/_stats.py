@@ -120,7 +120,7 @@ def logged_episodes(root: Path, info: dict[str, Any]) -> dict[str, int | None] |
         for feat, n in out.items():
             col = f"stats/{feat}/count"
             if col in names:  # null for an episode without the feature
-                got = int((committed & np.asarray([c is not None for c in table[col].to_pylist()], bool)).sum())
+                got = int((committed & table[col].is_valid().to_numpy(zero_copy_only=False)).sum())
             elif any(name.startswith("stats/") for name in names):
                 got = 0  # a batch without the feature (imported or video-only episodes)
             else:

@@ -79,11 +79,21 @@ def _source_frames(path: Path) -> Iterator[tuple[float, float | None, av.VideoFr
                            "not a video or is corrupt") from err
 
 
+def _turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns of the stream's display matrix (phones store portrait clips
+    as landscape frames plus a rotation)."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
+
+
+def _displayed_size(frame: av.VideoFrame) -> tuple[int, int]:
+    """(width, height) of ``frame`` as a player shows it, without decoding it to RGB."""
+    return (frame.height, frame.width) if _turns(frame) % 2 else (frame.width, frame.height)
+
+
 def _displayed(frame: av.VideoFrame) -> np.ndarray:
-    """RGB uint8 (H, W, 3) as a player shows it: turned by the stream's display matrix (phones
-    store portrait clips as landscape frames plus a rotation)."""
+    """RGB uint8 (H, W, 3) as a player shows it (turned by the display matrix)."""
     rgb = frame.to_ndarray(format="rgb24")
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # counterclockwise quarter turns
+    turns = _turns(frame)
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
@@ -111,7 +121,7 @@ def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
                          f"{min(crop.w, crop.h)}")
     out: list[np.ndarray] = []
     box: Crop | None = None
-    shape: tuple[int, ...] = ()
+    size0 = (0, 0)  # (width, height) of the first frame, displayed
     held: av.VideoFrame | None = None  # the source frame on screen at the next tick
     until, last_t = 0.0, 0.0  # when it leaves the screen if no frame follows; the last frame's start
     stop = float("inf") if end_s is None else end_s
@@ -124,11 +134,11 @@ def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
         part = None
         while held is not None and tick() < min(t, stop) - 1e-9:
             if part is None:
-                rgb = _displayed(held)
-                if rgb.shape != shape:
-                    raise DatasetError(f"{path}: frames change size from {shape[1]}x{shape[0]} to "
-                                       f"{rgb.shape[1]}x{rgb.shape[0]} mid-stream; split the file there")
-                rgb = rgb[box.y : box.y + box.h, box.x : box.x + box.w]
+                if _displayed_size(held) != size0:
+                    w, h = _displayed_size(held)
+                    raise DatasetError(f"{path}: frames change size from {size0[0]}x{size0[1]} to {w}x{h} "
+                                       "mid-stream; split the file there")
+                rgb = _displayed(held)[box.y : box.y + box.h, box.x : box.x + box.w]
                 part = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
             out.append(part)
 
@@ -136,9 +146,9 @@ def read_video(path: str | Path, fps: int, size: int, crop: Crop | None = None,
     try:
         for t, shown, frame in frames:
             if box is None:
-                shape = _displayed(frame).shape
-                box = crop or _square(shape[1], shape[0])
-                box.check(shape[1], shape[0], path)
+                size0 = _displayed_size(frame)
+                box = crop or _square(*size0)
+                box.check(*size0, path)
             emit_until(t)
             if tick() >= stop - 1e-9:
                 break
@@ -170,7 +180,8 @@ def add_videos(root: str | Path, paths: Sequence[str | Path], task: str = "", cr
     fps, image size and camera (``batch`` episodes per data/video file, like ``hmpc-collect``).
 
     Every file is opened before anything is written (a wrong path or a non-video file changes
-    nothing); a file that fails to decode half-way leaves the batches written before it.
+    nothing); a later failure in a file (decoding, a crop that does not fit its frames, nothing
+    between ``start_s`` and ``end_s``) leaves the batches written before it.
     ``on_file(path, episodes, frames)`` is called as each file is decoded (progress).
 
     Returns:
