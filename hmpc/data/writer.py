@@ -40,17 +40,16 @@ import pyarrow.parquet as pq
 from hmpc.data import video
 from hmpc.data._meta import (
     Dims,
-    EpisodeRef,
     build_info,
     compatible_dims,
     data_table,
     episode_dims,
     episode_rows,
-    fixed_list,
     load_episode_refs,
     next_file_index,
     read_info,
 )
+from hmpc.data._schema import backfill_actions, check_cameras, conform_bytes, last_file
 from hmpc.data._stats import (
     episodes_stats,
     merge_stats,
@@ -118,6 +117,7 @@ def plan_batches(root: str | Path, batches: Sequence[Sequence[tuple[int, str]]],
     root = Path(root)
     video_key = f"observation.images.{camera}"
     info = read_info(root) if (root / "meta" / "info.json").is_file() else None
+    check_cameras(root, info, video_key)
     refs = load_episode_refs(root, info, video_key) if info else []
     chunk, file = next_file_index(root, info, refs, chunks_size)
     tasks = _read_tasks(root) if info else []
@@ -262,11 +262,16 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     try:
+        backfilled = backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
+        rel_data, _, rel_eps = plan.paths
+        earlier = {rel_data: [r.data_path for r in refs],  # the files the new ones must match
+                   rel_eps: sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))}
         for rel, data in batch.files.items():
+            if rel in earlier:
+                data = conform_bytes(data, last_file(root, tmp, rel, earlier[rel]))
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
         _write_parquet(tmp / "meta/tasks.parquet", _tasks_table(plan.tasks))
-        backfilled = _backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
         old_stats = _stats_caught_up(root, plan.first_index, plan.video_key) if info else {}
         _write_json(tmp / "meta/stats.json", merge_stats(old_stats, batch.stats))
         new_info = build_info(info, batch.dims, plan.video_key, plan.fps, plan.robot_type,
@@ -345,35 +350,6 @@ def _tasks_table(tasks: Sequence[str]) -> pa.Table:
     table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
                       "task": pa.array(list(tasks), pa.string())})
     return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
-
-
-def _backfill_actions(root: Path, tmp: Path, info: dict[str, Any] | None, refs: Sequence[EpisodeRef],
-                      action_dim: int | None) -> list[str]:
-    """When this batch adds the ``action`` feature, stage the dataset's earlier data files in
-    ``tmp`` with an all-null action column (every data file holds every feature info.json
-    lists, as LeRobot and the loader expect), and its meta/episodes files with null action stats
-    (one schema for them all); returns their paths relative to ``root``."""
-    if info is None or action_dim is None or "action" in info["features"]:
-        return []
-    staged = []
-    for path in sorted({r.data_path for r in refs}):
-        table = pq.read_table(path)
-        if "action" in table.column_names:  # staged by an earlier, interrupted publish
-            continue
-        n = table.num_rows
-        nulls = fixed_list(np.zeros((n, action_dim), np.float32), np.zeros(n, bool))
-        at = table.column_names.index("observation.state") + 1
-        rel = path.relative_to(root).as_posix()
-        _write_parquet(tmp / rel, table.add_column(at, "action", nulls))
-        staged.append(rel)
-    for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
-        table = pq.read_table(path)
-        if any(name.startswith("stats/") for name in table.column_names) \
-                and "stats/action/count" not in table.column_names:
-            rel = path.relative_to(root).as_posix()
-            _write_parquet(tmp / rel, typed_stats(table, has_actions=True))
-            staged.append(rel)
-    return staged
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -1,0 +1,107 @@
+"""Appending to a dataset LeRobot wrote: new files take the dataset's schema, so it still loads
+as one table; a camera hmpc does not record is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import square_episode
+
+from hmpc.data import LeRobotDataset, write_episodes
+from hmpc.data._schema import conform
+from hmpc.data.video import DatasetError
+
+HF_META = {b"huggingface": b'{"info": {"features": "as LeRobot writes them"}}'}
+
+
+def lerobot_style(root: Path) -> None:
+    """Rewrite an hmpc dataset the way LeRobot writes one: reward and done columns, plain list
+    columns, HF metadata in the data files, stats of every feature in meta/episodes."""
+    for path in sorted(root.glob("data/chunk-*/file-*.parquet")):
+        t = pq.read_table(path)
+        n = t.num_rows
+        t = t.set_column(t.column_names.index("observation.state"), "observation.state",
+                         t["observation.state"].cast(pa.list_(pa.float32())))
+        t = t.set_column(t.column_names.index("action"), "action", t["action"].cast(pa.list_(pa.float32())))
+        t = t.append_column("next.reward", pa.array(np.arange(n, dtype=np.float32)))
+        t = t.append_column("next.done", pa.array(np.arange(n) % 16 == 15))
+        pq.write_table(t.replace_schema_metadata(HF_META), path)
+    for path in sorted(root.glob("meta/episodes/chunk-*/file-*.parquet")):
+        t = pq.read_table(path)
+        n = t.num_rows
+        for stat in ("min", "max", "mean", "std"):
+            t = t.append_column(f"stats/timestamp/{stat}", pa.array([[0.5]] * n, pa.list_(pa.float64())))
+        t = t.append_column("stats/next.reward/count", pa.array([[16]] * n, pa.list_(pa.int64())))
+        pq.write_table(t, path)
+    info_path = root / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+    info["features"]["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
+    info_path.write_text(json.dumps(info, indent=4))
+
+
+@pytest.fixture()
+def foreign(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    write_episodes(root, [square_episode(i) for i in range(3)], fps=10)
+    write_episodes(root, [square_episode(3)], fps=10)
+    lerobot_style(root)
+    return root
+
+
+def test_appended_files_take_the_datasets_schema_and_load_as_one_table(foreign: Path):
+    video_only = replace(square_episode(5), action=None, state=None)
+    write_episodes(foreign, [square_episode(4)], fps=10)
+    write_episodes(foreign, [video_only], fps=10)
+    data = sorted(foreign.glob("data/chunk-*/file-*.parquet"))
+    metas = sorted(foreign.glob("meta/episodes/chunk-*/file-*.parquet"))
+    assert len(data) == len(metas) == 4
+    for files in (data, metas):
+        schemas = [pq.read_schema(f) for f in files]
+        assert all(s.equals(schemas[0], check_metadata=True) for s in schemas), files
+    table = pa.concat_tables([pq.read_table(f) for f in data])  # one table, as LeRobot loads it
+    new = table.filter(pa.compute.greater_equal(table["episode_index"], 4))
+    assert new["next.reward"].null_count == new.num_rows == 32  # unknown for the new episodes
+    assert new["next.done"].null_count == 32
+    assert table.filter(pa.compute.less(table["episode_index"], 4))["next.reward"].null_count == 0
+    eps = pa.concat_tables([pq.read_table(f) for f in metas])
+    assert eps["stats/timestamp/mean"].null_count == 2 and eps["stats/next.reward/count"].null_count == 2
+    ds = LeRobotDataset(foreign)
+    assert ds.num_episodes == 6
+    got, want = ds.load_episode(4), square_episode(4)
+    np.testing.assert_allclose(got.action, want.action)
+    np.testing.assert_allclose(got.state, want.state)
+    assert ds.load_episode(5).action is None and ds.load_episode(5).state is None
+    np.testing.assert_allclose(ds.load_episode(0).state, square_episode(0).state)
+
+
+def test_a_second_camera_is_refused_before_anything_is_written(foreign: Path):
+    info_path = foreign / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["observation.images.wrist"] = dict(info["features"]["observation.images.top"])
+    info_path.write_text(json.dumps(info, indent=4))
+    before = sorted(p.relative_to(foreign) for p in foreign.rglob("*"))
+    with pytest.raises(DatasetError, match=r"camera\(s\) \['observation.images.wrist'\].*new output folder"):
+        write_episodes(foreign, [square_episode(4)], fps=10)
+    assert sorted(p.relative_to(foreign) for p in foreign.rglob("*")) == before
+
+
+def test_conform_fills_casts_orders_and_keeps_new_columns():
+    schema = pa.schema([("b", pa.list_(pa.float32())), ("a", pa.int64()), ("gone", pa.bool_())],
+                       metadata={b"k": b"v"})
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)
+    table = pa.table({"a": pa.array([1, 2], pa.int32()), "b": fixed, "new": [7, 8]})
+    out = conform(table, schema)
+    assert out.column_names == ["b", "a", "gone", "new"]
+    assert out.schema.field("b").type == pa.list_(pa.float32()) and out.schema.field("a").type == pa.int64()
+    assert out["gone"].null_count == 2 and out["new"].to_pylist() == [7, 8]
+    assert out.schema.metadata is None  # the schema's metadata would describe other columns
+    same = conform(table.select(["a", "b"]).append_column("gone", pa.array([True, False])), schema)
+    assert same.schema.equals(schema, check_metadata=True)
+    assert conform(table, None) is table
