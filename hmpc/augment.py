@@ -1,4 +1,5 @@
-"""Image warps for the keypoint equivariance term: sampled on the trainer's RNG, applied in torch.
+"""Image augmentation of training windows (``trainer.augment``), and the image warps of the keypoint
+equivariance term; both sampled on the trainer's RNG (so resume stays exact), applied in torch.
 
 A warp is an affine map ``theta`` (B, 2, 3) in ``torch.nn.functional.affine_grid``'s convention:
 the warped image at normalised output position p (x right, y down, in [-1, 1]) shows the input at
@@ -9,6 +10,8 @@ theta[:, :, :2], t = theta[:, :, 2]); ``warp_points`` applies that map to keypoi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,3 +42,87 @@ def warp_points(points: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Where points (B, K, 2) of an image appear after ``warp_images(., theta)``: (B, K, 2)."""
     a, t = theta[:, :, :2], theta[:, :, 2]
     return torch.linalg.solve(a, (points - t[:, None]).transpose(1, 2)).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class ImageAugment:
+    """Jitter of training windows (``trainer.augment``; every 0 turns one off). Each window gets one
+    draw, shared by all its frames, so the motion between frames is untouched; validation windows
+    are never augmented. Blur and contrast/brightness teach the encoder to ignore how a camera
+    renders (sharpness, exposure), which matters for video from another camera (``hmpc-dataset
+    add-video``); shift is DrQ's random shift."""
+
+    shift: int = 0  # pixels: pad by repeating the edge, crop back at an offset in [-shift, shift]^2
+    blur: float = 0.0  # Gaussian blur of std U(0, blur) pixels
+    brightness: float = 0.0  # add U(-brightness, brightness) * 255
+    contrast: float = 0.0  # scale about each frame's mean level by U(1 - contrast, 1 + contrast)
+
+    def __post_init__(self) -> None:
+        if self.shift < 0 or self.blur < 0 or not 0 <= self.brightness <= 1 or not 0 <= self.contrast < 1:
+            raise ValueError(f"trainer.augment: shift={self.shift} and blur={self.blur} must be >= 0, "
+                             f"brightness={self.brightness} in [0, 1], contrast={self.contrast} in "
+                             "[0, 1) (e.g. shift=4 blur=1.0 brightness=0.1 contrast=0.2; 0: off)")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.blur or self.brightness or self.contrast)
+
+
+def augment_batch(batch: dict[str, Any], aug: ImageAugment, rng: np.random.Generator) -> dict[str, Any]:
+    """``batch`` with batch["pixels"] (B, L, 3, H, W) uint8 augmented by ``aug`` (draws from ``rng``
+    only for the augmentations that are on: with all off the batch and ``rng`` are untouched)."""
+    if not aug.active:
+        return batch
+    return {**batch, "pixels": augment_windows(batch["pixels"], aug, rng)}
+
+
+def augment_windows(pixels: torch.Tensor, aug: ImageAugment, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 (B, L, 3, H, W) -> uint8 (B, L, 3, H, W): shift, blur, contrast, brightness, in that
+    order, each drawn once per window."""
+    b, length, c, h, w = pixels.shape
+    if 2 * aug.shift >= min(h, w) or 3 * aug.blur >= min(h, w) - 1:
+        raise ValueError(f"trainer.augment: shift={aug.shift} and blur={aug.blur} are too large for "
+                         f"{h}x{w} frames: use shift < {min(h, w) // 2} and blur < {(min(h, w) - 1) / 3:.1f}")
+    dev = pixels.device
+    x = pixels.reshape(b, length * c, h, w)  # each window's frames and channels as channels
+    if aug.shift:  # a whole-pixel move is a gather of rows and columns: done on the uint8 frames
+        off = torch.from_numpy(rng.integers(-aug.shift, aug.shift + 1, size=(b, 2))).to(dev)  # (B, 2)
+        rows = (torch.arange(h, device=dev) + off[:, :1]).clamp(0, h - 1)  # (B, H): edges repeat
+        cols = (torch.arange(w, device=dev) + off[:, 1:]).clamp(0, w - 1)  # (B, W)
+        x = x.gather(2, rows[:, None, :, None].expand(x.shape))
+        x = x.gather(3, cols[:, None, None, :].expand(x.shape))
+    if not (aug.blur or aug.contrast or aug.brightness):
+        return x.reshape(pixels.shape)
+    x = x.float()
+    if aug.blur:  # separable, per window: X <- Bh @ X @ Bw^T for each of its frames' channels
+        sigma = rng.uniform(0.0, aug.blur, size=b)
+        cw = length * c
+        x = torch.bmm(x.reshape(b, cw * h, w), _blur_matrix(w, sigma).to(dev).transpose(1, 2))
+        x = x.reshape(b, cw, h, w).transpose(1, 2).reshape(b, h, cw * w)  # (B, H, C' W)
+        x = torch.bmm(_blur_matrix(h, sigma).to(dev), x).reshape(b, h, cw, w).transpose(1, 2)
+    x = x.reshape(b, length, c, h, w)
+    if aug.contrast:
+        gain = torch.from_numpy(rng.uniform(1 - aug.contrast, 1 + aug.contrast, size=b)).float().to(dev)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)  # (B, L, 1, 1, 1): each frame's mean level
+        x = x.sub_(mean).mul_(gain[:, None, None, None, None]).add_(mean)
+    if aug.brightness:
+        bias = torch.from_numpy(rng.uniform(-aug.brightness, aug.brightness, size=b)).float().to(dev)
+        x = x.add_(255.0 * bias[:, None, None, None, None])
+    return x.add_(0.5).clamp_(0, 255).to(torch.uint8)  # + 0.5 then truncation: rounding
+
+
+def _blur_matrix(n: int, sigma: np.ndarray) -> torch.Tensor:
+    """(B, n, n) float32: row i holds the Gaussian weights (std sigma[b] pixels) that output pixel i
+    takes from the n input pixels, edges reflected; a std under 0.05 px gives the identity."""
+    radius = min(n - 1, max(1, math.ceil(3 * float(sigma.max()))))
+    t = np.arange(-radius, radius + 1)
+    kern = np.exp(-0.5 * (t[None] / np.maximum(sigma[:, None], 1e-6)) ** 2)  # (B, 2r + 1)
+    kern[sigma < 0.05] = t == 0
+    kern /= kern.sum(1, keepdims=True)
+    src = np.arange(n)[:, None] + t[None]  # (n, 2r + 1): the input pixel of each tap
+    src = np.abs(src)
+    src = np.where(src > n - 1, 2 * (n - 1) - src, src)  # reflected at both edges
+    mat = np.zeros((len(sigma), n, n))
+    for j in range(len(t)):
+        np.add.at(mat, (slice(None), np.arange(n), src[:, j]), kern[:, j, None])
+    return torch.from_numpy(mat).float()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hmpc.augment import ImageAugment, augment_batch
 from hmpc.checkpoint import atomic_write_json
 from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_episodes
 from hmpc.data.video import DatasetError
@@ -64,6 +65,7 @@ class TrainConfig:
     labelled_share: float | None = None  # with video_only=use: batch fraction with actions; None: uniform
     video_batch: int = 0  # with video_only=use: video-only windows added to batch_size labelled ones
     probe_dims: tuple[int, ...] = (0, 1)  # observation.state dims the probe R² diagnostics read
+    augment: ImageAugment = field(default_factory=ImageAugment)  # of training windows only
 
     def __post_init__(self) -> None:
         if self.video_only not in VIDEO_ONLY:
@@ -361,7 +363,7 @@ def _loop(
             batch = train_s.sample_split(cfg.batch_size, cfg.video_batch, run.rng, device)
         else:
             batch = train_s.sample(cfg.batch_size, run.rng, device)
-        batch = add_warps(batch, weights, run.rng)
+        batch = add_warps(augment_batch(batch, cfg.augment, run.rng), weights, run.rng)
         m = _train_step(run, batch, weights, cfg)
         run.state.step = done = step + 1
         if m is None:

@@ -41,3 +41,22 @@ def test_push_t_pose_is_push_t_with_the_equivariance_term():
         plain = compose("train", overrides=["model=push_t", "model.loss.equivariance=1.0", "data=unused"])
     assert pose.model.loss.equivariance == 1.0
     assert OmegaConf.to_container(pose.model) == OmegaConf.to_container(plain.model)
+
+
+def test_trainer_augment_is_typed_from_the_command_line():
+    with initialize_config_module(config_module="configs", version_base=None):
+        cfg = compose("train", overrides=["data=unused", "trainer.augment.blur=1.0", "trainer.augment.shift=2"])
+        typo = compose("train", overrides=["data=unused", "+trainer.augment.blurr=1.0"])
+        bad = compose("train", overrides=["data=unused", "trainer.augment.contrast=1.5"])
+    aug = train_config(cfg.trainer).augment
+    assert (aug.shift, aug.blur, aug.brightness) == (2, 1.0, 0.0) and aug.active
+    assert not train_config(compose_default()).augment.active
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['blurr'\] in trainer.augment"):
+        train_config(typo.trainer)
+    with pytest.raises(ValueError, match=r"trainer.augment: .*contrast=1.5"):
+        train_config(bad.trainer)
+
+
+def compose_default():
+    with initialize_config_module(config_module="configs", version_base=None):
+        return compose("train", overrides=["data=unused"]).trainer

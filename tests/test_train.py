@@ -342,3 +342,27 @@ def test_validation_windows_do_not_depend_on_the_equivariance_term(square_datase
     warped = train_mod._val_batches(sampler, cfg, LossWeights(equivariance=1.0), CPU)
     assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(plain, warped, strict=True))
     assert "warp" in warped[0] and "warp" not in plain[0]
+
+
+def test_augmented_windows_come_from_the_saved_rng_so_resume_is_exact(square_dataset, tmp_path, monkeypatch):
+    from hmpc.augment import ImageAugment
+
+    cfg = replace(CFG, steps=6, checkpoint_every=3, val_every=3,
+                  augment=ImageAugment(shift=1, blur=1.0, brightness=0.1, contrast=0.2))
+    full = train(square_dataset, tmp_path / "full", cfg)
+    plain = train(square_dataset, tmp_path / "plain", replace(cfg, augment=ImageAugment()))
+    assert full.metrics["l1/pred"] != plain.metrics["l1/pred"]  # the jitter reaches the batches
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def crash_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3 + 1 + 2:  # 3 train steps + 1 validation batch, then step 4 crashes
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(square_dataset, tmp_path / "resumed", cfg)
+    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
+    train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True))
+    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from hmpc.augment import ImageAugment
 from hmpc.controllers import ControllerSpec, check_spec_guardrails
 from hmpc.evaluate import EvalConfig
 from hmpc.objective import LossWeights
@@ -62,8 +63,11 @@ def model_spec(cfg: DictConfig, image_size: int, action_dim: int) -> tuple[World
     return spec, loss
 
 
-def train_config(cfg: DictConfig) -> TrainConfig:
-    return typed(TrainConfig, plain(cfg), "trainer")
+def train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """``trainer`` settings (a config node or a plain dict) as a TrainConfig."""
+    values = dict(plain(cfg))
+    values["augment"] = typed(ImageAugment, dict(values.get("augment") or {}), "trainer.augment")
+    return typed(TrainConfig, values, "trainer")
 
 
 def controller_specs(cfg: DictConfig, cube_model: str | None = None) -> list[ControllerSpec]:
@@ -182,4 +186,4 @@ def build_training(tree: dict[str, Any], image_size: int, action_dim: int):
     """(WorldModelSpec, LossWeights, TrainConfig) from a plain ``{"model", "trainer"}`` tree
     (sweep trials build theirs from one, on Ray workers)."""
     spec, weights = model_spec(tree["model"], image_size, action_dim)
-    return spec, weights, typed(TrainConfig, dict(tree["trainer"]), "trainer")
+    return spec, weights, train_config(tree["trainer"])
