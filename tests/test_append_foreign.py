@@ -105,3 +105,27 @@ def test_conform_fills_casts_orders_and_keeps_new_columns():
     same = conform(table.select(["a", "b"]).append_column("gone", pa.array([True, False])), schema)
     assert same.schema.equals(schema, check_metadata=True)
     assert conform(table, None) is table
+
+
+def test_stats_json_carries_lerobots_quantiles_pooled_by_count(tmp_path: Path):
+    first, second = [square_episode(i) for i in range(3)], [square_episode(i) for i in range(3, 5)]
+    root = write_episodes(tmp_path / "ds", first, fps=10)
+    stats = json.loads((root / "meta/stats.json").read_text())
+    state = np.concatenate([ep.state for ep in first]).astype(np.float64)
+    for q, p in (("q01", 0.01), ("q50", 0.5), ("q99", 0.99)):
+        np.testing.assert_allclose(stats["observation.state"][q], np.quantile(state, p, axis=0))
+    pixels = np.concatenate([ep.pixels for ep in first]).reshape(-1, 3) / 255.0
+    want = np.quantile(pixels, 0.9, axis=0, method="inverted_cdf")
+    np.testing.assert_allclose(np.ravel(stats["observation.images.top"]["q90"]), want)
+    write_episodes(root, second, fps=10)
+    pooled = json.loads((root / "meta/stats.json").read_text())["action"]["q10"]
+    a1, a2 = (np.concatenate([ep.action for ep in eps]).astype(np.float64) for eps in (first, second))
+    want = (len(a1) * np.quantile(a1, 0.1, axis=0) + len(a2) * np.quantile(a2, 0.1, axis=0)) / (len(a1) + len(a2))
+    np.testing.assert_allclose(pooled, want)
+    # stats without quantiles (an older hmpc): a pooled quantile would describe part of the frames
+    old = json.loads((root / "meta/stats.json").read_text())
+    old["action"] = {k: v for k, v in old["action"].items() if not k.startswith("q")}
+    (root / "meta/stats.json").write_text(json.dumps(old))
+    write_episodes(root, [square_episode(6)], fps=10)
+    after = json.loads((root / "meta/stats.json").read_text())
+    assert "q10" not in after["action"] and "q10" in after["observation.state"]

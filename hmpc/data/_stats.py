@@ -56,10 +56,13 @@ def pixel_histogram(pixels: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(pixels[..., c].reshape(-1), minlength=256) for c in range(3)])
 
 
-def episodes_stats(episodes: Sequence[Episode], video_key: str,
-                   hist: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+def episodes_stats(episodes: Sequence[Episode], video_key: str, hist: np.ndarray | None = None,
+                   quantiles: bool = False) -> dict[str, dict[str, Any]]:
     """min/max/mean/std/count of state and action (over the frames that have one) and of the image
-    channels in [0, 1] (over every frame: their count is the number of frames).
+    channels in [0, 1] (over every frame: their count is the number of frames); with
+    ``quantiles`` also LeRobot's q01/q10/q50/q90/q99, which its quantile normalisation reads (hmpc
+    writes them to meta/stats.json only; image ones are the lowest level whose cumulative share
+    reaches q).
 
     ``hist``: the summed :func:`pixel_histogram` of the episodes, when their pixels are gone
     (a streaming writer); computed from ``ep.pixels`` when None.
@@ -67,10 +70,10 @@ def episodes_stats(episodes: Sequence[Episode], video_key: str,
     stats = {}
     states = [ep.state for ep in episodes if ep.state is not None]
     if states:
-        stats["observation.state"] = _stats(np.concatenate(states))
+        stats["observation.state"] = _stats(np.concatenate(states), quantiles)
     acts = [ep.action for ep in episodes if ep.action is not None]
     if acts:
-        stats["action"] = _stats(np.concatenate(acts))
+        stats["action"] = _stats(np.concatenate(acts), quantiles)
     # Per-channel image stats in [0, 1] from 256-bin histograms: exact, and ~20x faster than
     # float reductions over N*H*W pixels. LeRobot stores them with shape (3, 1, 1).
     if hist is None:
@@ -83,15 +86,24 @@ def episodes_stats(episodes: Sequence[Episode], video_key: str,
     nonzero = [np.flatnonzero(h) for h in hist]
     img = {"min": [levels[nz[0]] for nz in nonzero], "max": [levels[nz[-1]] for nz in nonzero],
            "mean": mean, "std": std}
+    if quantiles:  # from the histogram: the lowest level whose cumulative share reaches q
+        cum = np.cumsum(hist, 1) / hist.sum(1, keepdims=True)
+        img |= {name: [levels[np.searchsorted(c, q)] for c in cum] for name, q in QUANTILES.items()}
     stats[video_key] = {k: np.asarray(v, np.float64)[:, None, None].tolist() for k, v in img.items()}
     stats[video_key]["count"] = [int(sum(len(ep) for ep in episodes))]
     return stats
 
 
-def _stats(x: np.ndarray) -> dict[str, Any]:
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's
+
+
+def _stats(x: np.ndarray, quantiles: bool = False) -> dict[str, Any]:
     x = x.astype(np.float64)
-    return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(), "count": [int(x.shape[0])]}
+    out = {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
+           "std": x.std(0).tolist(), "count": [int(x.shape[0])]}
+    if quantiles:
+        out |= {name: np.quantile(x, q, axis=0).tolist() for name, q in QUANTILES.items()}
+    return out
 
 
 def stats_frame_count(stats: dict[str, Any], video_key: str) -> int:
@@ -130,7 +142,9 @@ def logged_episodes(root: Path, info: dict[str, Any]) -> dict[str, int | None] |
 
 
 def merge_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Pooled stats of two disjoint sets of frames (exact for mean/std via counts)."""
+    """Pooled stats of two disjoint sets of frames (exact for mean/std via counts). Quantiles
+    both sides have are averaged weighted by count, as LeRobot aggregates them (approximate);
+    one that only one side has is dropped, as it would describe only part of the frames."""
     out = dict(old)
     for key, b in new.items():
         a = old.get(key)
@@ -145,4 +159,7 @@ def merge_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out[key] = {"min": np.minimum(a["min"], b["min"]).tolist(),
                     "max": np.maximum(a["max"], b["max"]).tolist(),
                     "mean": mean.tolist(), "std": std.tolist(), "count": [int(na + nb)]}
+        for q in QUANTILES:
+            if q in a and q in b:
+                out[key][q] = ((na * np.array(a[q]) + nb * np.array(b[q])) / (na + nb)).tolist()
     return out

@@ -217,7 +217,7 @@ class BatchWriter:
                             plan.video_key) | stats_columns(self._ep_stats)
         files = {rel_data: _parquet_bytes(table), rel_video: self._buffer.getvalue(),
                  rel_eps: _parquet_bytes(typed_stats(pa.table(rows), self._dims.action_dim is not None))}
-        stats = episodes_stats(eps, plan.video_key, hist=self._hist)
+        stats = episodes_stats(eps, plan.video_key, hist=self._hist, quantiles=True)
         return EncodedBatch(plan, files, self._raw, self._dims, stats)
 
     def abort(self) -> None:
@@ -330,7 +330,7 @@ def _stats_caught_up(root: Path, total_frames: int, video_key: str) -> dict[str,
     behind = count < total_frames and count in starts
     first = int(np.searchsorted(starts, count)) if behind else 0
     missing = [ds.load_episode(i) for i in range(first, ds.num_episodes)]
-    return merge_stats(stats if behind else {}, episodes_stats(missing, video_key))
+    return merge_stats(stats if behind else {}, episodes_stats(missing, video_key, quantiles=True))
 
 
 def _tasks_table(tasks: Sequence[str]) -> pa.Table:
