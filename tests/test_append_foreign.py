@@ -129,3 +129,16 @@ def test_stats_json_carries_lerobots_quantiles_pooled_by_count(tmp_path: Path):
     write_episodes(root, [square_episode(6)], fps=10)
     after = json.loads((root / "meta/stats.json").read_text())
     assert "q10" not in after["action"] and "q10" in after["observation.state"]
+
+
+def test_validate_flags_meta_episodes_files_of_another_schema(foreign: Path):
+    from hmpc.data import validate_dataset
+
+    assert validate_dataset(foreign, decode_video=False) == []
+    write_episodes(foreign, [square_episode(4)], fps=10)
+    assert validate_dataset(foreign, decode_video=False) == []
+    last = sorted(foreign.glob("meta/episodes/chunk-*/file-*.parquet"))[-1]
+    pq.write_table(pq.read_table(last).drop_columns(["stats/timestamp/mean"]), last)
+    (problem,) = validate_dataset(foreign, decode_video=False)
+    assert problem.file == last.relative_to(foreign).as_posix()
+    assert "lacks ['stats/timestamp/mean']" in problem.message

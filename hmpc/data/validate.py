@@ -64,7 +64,7 @@ def validate_dataset(root: str | Path, decode_video: bool = True) -> list[Proble
     file (all cameras) missing / zero-byte / truncated (mp4 boxes cut short) / undecodable
     files, decoded frames vs each episode's frame range (missing ones, and extra ones after the
     file's last episode), resolution; totals in info.json and stats.json; data/video files no
-    committed episode references. Every problem tied to an episode names a frame (the first bad
+    committed episode references; meta/episodes files that differ in schema. Every problem tied to an episode names a frame (the first bad
     one; 0 when the whole episode is affected; its length for frames after its end). With
     ``decode_video=False`` videos are only checked for existence, size and truncation.
     The loader raises on the same defects (:mod:`hmpc.data._checks`, :func:`video.decode_frames`).
@@ -88,7 +88,27 @@ def validate_dataset(root: str | Path, decode_video: bool = True) -> list[Proble
         for path, group in _group(refs_by_cam[cam], "video_path").items():
             problems += _check_video_file(root, info, cam, path, group, decode_video)
     problems += _check_orphans(root, [r for cam in cams for r in refs_by_cam[cam]])
-    return problems
+    return problems + _check_episode_schemas(root)
+
+
+def _check_episode_schemas(root: Path) -> list[Problem]:
+    """meta/episodes files whose columns or types differ from the first file's: readers that load
+    them as one table (LeRobot's) fail on them."""
+    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    schemas = {f: pq.read_schema(f).remove_metadata() for f in files}
+    out = []
+    for f in files[1:]:
+        first, this = schemas[files[0]], schemas[f]
+        if this.equals(first):
+            continue
+        lacks = [n for n in first.names if n not in this.names]
+        extra = [n for n in this.names if n not in first.names]
+        retyped = [n for n in this.names if n in first.names and this.field(n).type != first.field(n).type]
+        out.append(Problem(_rel(root, f), None, None, f"columns differ from {_rel(root, files[0])}'s "
+                           f"(lacks {lacks}, adds {extra}, other types {retyped}, or another order): "
+                           "readers that load meta/episodes as one table fail; it was appended by "
+                           "another writer or an older hmpc (before 2026-12-06 it appended LeRobot datasets so)"))
+    return out
 
 
 def _rel(root: Path, path: Path) -> str:
