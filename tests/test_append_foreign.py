@@ -142,3 +142,30 @@ def test_validate_flags_meta_episodes_files_of_another_schema(foreign: Path):
     (problem,) = validate_dataset(foreign, decode_video=False)
     assert problem.file == last.relative_to(foreign).as_posix()
     assert "lacks ['stats/timestamp/mean']" in problem.message
+
+
+def test_first_actions_after_an_interrupted_publish_commit_on_the_first_try(tmp_path: Path):
+    """A state-only publish killed after moving its payload, before info.json, leaves files at the
+    next batch's paths; a batch that brings the first actions backfills the dataset's files but
+    not those (they are replaced by its own)."""
+    from hmpc.data.writer import encode_batch, plan_batches
+
+    root = tmp_path / "ds"
+    write_episodes(root, [replace(square_episode(0), action=None)], fps=10)
+    (plan,) = plan_batches(root, [[(16, "")]], fps=10)
+    for rel, data in encode_batch(plan, [replace(square_episode(1), action=None)]).files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)  # left by the killed publish
+    write_episodes(root, [square_episode(2)], fps=10)
+    ds = LeRobotDataset(root)
+    assert ds.num_episodes == 2 and ds.load_episode(0).action is None
+    np.testing.assert_allclose(ds.load_episode(1).action, square_episode(2).action)
+    from hmpc.data import validate_dataset
+
+    assert validate_dataset(root, decode_video=False) == []
+
+
+def test_a_column_that_cannot_be_cast_names_both_types():
+    schema = pa.schema([("a", pa.int8())])
+    with pytest.raises(DatasetError, match=r"column 'a': the dataset's files hold int8, the new episodes int64"):
+        conform(pa.table({"a": pa.array([1000], pa.int64())}), schema)

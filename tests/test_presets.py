@@ -60,3 +60,10 @@ def test_trainer_augment_is_typed_from_the_command_line():
 def compose_default():
     with initialize_config_module(config_module="configs", version_base=None):
         return compose("train", overrides=["data=unused"]).trainer
+
+
+def test_trainer_augment_must_be_a_group():
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ValueError, match=r"trainer.augment=1.0 must be a group of keys"):
+        train_config(OmegaConf.create({"augment": 1.0}))

@@ -66,7 +66,11 @@ def model_spec(cfg: DictConfig, image_size: int, action_dim: int) -> tuple[World
 def train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     """``trainer`` settings (a config node or a plain dict) as a TrainConfig."""
     values = dict(plain(cfg))
-    values["augment"] = typed(ImageAugment, dict(values.get("augment") or {}), "trainer.augment")
+    augment = values.get("augment") or {}
+    if not isinstance(augment, dict):
+        raise ValueError(f"trainer.augment={augment!r} must be a group of keys, e.g. "
+                         "trainer.augment.blur=1.0 trainer.augment.shift=4")
+    values["augment"] = typed(ImageAugment, augment, "trainer.augment")
     return typed(TrainConfig, values, "trainer")
 
 

@@ -38,9 +38,9 @@ def check_cameras(root: Path, info: dict[str, Any] | None, video_key: str) -> No
 
 def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
     """``table`` in ``schema``'s columns, order and types: a column it lacks becomes nulls of the
-    schema's type, a shared column is cast to the schema's type where arrow can (a fixed-size list
-    to LeRobot's plain list), and columns only ``table`` has (the first actions) follow. ``schema``
-    None (a new dataset): ``table`` as it is."""
+    schema's type, a shared column is cast to the schema's type (a fixed-size list to LeRobot's
+    plain list; DatasetError where arrow cannot), and columns only ``table`` has (the first
+    actions) follow. ``schema`` None (a new dataset): ``table`` as it is."""
     if schema is None:
         return table
     cols: dict[str, pa.ChunkedArray | pa.Array] = {}
@@ -51,9 +51,11 @@ def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
         col = table[field.name]
         if col.type != field.type:
             try:
-                col = col.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass  # kept as written: hmpc's reader takes either
+                col = col.cast(field.type)  # safe casts only: a lossy one raises
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise DatasetError(f"column {field.name!r}: the dataset's files hold {field.type}, "
+                                   f"the new episodes {col.type}, and one cannot be cast to the "
+                                   f"other ({err}); write them to a new output folder") from err
         cols[field.name] = col
     for name in table.column_names:
         cols.setdefault(name, table[name])

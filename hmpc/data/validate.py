@@ -106,8 +106,9 @@ def _check_episode_schemas(root: Path) -> list[Problem]:
         retyped = [n for n in this.names if n in first.names and this.field(n).type != first.field(n).type]
         out.append(Problem(_rel(root, f), None, None, f"columns differ from {_rel(root, files[0])}'s "
                            f"(lacks {lacks}, adds {extra}, other types {retyped}, or another order): "
-                           "readers that load meta/episodes as one table fail; it was appended by "
-                           "another writer or an older hmpc (before 2026-12-06 it appended LeRobot datasets so)"))
+                           "readers that load meta/episodes as one table (LeRobot's) fail; files from "
+                           "several writers differ so (hmpc before 2026-11-28 wrote no per-episode "
+                           "stats; before 2026-12-06 it left out the columns of other writers)"))
     return out
 
 

@@ -262,7 +262,8 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     try:
-        backfilled = backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
+        backfilled = [rel for rel in backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
+                      if rel not in batch.files]  # not a file an interrupted publish left at ours
         rel_data, _, rel_eps = plan.paths
         earlier = {rel_data: [r.data_path for r in refs],  # the files the new ones must match
                    rel_eps: sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))}
