@@ -1,4 +1,4 @@
-"""The same paths on a CUDA GPU: optimisers, deadlines, training with resume, the demo in-process,
+"""The same paths on a CUDA GPU: optimisers, deadlines, image augmentation, training with resume, the demo in-process,
 and Ray evaluation workers sharing one card. Skipped where torch sees no GPU (CI's CPUs); run on a
 GPU machine with ``pytest tests/test_cuda.py`` (``bench/gpu_check.sh`` does, first)."""
 
@@ -35,6 +35,18 @@ def test_optimizers_plan_on_the_gpu_and_agree_with_the_cpu(i):
     cpu_best, _ = all_optimizers()[i].optimize(quadratic(target), torch.zeros(4, 3, 2), -1.0, 1.0)
     # fresh optimisers draw their noise from a CPU generator: the same candidates on either device
     torch.testing.assert_close(best.cpu(), cpu_best, atol=1e-3, rtol=0)
+
+
+def test_augmentation_on_the_gpu_matches_the_cpu():
+    import numpy as np
+
+    from hmpc.augment import ImageAugment, augment_windows
+
+    px = torch.randint(0, 256, (4, 3, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    aug = ImageAugment(shift=2, blur=1.5, brightness=0.1, contrast=0.2)
+    gpu = augment_windows(px.to(GPU), aug, np.random.default_rng(5))
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.uint8
+    assert (gpu.cpu().int() - augment_windows(px, aug, np.random.default_rng(5)).int()).abs().max() <= 1
 
 
 def test_deadline_waits_for_the_queued_gpu_work():
