@@ -50,7 +50,7 @@ step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.log, status in
 }
 step tests 90 $PY -m pytest -q -p no:cacheprovider -o faulthandler_timeout=80 tests/test_cuda.py tests/test_optimizers.py
 # shellcheck disable=SC2086  # word splitting of the lists is meant
-step train 40 $PY bench/train_throughput.py --frames synthetic --devices $DEVICES --steps 40
+step train 40 $PY bench/train_throughput.py --frames synthetic --devices $DEVICES --steps 40 --augment shift=4 blur=1.0
 # shellcheck disable=SC2086
 step latency 60 $PY bench/plan_latency.py --devices $DEVICES --episodes 3 --steps 20
 # shellcheck disable=SC2086

@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py                         # model=small on cpu (+ cuda if any)
     python bench/train_throughput.py --model small3 --batch 64 --steps 40 --devices cpu cuda
+    python bench/train_throughput.py --augment shift=4 blur=1.0   # each device with and without
 
 A small PointMaze dataset is collected into a temporary folder and decoded once into the frame
 cache, as ``hmpc-train`` does (``--frames synthetic``: seeded random frames of the same shapes, for
@@ -65,6 +66,9 @@ def main() -> None:
                         help="maze: a small collected PointMaze dataset (needs pybullet and av); "
                              "synthetic: seeded random 64x64 frames of the same shapes (the step's compute "
                              "does not depend on the pixels)")
+    parser.add_argument("--augment", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="trainer.augment settings (e.g. shift=4 blur=1.0): adds a row per device "
+                             "with the windows augmented, as hmpc-train does")
     args = parser.parse_args()
     if args.malloc == "keep":
         from hmpc.runtime import keep_freed_memory
@@ -74,6 +78,7 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
+    from hmpc.augment import ImageAugment, augment_batch
     from hmpc.cli.common import model_spec
     from hmpc.data import WindowSampler
     from hmpc.objective import world_model_loss
@@ -86,7 +91,12 @@ def main() -> None:
         spec, weights = model_spec(preset, frames.pixels.shape[1], frames.action.shape[1])
         window = 1 + 3 * spec.span(spec.num_levels)  # trainer.top_steps = 3
         sampler = WindowSampler(frames, window)
-        for name in devices:
+        augs = [("", ImageAugment())]
+        if args.augment is not None:
+            kv = dict(item.split("=", 1) for item in args.augment)
+            aug = ImageAugment(**{k: (int if k == "shift" else float)(v) for k, v in kv.items()})
+            augs.append((f", augment {' '.join(args.augment)}", aug))
+        for name, (suffix, aug) in ((n, a) for n in devices for a in augs):
             device = torch.device(name)
             model = build_world_model(spec, 0, device)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -97,7 +107,7 @@ def main() -> None:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                batch = sampler.sample(args.batch, rng, device)
+                batch = augment_batch(sampler.sample(args.batch, rng, device), aug, rng)
                 loss, _ = world_model_loss(model, batch, weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -107,7 +117,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             label = torch.cuda.get_device_name(device) if device.type == "cuda" else (
                 f"cpu ({torch.get_num_threads()} threads)")  # fmt: skip
-            rows.append((label, args.steps / seconds, args.steps * args.batch * window / seconds))
+            rows.append((label + suffix, args.steps / seconds, args.steps * args.batch * window / seconds))
     print(f"# training throughput: model={args.model}, batch {args.batch} x window {window} "
           f"frames (64x64, {args.frames}), {args.steps} steps, {os.cpu_count()} cores, malloc {args.malloc}\n")  # fmt: skip
     print("| device | steps/s | frames/s | ratio vs first |")
