@@ -162,6 +162,9 @@ def test_added_video_is_a_valid_dataset_without_state_or_actions(imported, capsy
     assert not frames.state[64:104].any()
     kept = with_state(frames)
     assert kept.num_episodes == 5 and kept.has_state.all()
+    np.testing.assert_array_equal(kept.pixels[:64], frames.pixels[:64])
+    first = replace(frames, has_state=np.arange(frames.num_frames) < 64)
+    assert np.shares_memory(with_state(first).pixels, frames.pixels)  # one run of frames: a view
     np.testing.assert_array_equal(kept.pixels[64:], frames.pixels[104:])
     np.testing.assert_array_equal(kept.state[64:], frames.state[104:])
     assert dataset_main(["info", str(imported)]) == 0

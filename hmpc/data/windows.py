@@ -74,9 +74,10 @@ def state_frames(parts: Sequence[FrameArrays]) -> FrameArrays:
 
 
 def with_state(frames: FrameArrays, source: str = "the dataset") -> FrameArrays:
-    """The episodes of ``frames`` that logged a state (``frames`` itself when all did; otherwise
-    the kept pixels are copied into memory): for fits that read ``state`` on every frame.
-    ``source`` names the data in the error raised when no episode has a state."""
+    """The episodes of ``frames`` that logged a state (``frames`` itself when all did): for fits
+    that read ``state`` on every frame. Their pixels are a view of ``frames.pixels`` when they are
+    one run of frames (imported video appended after the collected episodes), else a copy in
+    memory. ``source`` names the data in the error raised when no episode has a state."""
     if frames.has_state.all():
         return frames
     keep = frames.has_state[frames.episode_starts]  # (E,): a state is logged for a whole episode or not at all
@@ -85,8 +86,11 @@ def with_state(frames: FrameArrays, source: str = "the dataset") -> FrameArrays:
                            "needs episodes collected with their state (hmpc-collect)")
     rows = np.repeat(keep, frames.episode_lengths)
     lengths = frames.episode_lengths[keep]
+    first, last = np.flatnonzero(rows)[[0, -1]]
+    run = int(rows.sum()) == last - first + 1  # one run: a slice of the memory-mapped cache, no copy
     return FrameArrays(
-        pixels=np.asarray(frames.pixels[rows]), state=frames.state[rows], action=frames.action[rows],
+        pixels=frames.pixels[first : last + 1] if run else np.asarray(frames.pixels[rows]),
+        state=frames.state[rows], action=frames.action[rows],
         has_action=frames.has_action[rows],
         episode_index=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
         episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
