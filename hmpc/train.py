@@ -328,6 +328,9 @@ def train_world_model(
     window = 1 + cfg.top_steps * spec.span(spec.num_levels)
     train_s, val_s, dataset = _make_samplers(Path(data_root), window, cfg, rng)
     _check_compatible(dataset, spec, (train_s, val_s))
+    if cfg.augment.active and spec.agent_mask is not None:  # it paints a sharp disc of a fixed colour
+        raise ValueError("trainer.augment and model.agent_mask do not mix: the mask paints the agent out "
+                         "of the jittered image by its state, leaving its trace; set one of them off")
     _check_probe_dims(dataset, cfg)
     spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)

@@ -366,3 +366,12 @@ def test_augmented_windows_come_from_the_saved_rng_so_resume_is_exact(square_dat
     monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
     train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True))
     assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+
+
+def test_augmentation_with_an_agent_mask_is_refused(square_dataset, tmp_path):
+    from hmpc.augment import ImageAugment
+
+    mask = {"image_map": [[1, 0, 0], [0, 1, 0]], "radius": 0.1, "fill": [40, 40, 40]}
+    spec = replace(SPEC, state_dim=2, agent_mask=mask)
+    with pytest.raises(ValueError, match="trainer.augment and model.agent_mask do not mix"):
+        train(square_dataset, tmp_path / "run", replace(CFG, augment=ImageAugment(blur=1.0)), spec=spec)
