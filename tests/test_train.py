@@ -73,6 +73,26 @@ def history(out: Path) -> list[dict]:
     return json.loads((out / "checkpoint" / "train_state.json").read_text())["history"]
 
 
+def assert_resume_after_step_3_is_exact(data: Path, tmp_path: Path, monkeypatch, cfg: TrainConfig,
+                                        weights: LossWeights = DEFAULT_WEIGHTS, spec: WorldModelSpec = SPEC) -> None:
+    """Train ``cfg`` (6 steps, checkpoints every 3) into tmp_path/resumed, crash during step 4,
+    resume: its losses equal those of the uninterrupted run already in tmp_path/full."""
+    real_loss, calls = world_model_loss, {"n": 0}
+
+    def crash_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3 + 1 + 2:  # 3 train steps + 1 validation batch, then step 4 crashes
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "resumed", cfg, weights, spec)
+    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
+    train(data, tmp_path / "resumed", replace(cfg, resume=True), weights, spec)
+    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+
+
 def test_fixed_seed_is_bit_identical_and_resume_equals_uninterrupted(square_dataset, tmp_path, monkeypatch):
     full = train(square_dataset, tmp_path / "full")
     again = train(square_dataset, tmp_path / "again")
@@ -316,20 +336,7 @@ def test_equivariance_warps_come_from_the_saved_rng_so_resume_is_exact(square_da
     cfg = replace(CFG, steps=6, checkpoint_every=3, val_every=3)
     full = train(square_dataset, tmp_path / "full", cfg, weights, spec)
     assert full.metrics["l1/equiv"] > 0 and "val/l1/equiv" in full.metrics
-    real_loss, calls = world_model_loss, {"n": 0}
-
-    def crash_at_step_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3 + 1 + 2:  # 3 train steps + 1 validation batch, then step 4 crashes
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(square_dataset, tmp_path / "resumed", cfg, weights, spec)
-    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
-    train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True), weights, spec)
-    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+    assert_resume_after_step_3_is_exact(square_dataset, tmp_path, monkeypatch, cfg, weights, spec)
 
 
 def test_validation_windows_do_not_depend_on_the_equivariance_term(square_dataset):
@@ -352,20 +359,7 @@ def test_augmented_windows_come_from_the_saved_rng_so_resume_is_exact(square_dat
     full = train(square_dataset, tmp_path / "full", cfg)
     plain = train(square_dataset, tmp_path / "plain", replace(cfg, augment=ImageAugment()))
     assert full.metrics["l1/pred"] != plain.metrics["l1/pred"]  # the jitter reaches the batches
-    real_loss, calls = world_model_loss, {"n": 0}
-
-    def crash_at_step_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3 + 1 + 2:  # 3 train steps + 1 validation batch, then step 4 crashes
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "world_model_loss", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(square_dataset, tmp_path / "resumed", cfg)
-    monkeypatch.setattr(train_mod, "world_model_loss", real_loss)
-    train(square_dataset, tmp_path / "resumed", replace(cfg, resume=True))
-    assert losses_by_step(history(tmp_path / "resumed")) == losses_by_step(history(tmp_path / "full"))
+    assert_resume_after_step_3_is_exact(square_dataset, tmp_path, monkeypatch, cfg)
 
 
 def test_augmentation_with_an_agent_mask_is_refused(square_dataset, tmp_path):

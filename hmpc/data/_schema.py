@@ -66,13 +66,14 @@ def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
 
 
 def conform_bytes(data: bytes, reference: Path | None) -> bytes:
-    """The parquet ``data`` conformed to the schema of the file ``reference`` (None: as it is)."""
+    """The parquet ``data`` conformed to the schema of the file ``reference`` (None: as it is);
+    ``data`` itself when its schema is already the reference's (hmpc's own datasets)."""
     if reference is None or not reference.is_file():
         return data
-    table = conform(pq.read_table(pa.BufferReader(data)), pq.read_schema(reference))
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    schema = pq.read_schema(reference)
+    if pq.read_schema(pa.BufferReader(data)).equals(schema, check_metadata=True):
+        return data
+    return parquet_bytes(conform(pq.read_table(pa.BufferReader(data)), schema))
 
 
 def last_file(root: Path, tmp: Path, rel: str, files: list[Path]) -> Path | None:
@@ -102,18 +103,25 @@ def backfill_actions(root: Path, tmp: Path, info: dict[str, Any] | None, refs: S
         nulls = fixed_list(np.zeros((n, action_dim), np.float32), np.zeros(n, bool))
         at = table.column_names.index("observation.state") + 1
         rel = path.relative_to(root).as_posix()
-        _write(tmp / rel, table.add_column(at, "action", nulls))
+        write_parquet(tmp / rel, table.add_column(at, "action", nulls))
         staged.append(rel)
     for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
         table = pq.read_table(path)
         if any(name.startswith("stats/") for name in table.column_names) \
                 and "stats/action/count" not in table.column_names:
             rel = path.relative_to(root).as_posix()
-            _write(tmp / rel, typed_stats(table, has_actions=True))
+            write_parquet(tmp / rel, typed_stats(table, has_actions=True))
             staged.append(rel)
     return staged
 
 
-def _write(path: Path, table: pa.Table) -> None:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The bytes ``pq.write_table(table, path)`` writes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

@@ -64,8 +64,9 @@ def validate_dataset(root: str | Path, decode_video: bool = True) -> list[Proble
     file (all cameras) missing / zero-byte / truncated (mp4 boxes cut short) / undecodable
     files, decoded frames vs each episode's frame range (missing ones, and extra ones after the
     file's last episode), resolution; totals in info.json and stats.json; data/video files no
-    committed episode references; meta/episodes files that differ in schema. Every problem tied to an episode names a frame (the first bad
-    one; 0 when the whole episode is affected; its length for frames after its end). With
+    committed episode references; meta/episodes files that differ in schema. Every problem tied
+    to an episode names a frame (the first bad one; 0 when the whole episode is affected; its
+    length for frames after its end). With
     ``decode_video=False`` videos are only checked for existence, size and truncation.
     The loader raises on the same defects (:mod:`hmpc.data._checks`, :func:`video.decode_frames`).
     """
@@ -95,10 +96,12 @@ def _check_episode_schemas(root: Path) -> list[Problem]:
     """meta/episodes files whose columns or types differ from the first file's: readers that load
     them as one table (LeRobot's) fail on them."""
     files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-    schemas = {f: pq.read_schema(f).remove_metadata() for f in files}
+    if not files:
+        return []
+    first = pq.read_schema(files[0]).remove_metadata()
     out = []
     for f in files[1:]:
-        first, this = schemas[files[0]], schemas[f]
+        this = pq.read_schema(f).remove_metadata()
         if this.equals(first):
             continue
         lacks = [n for n in first.names if n not in this.names]

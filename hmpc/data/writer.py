@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hmpc.data import video
 from hmpc.data._meta import (
@@ -49,7 +48,14 @@ from hmpc.data._meta import (
     next_file_index,
     read_info,
 )
-from hmpc.data._schema import backfill_actions, check_cameras, conform_bytes, last_file
+from hmpc.data._schema import (
+    backfill_actions,
+    check_cameras,
+    conform_bytes,
+    last_file,
+    parquet_bytes,
+    write_parquet,
+)
 from hmpc.data._stats import (
     episodes_stats,
     merge_stats,
@@ -215,8 +221,8 @@ class BatchWriter:
                            self._dims.action_dim, self._dims.state_dim)
         rows = episode_rows(eps, plan.first_ep, plan.first_index, plan.fps, plan.chunk, plan.file,
                             plan.video_key) | stats_columns(self._ep_stats)
-        files = {rel_data: _parquet_bytes(table), rel_video: self._buffer.getvalue(),
-                 rel_eps: _parquet_bytes(typed_stats(pa.table(rows), self._dims.action_dim is not None))}
+        files = {rel_data: parquet_bytes(table), rel_video: self._buffer.getvalue(),
+                 rel_eps: parquet_bytes(typed_stats(pa.table(rows), self._dims.action_dim is not None))}
         stats = episodes_stats(eps, plan.video_key, hist=self._hist, quantiles=True)
         return EncodedBatch(plan, files, self._raw, self._dims, stats)
 
@@ -265,14 +271,14 @@ def publish_batch(root: str | Path, batch: EncodedBatch) -> Path:
         backfilled = [rel for rel in backfill_actions(root, tmp, info, refs, batch.dims.action_dim)
                       if rel not in batch.files]  # not a file an interrupted publish left at ours
         rel_data, _, rel_eps = plan.paths
-        earlier = {rel_data: [r.data_path for r in refs],  # the files the new ones must match
+        earlier = {rel_data: [r.data_path for r in refs[-1:]],  # the files the new ones must match
                    rel_eps: sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))}
         for rel, data in batch.files.items():
             if rel in earlier:
                 data = conform_bytes(data, last_file(root, tmp, rel, earlier[rel]))
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
-        _write_parquet(tmp / "meta/tasks.parquet", _tasks_table(plan.tasks))
+        write_parquet(tmp / "meta/tasks.parquet", _tasks_table(plan.tasks))
         old_stats = _stats_caught_up(root, plan.first_index, plan.video_key) if info else {}
         _write_json(tmp / "meta/stats.json", merge_stats(old_stats, batch.stats))
         new_info = build_info(info, batch.dims, plan.video_key, plan.fps, plan.robot_type,
@@ -351,18 +357,6 @@ def _tasks_table(tasks: Sequence[str]) -> pa.Table:
     table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
                       "task": pa.array(list(tasks), pa.string())})
     return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    """The bytes ``pq.write_table(table, path)`` writes."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
