@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import os
+import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ R = TypeVar("R")
 # listen on the network, unless ray_constants.ENABLE_RAY_CLUSTER is False (read from this
 # variable when ray is imported); then the node IP is loopback and every server binds 127.0.0.1.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+# Seconds an actor may take from being asked for to having run setup(): loading a model and
+# building an env take seconds; Ray once leased a process that never ran the constructor, and
+# the pool waited on it for ever.
+START_TIMEOUT_S = 120.0
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -158,13 +165,27 @@ class ActorPool:
     Tasks go to a chosen idle slot, so a slot can keep per-task state in its ``state``. A worker
     process that dies is replaced in its slot (its state is lost) and its task is reported with
     ``error`` set: retrying is the caller's choice. ``setup()`` raising raises RuntimeError.
+
+    An actor that has not started ``start_timeout_s`` seconds after it was asked for (Ray leased
+    it a process that never ran its constructor, or ``setup()`` hangs) is replaced, and the task
+    waiting on it goes to the replacement unchanged: nothing had run, so nothing is lost or
+    counted as a failure. After ``start_attempts`` such starts of one slot, RuntimeError. The
+    default (None) is :data:`START_TIMEOUT_S` on a private local instance, whose resources are all
+    the pool's, and no limit on a cluster (``address``), where an actor may wait for resources
+    that other jobs hold or an autoscaler is adding.
     """
 
     def __init__(self, setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]],
                  workers: int, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 address: str | None = None) -> None:
+                 address: str | None = None, start_timeout_s: float | None = None,
+                 start_attempts: int = 3) -> None:
         import ray
 
+        if start_timeout_s is None:
+            start_timeout_s = float("inf") if address else START_TIMEOUT_S
+        if start_timeout_s <= 0 or start_attempts < 1:
+            raise ValueError(f"start_timeout_s={start_timeout_s} and start_attempts={start_attempts}: "
+                             "both must be positive")
         init_ray(address, num_cpus=None if address else max(workers, 1))
         have = ray.cluster_resources().get("GPU", 0.0) if num_gpus > 0 and not address else num_gpus
         if have < num_gpus:  # its actors would wait forever (a cluster may add GPU nodes: not checked)
@@ -175,9 +196,47 @@ class ActorPool:
             )
         self._cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Worker)
         self._args = (ray.put(setup), ray.put(fns))  # shipped once, shared by replacements
-        self._actors = [self._cls.remote(*self._args) for _ in range(max(workers, 1))]
+        self._resources = f"num_cpus={num_cpus:g}, num_gpus={num_gpus:g}"
+        self._start_timeout_s, self._start_attempts = start_timeout_s, start_attempts
+        self._actors: list[Any] = []
+        self._starting: dict[int, tuple[Any, float, int]] = {}  # slot -> (ready ref, deadline, attempt)
+        for slot in range(max(workers, 1)):
+            self._actors.append(None)
+            self._start(slot, attempt=1)
         self._idle = set(range(len(self._actors)))
-        self._inflight: dict[Any, tuple[int, Any, Any]] = {}  # value ref -> (slot, key, payload ref)
+        # value ref -> (slot, key, payload ref, name, args)
+        self._inflight: dict[Any, tuple[int, Any, Any, str, tuple[Any, ...]]] = {}
+
+    def _start(self, slot: int, attempt: int) -> None:
+        """Ask Ray for a fresh actor in ``slot`` and note when it must have started."""
+        actor = self._cls.remote(*self._args)
+        self._actors[slot] = actor
+        deadline = time.monotonic() + self._start_timeout_s
+        self._starting[slot] = (actor.__ray_ready__.remote(), deadline, attempt)
+
+    def _restart_stalled(self) -> None:
+        """Replace every actor past its start deadline; resend the task waiting on it."""
+        import ray
+
+        now = time.monotonic()
+        for slot, (_, deadline, attempt) in list(self._starting.items()):
+            if deadline > now:
+                continue
+            if attempt >= self._start_attempts:
+                raise RuntimeError(
+                    f"a Ray worker ({self._resources}) did not start within start_timeout_s="
+                    f"{self._start_timeout_s:g} s, {attempt} times: check that the cluster has those "
+                    "resources free (`ray status`) and that the worker's setup does not hang, or "
+                    "allow a slower start with a larger start_timeout_s")
+            warnings.warn(f"Ray worker in slot {slot} did not start within {self._start_timeout_s:g} s; "
+                          f"replacing it (start {attempt + 1} of {self._start_attempts})",
+                          RuntimeWarning, stacklevel=3)
+            ray.kill(self._actors[slot])
+            self._start(slot, attempt + 1)
+            for ref, (s, key, _, name, args) in list(self._inflight.items()):
+                if s == slot:  # it never ran: the replacement runs it as if nothing happened
+                    del self._inflight[ref]
+                    self._send(slot, key, name, args)
 
     @property
     def size(self) -> int:
@@ -194,23 +253,43 @@ class ActorPool:
     def submit(self, slot: int, key: Any, name: str, *args: Any) -> None:
         """Run ``fns[name](state, *args)`` on idle ``slot``; ObjectRef args arrive resolved."""
         self._idle.remove(slot)
+        self._send(slot, key, name, args)
+
+    def _send(self, slot: int, key: Any, name: str, args: tuple[Any, ...]) -> None:
         value, payload = self._actors[slot].call.options(num_returns=2).remote(name, *args)
-        self._inflight[value] = (slot, key, payload)
+        self._inflight[value] = (slot, key, payload, name, args)
 
     def wait(self) -> Done:
         """Block until a task finishes; a task that raised re-raises its error here."""
         import ray
         from ray.exceptions import RayActorError
 
-        (ref,), _ = ray.wait(list(self._inflight), num_returns=1)
-        slot, key, payload = self._inflight.pop(ref)
+        while True:
+            ready_refs = {ref: slot for slot, (ref, _, _) in self._starting.items()}
+            first = min((deadline for _, deadline, _ in self._starting.values()), default=float("inf"))
+            timeout = None if first == float("inf") else max(first - time.monotonic(), 0.0)
+            done, _ = ray.wait(list(self._inflight) + list(ready_refs), num_returns=1, timeout=timeout)
+            if not done:
+                self._restart_stalled()
+                continue
+            (ref,) = done
+            if ref in ready_refs:  # an actor started (or died trying: its task reports that)
+                del self._starting[ready_refs[ref]]
+                try:
+                    ray.get(ref)
+                except RayActorError as e:
+                    if e.actor_init_failed:
+                        raise RuntimeError(f"worker setup failed: {e}") from e
+                continue
+            break
+        slot, key, payload, _, _ = self._inflight.pop(ref)
         try:
             value = ray.get(ref)
         except RayActorError as e:  # the worker process died: replace it
             if e.actor_init_failed:  # setup() raised: deterministic, retrying cannot help
                 raise RuntimeError(f"worker setup failed: {e}") from e
             ray.kill(self._actors[slot])
-            self._actors[slot] = self._cls.remote(*self._args)
+            self._start(slot, attempt=1)
             self._idle.add(slot)
             return Done(key, slot, None, None, str(e))
         self._idle.add(slot)
@@ -222,7 +301,7 @@ class ActorPool:
 
         for actor in self._actors:
             ray.kill(actor)
-        self._inflight, self._idle = {}, set()
+        self._inflight, self._idle, self._starting = {}, set(), {}
 
 
 class LocalPool:
@@ -255,11 +334,12 @@ class LocalPool:
 
 
 def make_pool(setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]],
-              workers: int, address: str | None = None, **resources: float) -> ActorPool | LocalPool:
-    """:class:`LocalPool` for ``workers <= 0``, else an :class:`ActorPool` of ``workers`` actors."""
+              workers: int, address: str | None = None, **options: Any) -> ActorPool | LocalPool:
+    """:class:`LocalPool` for ``workers <= 0``, else an :class:`ActorPool` of ``workers`` actors
+    (``options``: its keyword arguments)."""
     if workers <= 0:
         return LocalPool(setup, fns)
-    return ActorPool(setup, fns, workers, address=address, **resources)
+    return ActorPool(setup, fns, workers, address=address, **options)
 
 
 def _pair(run: Callable[[Any, Any], Any], state: Any, item: Any) -> tuple[Any, None]:
@@ -276,10 +356,11 @@ def parallel_map(
     address: str | None = None,
     retries: int = 2,
     on_failure: Callable[[T, str], R] | None = None,
+    start_timeout_s: float | None = None,
 ) -> Iterator[R]:
     """Yield ``run(state, item)`` for each item, in completion order, with ``state = setup()``
     built once per worker. ``setup`` and ``run`` must be picklable (module-level functions or
-    ``functools.partial`` of them).
+    ``functools.partial`` of them). ``start_timeout_s``: see :class:`ActorPool`.
     """
     items = list(items)
     if workers <= 0:
@@ -287,12 +368,13 @@ def parallel_map(
         for item in items:
             yield run(state, item)
         return
-    yield from _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure)
+    yield from _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure,
+                        start_timeout_s)
 
 
-def _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure):
+def _ray_map(setup, run, items, workers, num_cpus, num_gpus, address, retries, on_failure, start_timeout_s):
     pool = ActorPool(setup, {"run": functools.partial(_pair, run)}, min(workers, len(items)) or 1,
-                     num_cpus=num_cpus, num_gpus=num_gpus, address=address)
+                     num_cpus=num_cpus, num_gpus=num_gpus, address=address, start_timeout_s=start_timeout_s)
     queue = deque(enumerate(items))
     attempts = [0] * len(items)
     try:

@@ -4,6 +4,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,33 @@ def test_parallel_map_replaces_dead_worker_and_retries(tmp_path):
     out = sorted(parallel_map(lambda: None, run, range(8), workers=2))
     assert out == [x * x for x in range(8)]
     assert (tmp_path / "killed-3").exists()
+
+
+def _hang_first_setup(marker_dir: str, hangs: int) -> None:
+    """The first ``hangs`` actors to start hang in setup (as an actor Ray never started would)."""
+    started = len(list(Path(marker_dir).glob("setup-*")))
+    (Path(marker_dir) / f"setup-{os.getpid()}").touch()
+    if started < hangs:
+        time.sleep(3600)
+
+
+@pytest.mark.ray
+def test_an_actor_that_never_starts_is_replaced_and_its_item_still_runs_once(tmp_path):
+    """A CI run once waited for ever on an actor whose process never ran its constructor."""
+    setup = functools.partial(_hang_first_setup, str(tmp_path), 1)
+    with pytest.warns(RuntimeWarning, match="did not start within 2 s; replacing it"):
+        out = sorted(parallel_map(setup, lambda _state, x: x * x, range(6), workers=2, retries=0,
+                                  start_timeout_s=2.0))
+    assert out == [x * x for x in range(6)]  # retries=0: the stalled start cost no item a retry
+    assert len(list(tmp_path.glob("setup-*"))) == 3
+
+
+@pytest.mark.ray
+def test_an_actor_that_never_starts_gives_up_naming_the_key(tmp_path):
+    setup = functools.partial(_hang_first_setup, str(tmp_path), 99)
+    with (pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match=r"did not start within "
+                                                      r"start_timeout_s=1 s, 3 times.*ray status")):
+        list(parallel_map(setup, lambda _state, x: x, range(2), workers=1, start_timeout_s=1.0))
 
 
 @pytest.mark.ray
