@@ -169,3 +169,18 @@ def test_a_column_that_cannot_be_cast_names_both_types():
     schema = pa.schema([("a", pa.int8())])
     with pytest.raises(DatasetError, match=r"column 'a': the dataset's files hold int8, the new episodes int64"):
         conform(pa.table({"a": pa.array([1000], pa.int64())}), schema)
+
+
+def test_a_meta_index_ahead_of_the_data_is_not_reused(tmp_path: Path):
+    """LeRobot numbers meta/episodes files on their own: the committed rows in meta file-001 while
+    data and video are in file-000 must survive an append (it wrote file-001 over them)."""
+    root = tmp_path / "ds"
+    write_episodes(root, [square_episode(i) for i in range(2)], fps=10)
+    meta = root / "meta/episodes/chunk-000"
+    (meta / "file-000.parquet").rename(meta / "file-001.parquet")
+    write_episodes(root, [square_episode(2)], fps=10)
+    ds = LeRobotDataset(root)
+    assert ds.num_episodes == 3
+    for i in range(3):
+        np.testing.assert_array_equal(ds.load_episode(i).state, square_episode(i).state)
+    assert sorted(p.name for p in meta.iterdir()) == ["file-001.parquet", "file-002.parquet"]

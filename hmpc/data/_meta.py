@@ -49,6 +49,7 @@ class EpisodeRef:
     data_path: Path
     video_path: Path
     from_frame: int
+    meta_file: tuple[int, int] | None = None  # (chunk, file) of its meta/episodes row (v3.0)
 
 
 def read_info(root: Path) -> dict[str, Any]:
@@ -111,13 +112,17 @@ def _episode_ref(root: Path, info: dict[str, Any], video_key: str, r: dict[str, 
                "file_index": r[f"videos/{video_key}/file_index"]}
         vid = info["video_path"].format(video_key=video_key, **loc)
         start = int(round(float(r[f"videos/{video_key}/from_timestamp"]) * info["fps"]))
+        meta = r.get(META_FILE)
     else:  # v2.x: one file per episode
         loc = {"episode_chunk": idx // int(info.get("chunks_size", 1000)), "episode_index": idx}
         data = info["data_path"].format(**loc)
         vid = info["video_path"].format(video_key=video_key, **loc)
-        start = 0
+        start, meta = 0, None
     tasks = r.get("tasks") or [""]
-    return EpisodeRef(idx, int(r["length"]), str(tasks[0]), root / data, root / vid, start)
+    return EpisodeRef(idx, int(r["length"]), str(tasks[0]), root / data, root / vid, start, meta)
+
+
+META_FILE = "_meta_file"  # the (chunk, file) a v3.0 meta/episodes row was read from
 
 
 def _read_v3_episode_rows(root: Path) -> list[dict[str, Any]]:
@@ -132,13 +137,16 @@ def _read_v3_episode_rows(root: Path) -> list[dict[str, Any]]:
         for col in ("episode_index", "length", "data/chunk_index", "data/file_index"):
             if col not in keep:
                 raise DatasetError(f"{f} lacks required column {col!r}; has {keep}")
-        rows.extend(table.select(keep).to_pylist())
+        where = (int(f.parent.name.split("-")[1]), int(f.stem.split("-")[1]))  # chunk-CCC/file-FFF
+        rows.extend({**row, META_FILE: where} for row in table.select(keep).to_pylist())
     return rows
 
 
 def next_file_index(root: Path, info: dict[str, Any] | None, refs: Sequence[EpisodeRef],
                     chunks_size: int) -> tuple[int, int]:
-    """The (chunk, file) index after the last one used by committed episodes."""
+    """The (chunk, file) index after the last one used by committed episodes: by their data, their
+    video or their meta/episodes rows (LeRobot numbers each kind of file on its own, so a meta
+    index can run ahead of the others; reusing it would overwrite committed episodes' rows)."""
     if not refs:
         return 0, 0
     if info is not None and info["codebase_version"] != CODEBASE_VERSION:
@@ -149,6 +157,8 @@ def next_file_index(root: Path, info: dict[str, Any] | None, refs: Sequence[Epis
         for path in (ref.data_path, ref.video_path):
             chunk, file = path.parent.name, path.stem  # chunk-CCC, file-FFF
             used.add((int(chunk.split("-")[1]), int(file.split("-")[1])))
+        if ref.meta_file is not None:
+            used.add(ref.meta_file)
     chunk, file = max(used)
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
 
