@@ -15,8 +15,10 @@ that hold the same 10 % of episodes with their actions:
 - ``mixed``: every episode, the other 90 % with their actions removed (video only), trained with
   ``trainer.video_only=use`` (inverse dynamics infers the missing actions and macro codes).
 Both models are scored on 40 held-out labelled episodes (other seeds): level-1 and level-2
-open-loop prediction error relative to copy-last (window of 1 + 3 x 4 frames), linear-probe R² of
-(x, y); and on planning success of the hierarchical controller on the same 20 start/goal pairs.
+open-loop prediction error relative to copy-last (window of 1 + 3 x 4 frames), in each model's own
+latent units and, for level 2, read through a linear probe of (x, y) fit on the held-out latents
+(state units: comparable across models whose latent spaces differ; in brackets the floor, the
+same ratio for the encoded final frames); linear-probe R² of (x, y); and on planning success of the hierarchical controller on the same 20 start/goal pairs.
 Issue goal: the mixed model beats the 10 % alone on level-2 prediction error and on planning.
 ``--labelled-share`` splits each batch between labelled and video-only windows (fewer labelled
 ones per step than the labelled row); ``--video-batch N`` adds N video-only windows to the
@@ -103,7 +105,7 @@ def score(checkpoint: Path, data: Path, window: int = 13) -> dict[str, float]:
     batches = [sampler.gather(starts[i : i + 64]) for i in range(0, len(starts), 64)]
     report = representation_report(model, batches)
     return {f"l{lv}_{key}": report[f"level_{lv}"][key]
-            for lv in (1, 2) for key in ("pred_err_ratio", "probe_r2")}  # fmt: skip
+            for lv in (1, 2) for key in ("pred_err_ratio", "probe_r2", "probe_pred_ratio", "probe_floor_ratio")}  # fmt: skip
 
 
 def main() -> None:
@@ -179,9 +181,9 @@ def main() -> None:
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
           f"{args.train_steps} steps{' '.join(['', *args.set])}; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
-    print("| training data | l2 err / copy-last | l1 err / copy-last | probe R² l1 | "
-          "hierarchical success % | 95 % CI |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---|")
+    print("| training data | l2 err / copy-last | l1 err / copy-last | l2 err in (x, y) / copy-last (floor) | "
+          "probe R² l1 | hierarchical success % | 95 % CI |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---|")
     names = {"labelled": f"{args.fraction:.0%} labelled alone",
              "mixed": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only",
              "mixed_share": f"{args.fraction:.0%} labelled + {1 - args.fraction:.0%} video-only, "
@@ -193,6 +195,7 @@ def main() -> None:
              "full": "100 % labelled"}  # fmt: skip
     for name, r in rows.items():
         print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "
+              f"{r['l2_probe_pred_ratio']:.3f} ({r['l2_probe_floor_ratio']:.3f}) | "
               f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | {ci(r)} |")
 
 
