@@ -5,6 +5,8 @@
     python bench/video_only.py --layout medium --labelled-share 0.5   # a harder maze to plan in
     python bench/video_only.py --layout medium --video-batch 32 --runs labelled,mixed_extra \
         --train-steps 2000                 # video-only windows added to the labelled batch (~35 min)
+    python bench/video_only.py --layout medium --video-batch 32 --runs labelled,mixed_extra \
+        --train-steps 2000 --seeds 0,1,2,3     # four training seeds and a summary (~65 min)
     python bench/video_only.py --video-batch 32 --import-video 128 \
         --runs labelled,mixed_extra,imported128_extra   # the video-only part as raw mp4 clips
 
@@ -123,6 +125,9 @@ def main() -> None:
     parser.add_argument("--runs", default=None,
                         help="comma-separated subset of labelled,mixed,mixed_share,mixed_extra,"
                              "imported<S>_extra,full to train and score")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="training seeds: every row trained and scored once per seed (trainer.seed), "
+                             "then per-seed rows and a summary against the labelled row")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an hmpc-train override for every row, e.g. trainer.seed=1 (repeatable)")
     parser.add_argument("--import-video", type=int, default=None, metavar="S",
@@ -168,16 +173,23 @@ def main() -> None:
             parser.error(f"--runs {args.runs}: {unknown} not among {list(runs)} (mixed_share needs "
                          "--labelled-share, mixed_extra --video-batch, imported<S>_extra --import-video S, full --full)")
         runs = {name: runs[name] for name in chosen}
+    if args.seeds and any(x.startswith("trainer.seed=") for x in args.set):
+        parser.error("--seeds sets trainer.seed per run: drop --set trainer.seed=...")
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
     rows = {}
-    for name, (data, extra) in runs.items():
-        run = out / f"train_{name}"
-        if not (run / "checkpoint").exists():
-            run_cli("train", [f"data={out / data}", "model=small", f"trainer.steps={args.train_steps}",
-                           *extra, *args.set, f"output_dir={run}"])  # fmt: skip
-        agg = evaluate(run / "checkpoint", ["hierarchical"], [
-            *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
-            "videos=0", f"workers={args.workers}"], out / f"eval_{name}", name)  # fmt: skip
-        rows[name] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
+    for seed in seeds:
+        tag, pin = ("", []) if seed is None else (f"_seed{seed}", [f"trainer.seed={seed}"])
+        for name, (data, extra) in runs.items():
+            run = out / f"train_{name}{tag}"
+            if not (run / "checkpoint").exists():
+                run_cli("train", [f"data={out / data}", "model=small", f"trainer.steps={args.train_steps}",
+                               *extra, *args.set, *pin, f"output_dir={run}"])  # fmt: skip
+            ev = out / f"eval_{name}{tag}"
+            agg = (json.loads((ev / "eval_info.json").read_text())["aggregated"] if (ev / "eval_info.json").exists()
+                   else evaluate(run / "checkpoint", ["hierarchical"], [
+                       *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
+                       "videos=0", f"workers={args.workers}"], ev, name))  # fmt: skip
+            rows[name + tag] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
           f"{args.train_steps} steps{' '.join(['', *args.set])}; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
@@ -193,11 +205,34 @@ def main() -> None:
              f"imported{size}_extra": f"same, the video-only {1 - args.fraction:.0%} imported from raw "
                                       f"{size} px 30 fps clips (no state)",
              "full": "100 % labelled"}  # fmt: skip
-    for name, r in rows.items():
-        print(f"| {names[name]} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "
-              f"{r['l2_probe_pred_ratio']:.3f} ({r['l2_probe_floor_ratio']:.3f}) | "
-              f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | {ci(r)} |")
+    for seed in seeds:
+        for name in runs:
+            r = rows[name + ("" if seed is None else f"_seed{seed}")]
+            label = names[name] + ("" if seed is None else f", seed {seed}")
+            print(f"| {label} | {r['l2_pred_err_ratio']:.3f} | {r['l1_pred_err_ratio']:.3f} | "
+                  f"{r['l2_probe_pred_ratio']:.3f} ({r['l2_probe_floor_ratio']:.3f}) | "
+                  f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | {ci(r)} |")
+    if len(seeds) > 1 and "labelled" in runs:
+        summarise(rows, [n for n in runs if n != "labelled"], seeds)
 
+
+def summarise(rows: dict[str, dict], names: list[str], seeds: list[int]) -> None:
+    """Per row against the labelled one over the seeds: on how many seeds each level-2 error is
+    lower, the means, and the episodes solved."""
+    print(f"\nAgainst the labelled row over {len(seeds)} seeds (lower on k of n; means):")
+    for name in names:
+        lab = [rows[f"labelled_seed{s}"] for s in seeds]
+        mix = [rows[f"{name}_seed{s}"] for s in seeds]
+        parts = []
+        for key, what in (("l2_pred_err_ratio", "level-2 error, latent units"),
+                          ("l2_probe_pred_ratio", "level-2 error, (x, y) units")):
+            wins = sum(m[key] < lb[key] for m, lb in zip(mix, lab, strict=True))
+            parts.append(f"{what}: lower on {wins} of {len(seeds)} "
+                         f"({np.mean([m[key] for m in mix]):.3f} vs {np.mean([lb[key] for lb in lab]):.3f})")
+        solved = [sum(r["pc_success"] * r["n_episodes"] / 100 for r in rs) for rs in (mix, lab)]
+        episodes = sum(r["n_episodes"] for r in mix)
+        parts.append(f"planning: {solved[0]:.0f} vs {solved[1]:.0f} of {episodes} episodes")
+        print(f"- {name}: " + "; ".join(parts))
 
 if __name__ == "__main__":
     main()
