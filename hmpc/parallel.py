@@ -31,9 +31,8 @@ R = TypeVar("R")
 # variable when ray is imported); then the node IP is loopback and every server binds 127.0.0.1.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-# Seconds an actor may take from being asked for to having run setup(): loading a model and
-# building an env take seconds; Ray once leased a process that never ran the constructor, and
-# the pool waited on it for ever.
+# Seconds an actor may take to run setup() (seconds in practice); Ray once leased a process that
+# never ran the constructor (cf. ray-project/ray#45822), and the pool waited on it for ever.
 START_TIMEOUT_S = 120.0
 
 
@@ -198,10 +197,9 @@ class ActorPool:
         self._args = (ray.put(setup), ray.put(fns))  # shipped once, shared by replacements
         self._resources = f"num_cpus={num_cpus:g}, num_gpus={num_gpus:g}"
         self._start_timeout_s, self._start_attempts = start_timeout_s, start_attempts
-        self._actors: list[Any] = []
+        self._actors: list[Any] = [None] * max(workers, 1)
         self._starting: dict[int, tuple[Any, float, int]] = {}  # slot -> (ready ref, deadline, attempt)
-        for slot in range(max(workers, 1)):
-            self._actors.append(None)
+        for slot in range(len(self._actors)):
             self._start(slot, attempt=1)
         self._idle = set(range(len(self._actors)))
         # value ref -> (slot, key, payload ref, name, args)
