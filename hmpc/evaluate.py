@@ -38,7 +38,7 @@ from hmpc.episode_video import SubgoalAtlas, build_atlas, compose_frame, video_b
 from hmpc.landmarks import landmark_graphs
 from hmpc.mpc import Controller
 from hmpc.object_pose import check_pose_env, pose_blob, pose_from_blob
-from hmpc.parallel import parallel_map, worker_device
+from hmpc.parallel import parallel_map
 from hmpc.plots import plot_success_by_difficulty, plot_success_vs_time
 from hmpc.report import (
     aggregate,
@@ -51,7 +51,7 @@ from hmpc.report import (
     results_table,
 )
 from hmpc.rollout import EnvSpec, episode_seed
-from hmpc.runtime import resolve_device
+from hmpc.runtime import resolve_device, worker_device
 from hmpc.world_model import WorldModel, WorldModelSpec
 
 
@@ -65,6 +65,7 @@ class EvalConfig:
     gpus_per_worker: float = 0.0
     address: str | None = None
     retries: int = 2  # times an episode is retried after its worker process died
+    start_timeout_s: float | None = None  # a Ray worker not started by then is replaced (hmpc.parallel)
     videos: int = 2  # episodes per controller saved as mp4 (camera | goal | subgoal)
     video_fps: int = 10
     atlas_size: int = 1024  # dataset frames searched to show a subgoal latent as an image
@@ -355,7 +356,7 @@ def evaluate(
         functools.partial(_setup, env_specs, blob, device, cubes),
         functools.partial(_run, specs, cfg),
         items, cfg.workers, num_gpus=gpus_per_worker, address=cfg.address,
-        retries=cfg.retries, on_failure=_failed,
+        retries=cfg.retries, on_failure=_failed, start_timeout_s=cfg.start_timeout_s,
     )
     records = []
     for rec in tqdm(gen, total=len(items), desc="eval", unit="ep", disable=not progress):

@@ -34,6 +34,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Seconds an actor may take to run setup() (seconds in practice); Ray once leased a process that
 # never ran the constructor (cf. ray-project/ray#45822), and the pool waited on it for ever.
 START_TIMEOUT_S = 120.0
+_STARTED_HERE: set[bool] = set()  # {True} while the instance is one init_ray started
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -52,6 +53,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
     if ray.is_initialized():
         return
+    _STARTED_HERE.clear()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if address:
         try:
@@ -64,6 +66,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     # "local": a new instance even where RAY_ADDRESS is set or `ray start` left a cluster (live or
     # crashed) in /tmp/ray/ray_current_cluster, which ray.init() would otherwise join
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    _STARTED_HERE.add(True)
 
 
 def _connection_advice(address: str, error: BaseException) -> str:
@@ -93,30 +96,6 @@ def _connection_advice(address: str, error: BaseException) -> str:
         f"then only times out) also needs RAY_AUTH_MODE=token here and {token}")
     return (f"address={address}: no Ray cluster answered there ({error}); {check}, or leave address unset "
             f"to start a private local instance{hint}")
-
-
-def worker_device(device: str, workers: int, gpus: float, address: str | None,
-                  gpus_key: str = "gpus_per_worker") -> tuple[str, float]:
-    """(device each Ray worker runs on, GPUs each asks for; ``gpus_key`` names the latter in
-    errors). Ray workers see only the GPUs they ask for, so with ``workers`` > 0 and ``gpus`` = 0:
-    ``auto`` on a machine with a GPU and no ``address`` shares its card (1/W each) and otherwise
-    runs on CPU; ``cuda`` is refused rather than crowding a card Ray does not know is in use.
-    ``cuda:N`` is refused with any ``gpus``: a worker sees only the card Ray assigns it, as cuda:0.
-    ``workers=0`` (in-process) takes ``device`` as given."""
-    if workers == 0:
-        return device, gpus
-    if device.startswith("cuda:"):
-        raise ValueError(f"device={device} with {workers} Ray workers: each sees only the card Ray assigns it; "
-                         f"use device=cuda with {gpus_key} (or workers=0 to pick the card)")
-    if gpus > 0 or device not in ("auto", "cuda"):
-        return device, gpus
-    if device == "auto":
-        import torch  # not at import: this module is Ray plumbing
-
-        share = address is None and torch.cuda.is_available()
-        return ("cuda", 1 / workers) if share else ("cpu", 0.0)
-    raise ValueError(f"device=cuda with {workers} Ray workers needs {gpus_key} > 0 (e.g. {gpus_key}="
-                     f"{1 / workers:.3g}: {workers} workers sharing one card), or device=cpu")
 
 
 def _loopback_only() -> None:
@@ -168,10 +147,12 @@ class ActorPool:
     An actor that has not started ``start_timeout_s`` seconds after it was asked for (Ray leased
     it a process that never ran its constructor, or ``setup()`` hangs) is replaced, and the task
     waiting on it goes to the replacement unchanged: nothing had run, so nothing is lost or
-    counted as a failure. After ``start_attempts`` such starts of one slot, RuntimeError. The
-    default (None) is :data:`START_TIMEOUT_S` on a private local instance, whose resources are all
-    the pool's, and no limit on a cluster (``address``), where an actor may wait for resources
-    that other jobs hold or an autoscaler is adding.
+    counted as a failure (an actor that started just as its time ran out may run that task twice:
+    tasks here are deterministic and keep state only in their actor). After ``start_attempts``
+    such starts of one slot, RuntimeError. The default (None) is :data:`START_TIMEOUT_S` on a
+    private instance :func:`init_ray` started, whose resources are all the pool's, and no limit on
+    a cluster (``address``) or an instance the caller started, where an actor may wait for
+    resources that other jobs hold or an autoscaler is adding.
     """
 
     def __init__(self, setup: Callable[[], Any], fns: dict[str, Callable[..., tuple[Any, Any]]],
@@ -180,12 +161,13 @@ class ActorPool:
                  start_attempts: int = 3) -> None:
         import ray
 
-        if start_timeout_s is None:
-            start_timeout_s = float("inf") if address else START_TIMEOUT_S
-        if start_timeout_s <= 0 or start_attempts < 1:
+        if (start_timeout_s is not None and start_timeout_s <= 0) or start_attempts < 1:
             raise ValueError(f"start_timeout_s={start_timeout_s} and start_attempts={start_attempts}: "
-                             "both must be positive")
+                             "both must be positive (start_timeout_s null: the default)")
         init_ray(address, num_cpus=None if address else max(workers, 1))
+        if start_timeout_s is None:
+            private = not address and bool(_STARTED_HERE)
+            start_timeout_s = START_TIMEOUT_S if private else float("inf")
         have = ray.cluster_resources().get("GPU", 0.0) if num_gpus > 0 and not address else num_gpus
         if have < num_gpus:  # its actors would wait forever (a cluster may add GPU nodes: not checked)
             raise ValueError(

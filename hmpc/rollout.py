@@ -172,6 +172,7 @@ def collect(
     address: str | None = None,
     progress: bool = True,
     retries: int = 2,
+    start_timeout_s: float | None = None,
 ) -> Path:
     """Make ``output_dir`` hold ``episodes`` reward-free episodes of ``steps`` frames (LeRobot v3.0).
 
@@ -217,7 +218,7 @@ def collect(
     policy_spec = PolicySpec(policy_spec.name, ship_policy(policy_spec.name, policy_spec.kwargs))
     fns = {"episode": functools.partial(_episode_task, steps), "feed": _feed_task}
     pool = make_pool(functools.partial(_collect_setup, env_spec, policy_spec), fns,
-                     min(workers, episodes - done), address=address)
+                     min(workers, episodes - done), address=address, start_timeout_s=start_timeout_s)
     bar = tqdm(total=(episodes - done) * steps, unit="frame", desc="collect", disable=not progress)
     try:
         CollectScheduler(pool, plans, bounds, seeds, retries).run(root, bar)

@@ -61,3 +61,25 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1
     return bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1) == 1 and ok)
+
+
+def worker_device(device: str, workers: int, gpus: float, address: str | None,
+                  gpus_key: str = "gpus_per_worker") -> tuple[str, float]:
+    """(device each Ray worker runs on, GPUs each asks for; ``gpus_key`` names the latter in
+    errors). Ray workers see only the GPUs they ask for, so with ``workers`` > 0 and ``gpus`` = 0:
+    ``auto`` on a machine with a GPU and no ``address`` shares its card (1/W each) and otherwise
+    runs on CPU; ``cuda`` is refused rather than crowding a card Ray does not know is in use.
+    ``cuda:N`` is refused with any ``gpus``: a worker sees only the card Ray assigns it, as cuda:0.
+    ``workers=0`` (in-process) takes ``device`` as given."""
+    if workers == 0:
+        return device, gpus
+    if device.startswith("cuda:"):
+        raise ValueError(f"device={device} with {workers} Ray workers: each sees only the card Ray assigns it; "
+                         f"use device=cuda with {gpus_key} (or workers=0 to pick the card)")
+    if gpus > 0 or device not in ("auto", "cuda"):
+        return device, gpus
+    if device == "auto":
+        share = address is None and torch.cuda.is_available()
+        return ("cuda", 1 / workers) if share else ("cpu", 0.0)
+    raise ValueError(f"device=cuda with {workers} Ray workers needs {gpus_key} > 0 (e.g. {gpus_key}="
+                     f"{1 / workers:.3g}: {workers} workers sharing one card), or device=cpu")

@@ -154,7 +154,8 @@ def run_sweep(
     from ray.tune.search import BasicVariantGenerator
 
     from hmpc.data import LeRobotDataset, build_frame_cache
-    from hmpc.parallel import init_ray, worker_device
+    from hmpc.parallel import init_ray
+    from hmpc.runtime import worker_device
 
     space = flat_space(space)
     out = Path(out_dir).resolve()

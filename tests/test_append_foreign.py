@@ -184,3 +184,12 @@ def test_a_meta_index_ahead_of_the_data_is_not_reused(tmp_path: Path):
     for i in range(3):
         np.testing.assert_array_equal(ds.load_episode(i).state, square_episode(i).state)
     assert sorted(p.name for p in meta.iterdir()) == ["file-001.parquet", "file-002.parquet"]
+
+
+def test_a_stray_file_in_meta_episodes_is_named(tmp_path: Path):
+    root = tmp_path / "ds"
+    write_episodes(root, [square_episode(0)], fps=10)
+    meta = root / "meta/episodes/chunk-000"
+    (meta / "file-000 (1).parquet").write_bytes((meta / "file-000.parquet").read_bytes())
+    with pytest.raises(DatasetError, match=r"file-000 \(1\)\.parquet: not a chunk-CCC/file-FFF file"):
+        LeRobotDataset(root)

@@ -15,8 +15,9 @@ import hmpc.evaluate as ev
 from hmpc.controllers import ControllerSpec
 from hmpc.evaluate import EvalConfig, evaluate, run_episode
 from hmpc.mpc import Controller
-from hmpc.parallel import parallel_map, worker_device
+from hmpc.parallel import parallel_map
 from hmpc.rollout import EnvSpec
+from hmpc.runtime import worker_device
 from robots import make_env
 
 # functions defined here run inside Ray workers, which cannot import this test module
@@ -107,28 +108,35 @@ def test_parallel_map_replaces_dead_worker_and_retries(tmp_path):
     assert (tmp_path / "killed-3").exists()
 
 
-def _hang_first_setup(marker_dir: str, hangs: int) -> None:
-    """The first ``hangs`` actors to start hang in setup (as an actor Ray never started would)."""
-    started = len(list(Path(marker_dir).glob("setup-*")))
-    (Path(marker_dir) / f"setup-{os.getpid()}").touch()
-    if started < hangs:
-        time.sleep(3600)
+def stalling_setup(marker_dir: str, hangs: int):
+    """A setup in which the first ``hangs`` actors to start hang (as an actor Ray never started
+    would). A local function, so Ray ships it by value: the worker imports nothing of this test
+    module (torch, pybullet) and starts in well under a second."""
+    def setup() -> None:
+        (Path(marker_dir) / f"setup-{os.getpid()}").touch()
+        for k in range(hangs):
+            try:  # claim hang k atomically: two actors starting together cannot both take it
+                os.close(os.open(Path(marker_dir) / f"hang-{k}", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            time.sleep(3600)
+    return setup
 
 
 @pytest.mark.ray
 def test_an_actor_that_never_starts_is_replaced_and_its_item_still_runs_once(tmp_path):
     """A CI run once waited for ever on an actor whose process never ran its constructor."""
-    setup = functools.partial(_hang_first_setup, str(tmp_path), 1)
-    with pytest.warns(RuntimeWarning, match="did not start within 2 s; replacing it"):
+    setup = stalling_setup(str(tmp_path), 1)
+    with pytest.warns(RuntimeWarning, match="did not start within 8 s; replacing it"):
         out = sorted(parallel_map(setup, lambda _state, x: x * x, range(6), workers=2, retries=0,
-                                  start_timeout_s=2.0))
+                                  start_timeout_s=8.0))
     assert out == [x * x for x in range(6)]  # retries=0: the stalled start cost no item a retry
-    assert len(list(tmp_path.glob("setup-*"))) == 3
+    assert (tmp_path / "hang-0").exists() and len(list(tmp_path.glob("setup-*"))) >= 3
 
 
 @pytest.mark.ray
 def test_an_actor_that_never_starts_gives_up_naming_the_key(tmp_path):
-    setup = functools.partial(_hang_first_setup, str(tmp_path), 99)
+    setup = stalling_setup(str(tmp_path), 99)
     with (pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match=r"did not start within "
                                                       r"start_timeout_s=1 s, 3 times.*ray status")):
         list(parallel_map(setup, lambda _state, x: x, range(2), workers=1, start_timeout_s=1.0))

@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> None:
     root = collect(
         env_spec(cfg), policy_spec(cfg.policy), cfg.output_dir, cfg.episodes, cfg.steps,
         seed=cfg.seed, workers=cfg.workers, fps=cfg.fps, flush_every=cfg.flush_every,
-        address=cfg.address,
+        address=cfg.address, start_timeout_s=cfg.get("start_timeout_s"),
     )
     total = int(read_info(root)["total_episodes"])
     print(f"dataset: {root} ({total} episodes, {collected_episodes(root) - before} collected now)")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,16 @@ def _episode_ref(root: Path, info: dict[str, Any], video_key: str, r: dict[str, 
     return EpisodeRef(idx, int(r["length"]), str(tasks[0]), root / data, root / vid, start, meta)
 
 
+def file_location(path: Path) -> tuple[int, int]:
+    """(chunk, file) of a v3.0 ``.../chunk-CCC/file-FFF.<ext>`` path; DatasetError for another name."""
+    chunk = re.fullmatch(r"chunk-(\d+)", path.parent.name)
+    file = re.fullmatch(r"file-(\d+)", path.stem)
+    if not (chunk and file):
+        raise DatasetError(f"{path}: not a chunk-CCC/file-FFF file of a LeRobot v3.0 dataset; move it "
+                           "out of the dataset folder")
+    return int(chunk[1]), int(file[1])
+
+
 META_FILE = "_meta_file"  # the (chunk, file) a v3.0 meta/episodes row was read from
 
 
@@ -137,7 +148,7 @@ def _read_v3_episode_rows(root: Path) -> list[dict[str, Any]]:
         for col in ("episode_index", "length", "data/chunk_index", "data/file_index"):
             if col not in keep:
                 raise DatasetError(f"{f} lacks required column {col!r}; has {keep}")
-        where = (int(f.parent.name.split("-")[1]), int(f.stem.split("-")[1]))  # chunk-CCC/file-FFF
+        where = file_location(f)
         rows.extend({**row, META_FILE: where} for row in table.select(keep).to_pylist())
     return rows
 
@@ -155,8 +166,7 @@ def next_file_index(root: Path, info: dict[str, Any] | None, refs: Sequence[Epis
     used = set()
     for ref in refs:
         for path in (ref.data_path, ref.video_path):
-            chunk, file = path.parent.name, path.stem  # chunk-CCC, file-FFF
-            used.add((int(chunk.split("-")[1]), int(file.split("-")[1])))
+            used.add(file_location(path))
         if ref.meta_file is not None:
             used.add(ref.meta_file)
     chunk, file = max(used)
