@@ -108,25 +108,22 @@ def test_parallel_map_replaces_dead_worker_and_retries(tmp_path):
     assert (tmp_path / "killed-3").exists()
 
 
-def stalling_setup(marker_dir: str, hangs: int):
-    """A setup in which the first ``hangs`` actors to start hang (as an actor Ray never started
-    would). A local function, so Ray ships it by value: the worker imports nothing of this test
-    module (torch, pybullet) and starts in well under a second."""
-    def setup() -> None:
-        (Path(marker_dir) / f"setup-{os.getpid()}").touch()
-        for k in range(hangs):
-            try:  # claim hang k atomically: two actors starting together cannot both take it
-                os.close(os.open(Path(marker_dir) / f"hang-{k}", os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                continue
-            time.sleep(3600)
-    return setup
+def _stalling_setup(marker_dir: str, hangs: int) -> None:
+    """The first ``hangs`` actors to start hang in setup (as an actor Ray never started would)."""
+    (Path(marker_dir) / f"setup-{os.getpid()}").touch()
+    for k in range(hangs):
+        try:  # claim hang k atomically: two actors starting together cannot both take it
+            os.close(os.open(Path(marker_dir) / f"hang-{k}", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        time.sleep(3600)
 
 
 @pytest.mark.ray
 def test_an_actor_that_never_starts_is_replaced_and_its_item_still_runs_once(tmp_path):
-    """A CI run once waited for ever on an actor whose process never ran its constructor."""
-    setup = stalling_setup(str(tmp_path), 1)
+    """A CI run once waited for ever on an actor whose process never ran its constructor. The
+    limit leaves room for a worker process to start on a busy 2-core machine (5 s did not)."""
+    setup = functools.partial(_stalling_setup, str(tmp_path), 1)
     with pytest.warns(RuntimeWarning, match="did not start within 8 s; replacing it"):
         out = sorted(parallel_map(setup, lambda _state, x: x * x, range(6), workers=2, retries=0,
                                   start_timeout_s=8.0))
@@ -136,7 +133,7 @@ def test_an_actor_that_never_starts_is_replaced_and_its_item_still_runs_once(tmp
 
 @pytest.mark.ray
 def test_an_actor_that_never_starts_gives_up_naming_the_key(tmp_path):
-    setup = stalling_setup(str(tmp_path), 99)
+    setup = functools.partial(_stalling_setup, str(tmp_path), 99)
     with (pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match=r"did not start within "
                                                       r"start_timeout_s=1 s, 3 times.*ray status")):
         list(parallel_map(setup, lambda _state, x: x, range(2), workers=1, start_timeout_s=1.0))

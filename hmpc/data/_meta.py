@@ -40,6 +40,9 @@ class Dims:
     action_dim: int | None  # None: no episode (old or new) has actions
 
 
+META_FILE = "_meta_file"  # the (chunk, file) a v3.0 meta/episodes row was read from
+
+
 @dataclass(frozen=True)
 class EpisodeRef:
     """Where one episode lives: its rows in ``data_path``, frames from ``from_frame`` in ``video_path``."""
@@ -131,9 +134,6 @@ def file_location(path: Path) -> tuple[int, int]:
         raise DatasetError(f"{path}: not a chunk-CCC/file-FFF file of a LeRobot v3.0 dataset; move it "
                            "out of the dataset folder")
     return int(chunk[1]), int(file[1])
-
-
-META_FILE = "_meta_file"  # the (chunk, file) a v3.0 meta/episodes row was read from
 
 
 def _read_v3_episode_rows(root: Path) -> list[dict[str, Any]]:
