@@ -50,7 +50,10 @@ class ImageAugment:
     draw, shared by all its frames, so the motion between frames is untouched; validation windows
     are never augmented. Blur and contrast/brightness teach the encoder to ignore how a camera
     renders (sharpness, exposure), which matters for video from another camera (``hmpc-dataset
-    add-video``); shift is DrQ's random shift."""
+    add-video``); shift is DrQ's random shift. Being constant within a window and varied between
+    windows, a shift is what the variance term rewards: an encoder can read it instead of the scene
+    (PointMaze medium, 20 episodes, shift 4: held-out latents collapsed, ``bench/shift_shortcut.py``
+    and ``hmpc.diagnostics.health_warnings``)."""
 
     shift: int = 0  # pixels: pad by repeating the edge, crop back at an offset in [-shift, shift]^2
     blur: float = 0.0  # Gaussian blur of std U(0, blur) pixels

@@ -219,3 +219,61 @@ def representation_report(
         }
         report[f"level_{level}"] = entry
     return report
+
+
+# Thresholds of :func:`health_warnings`.
+COLLAPSED_STD = 0.1  # held-out latents' mean std below this share of the variance target: collapsed
+LINE_RANK = 1.5  # effective rank below this: the latents lie near a line
+LOW_PROBE_R2 = 0.5  # a linear probe reads the probed state dims worse than this: barely encoded
+# held-out level-1 prediction loss over the training loss above which level 1 overfits. PointMaze
+# medium, 2000 steps: 1.4x with 200 labelled episodes, 6-10x with 20, 6-60x with 20 + 180 video-only
+OVERFIT_RATIO = 5.0
+
+
+def health_warnings(
+    report: dict[str, dict], variance_target: float = 1.0, metrics: dict[str, float] | None = None,
+    shift: int = 0,
+) -> list[str]:
+    """Plain-language warnings about a trained model; empty when nothing looks wrong.
+
+    ``report``: :func:`representation_report` on held-out windows; ``variance_target``: the std the
+    variance term asks of each latent dim (``model.loss.variance_target``); ``metrics``: the last
+    logged training row, whose ``l1/pred`` and ``val/l1/pred`` (training and held-out level-1
+    prediction loss) tell overfitting; ``shift``: ``trainer.augment.shift`` (a collapse then names
+    it). Each warning names the level, the measured value, the threshold and what to try.
+    """
+    out: list[str] = []
+    for key, entry in report.items():
+        level = key.removeprefix("level_")
+        std, rank = entry["std_mean"], entry["eff_rank"]
+        if not std >= COLLAPSED_STD * variance_target:
+            why = (f"trainer.augment.shift={shift} may be what the encoder reads (it was on "
+                   "PointMaze: bench/shift_shortcut.py); train without it" if shift else
+                   "train longer (trainer.steps), or raise model.loss.variance or "
+                   "model.loss.inverse_dynamics")
+            out.append(f"level {level} has collapsed on held-out windows: its latents' mean std is "
+                       f"{std:.3g} where the variance term asks {variance_target:g}; {why}")
+        elif not rank >= LINE_RANK:
+            out.append(f"level {level}'s latents lie near a line (effective rank {rank:.3g} of "
+                       f"{len(entry.get('std_per_dim', [])) or '?'} dims): raise model.loss.covariance")
+        ratio = entry["pred_err_ratio"]
+        if not ratio < 1.0:
+            out.append(
+                f"level {level} predicts no better than copying its first latent (error ratio "
+                f"{ratio:.3g} >= 1 over {entry['steps_per_window']} steps): train longer "
+                "(trainer.steps), or check that the dataset's actions move what the camera sees")
+        r2 = entry.get("probe_r2", float("nan"))
+        if r2 == r2 and r2 < LOW_PROBE_R2:  # NaN: no probed state
+            out.append(f"level {level}: a linear probe reads the probed observation.state dims "
+                       f"(trainer.probe_dims) with R² {r2:.3g} < {LOW_PROBE_R2}: the latents barely "
+                       "encode them")
+    train, held = (metrics or {}).get("l1/pred"), (metrics or {}).get("val/l1/pred")
+    if train is not None and held is not None and held > OVERFIT_RATIO * max(train, 1e-12):
+        out.append(
+            f"level 1 overfits its training episodes: held-out prediction loss {held:.3g} is "
+            f"{held / max(train, 1e-12):.0f}x the training loss {train:.3g} (warned above "
+            f"{OVERFIT_RATIO:g}x). More action-labelled episodes help most (PointMaze medium: 1.4x "
+            "with 200, 6-10x with 20). With trainer.video_only=use, model.loss.video_vicreg=false "
+            "keeps video-only windows out of level 1 (bench/RESULTS.md#video-only-data). A model "
+            "that overfits may still plan well: check with hmpc-eval")
+    return out

@@ -8,7 +8,6 @@ the end-of-run diagnostics; the model owns no loss and the losses own no state.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +24,7 @@ from hmpc.data import LeRobotDataset, WindowSampler, build_frame_cache, split_ep
 from hmpc.data.video import DatasetError
 from hmpc.data.windows import FrameArrays
 from hmpc.diagnostics import (
+    health_warnings,
     pooled_probe_r2,
     representation_report,
     rolled_views,
@@ -35,6 +35,7 @@ from hmpc.train_log import MetricsLog, plot_training_curves
 from hmpc.train_state import (
     TrainState,
     load_training_checkpoint,
+    lr_factor,
     restore_rng,
     save_training_checkpoint,
 )
@@ -96,6 +97,7 @@ class TrainResult:
     steps: int
     seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # diagnostics.health_warnings
 
 
 class NonFiniteLossError(RuntimeError):
@@ -246,13 +248,6 @@ def validate(
     return {f"val/{k}": v for k, v in sums.items()}
 
 
-def _lr_factor(steps: int):
-    """Linear warm-up over 100 steps, then cosine decay to 0 at ``steps``."""
-    def factor(i: int) -> float:
-        return min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * i / steps))
-    return factor
-
-
 def _setup(
     out_dir: Path, spec: WorldModelSpec, weights: LossWeights, cfg: TrainConfig,
     device: torch.device, rng: np.random.Generator,
@@ -263,7 +258,7 @@ def _setup(
     if weights.target == "ema":
         target = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg.steps))
     run = _Run(model, target, opt, sched, rng, TrainState())
     if cfg.resume is False or cfg.resume in ("", "false", None):
         return run
@@ -344,11 +339,13 @@ def train_world_model(
     finally:
         log.close()
     report = representation_report(run.model, _val_batches(val_s, cfg, weights, device), cfg.probe_dims)
-    atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report})
+    warnings = health_warnings(report, weights.variance_target, last, cfg.augment.shift)
+    atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report,
+                                                     "warnings": warnings})
     if cfg.plots:
         plot_training_curves(log.rows, out_dir / "training_curves.png", spec.num_levels)
     seconds = run.state.seconds + time.perf_counter() - t0
-    return TrainResult(ckpt, last, run.state.step, seconds, report)
+    return TrainResult(ckpt, last, run.state.step, seconds, report, warnings)
 
 
 def _loop(

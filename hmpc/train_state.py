@@ -17,8 +17,10 @@ uses no torch RNG (no dropout, no sampling), so the numpy Generator is the only 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,11 @@ def restore_rng(state: dict[str, Any]) -> np.random.Generator:
     bit_gen = getattr(np.random, state["bit_generator"])()
     bit_gen.state = state
     return np.random.Generator(bit_gen)
+
+
+def lr_factor(steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at step i: linear warm-up over 100 steps, then cosine decay to 0 at
+    ``steps`` (a pure function of i, so a resumed schedule continues exactly)."""
+    def factor(i: int) -> float:
+        return min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * i / steps))
+    return factor

@@ -2,7 +2,7 @@
 
 import torch
 
-from hmpc.diagnostics import linear_probe_r2, pooled_probe_r2, window_diagnostics
+from hmpc.diagnostics import health_warnings, linear_probe_r2, pooled_probe_r2, window_diagnostics
 from hmpc.world_model import WorldModelSpec
 
 
@@ -126,3 +126,30 @@ def test_probed_floor_is_the_encoders_own_reading_of_the_final_frame():
         r = pooled_probe_r2(model, batches)
         assert abs(r["l1/probe_pred_ratio"] - 1) < 0.05
         assert abs(r["l1/probe_floor_ratio"] - floor["l1/probe_floor_ratio"]) < 0.1
+
+
+def _healthy(**change) -> dict:
+    """One level's entry of representation_report, healthy unless ``change``d."""
+    return {"probe_r2": 0.99, "pred_err_ratio": 0.3, "steps_per_window": 12, "eff_rank": 12.0,
+            "std_mean": 1.0, "std_min": 0.6, "std_per_dim": [1.0] * 32, **change}
+
+
+def test_health_warnings_name_what_is_wrong_and_stay_quiet_on_a_healthy_model():
+    fit = {"l1/pred": 0.0116, "val/l1/pred": 0.0167}  # 1.4x: PointMaze medium, 200 episodes
+    assert health_warnings({"level_1": _healthy(), "level_2": _healthy()}, 1.0, fit) == []
+    # the encoder that keyed on trainer.augment.shift=4 (PointMaze medium): held-out std 0.027
+    (w,) = health_warnings({"level_1": _healthy(std_mean=0.027, eff_rank=23.2)}, shift=4)
+    assert "level 1 has collapsed" in w and "0.027" in w and "trainer.augment.shift=4" in w
+    (w,) = health_warnings({"level_1": _healthy(std_mean=0.027)})
+    assert "trainer.steps" in w and "model.loss.variance" in w and "shift" not in w
+    assert health_warnings({"level_1": _healthy(std_mean=0.027)}, variance_target=0.2) == []
+    (w,) = health_warnings({"level_2": _healthy(eff_rank=1.2)})
+    assert "level 2's latents lie near a line" in w and "1.2 of 32" in w
+    for ratio in (1.25, float("nan")):
+        (w,) = health_warnings({"level_2": _healthy(pred_err_ratio=ratio)})
+        assert "level 2 predicts no better than copying" in w and "12 steps" in w
+    (w,) = health_warnings({"level_1": _healthy(probe_r2=0.3)})
+    assert "R² 0.3" in w and "trainer.probe_dims" in w
+    assert health_warnings({"level_1": _healthy(probe_r2=float("nan"))}) == []  # nothing probed
+    (w,) = health_warnings({"level_1": _healthy()}, 1.0, {"l1/pred": 0.0079, "val/l1/pred": 0.0612})
+    assert "level 1 overfits" in w and "8x" in w and "video_vicreg" in w  # 20 episodes

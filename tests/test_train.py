@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import hmpc.train as train_mod
 from hmpc.data import write_episodes
+from hmpc.diagnostics import health_warnings
 from hmpc.objective import LossWeights, world_model_loss
 from hmpc.train import NonFiniteLossError, TrainConfig, train_world_model
 from hmpc.train_state import NonFiniteWeightsError, find_resumable
@@ -122,6 +123,7 @@ def test_outputs_diagnostics_plot_and_tensorboard(square_dataset, tmp_path):
                 "std_min"} <= set(d)
         assert len(d["std_per_dim"]) == dim
     assert result.diagnostics == diag["levels"]
+    assert result.warnings == diag["warnings"] == health_warnings(diag["levels"], 1.0, result.metrics)
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")

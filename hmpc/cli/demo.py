@@ -55,6 +55,8 @@ def run(cfg: DictConfig) -> None:
         f"level-2 probe R2 {m.get('val/l2/probe_r2', float('nan')):.3f}, "
         f"level-1 eff. rank {m.get('val/l1/eff_rank', float('nan')):.1f}"
     )
+    for warning in result.warnings:
+        print(f"      warning: {warning}")
     specs = controller_specs(cfg.controllers)
     if cfg.baseline:
         from hmpc.controllers import ControllerSpec

@@ -48,6 +48,8 @@ def run(cfg: DictConfig) -> None:
     summary = {level: {k: round(v, 3) for k, v in d.items() if k in keys}
                for level, d in result.diagnostics.items()}
     print(json.dumps(summary, indent=1))
+    for warning in result.warnings:  # also under "warnings" in diagnostics.json
+        print(f"warning: {warning}", file=sys.stderr)
     curves = f", curves: {cfg.output_dir}/training_curves.png" if cfg.trainer.plots else ""
     print(f"diagnostics: {cfg.output_dir}/diagnostics.json{curves}")
     print(f"checkpoint: {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
