@@ -15,6 +15,7 @@ left out: this is the training step alone.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -94,7 +95,7 @@ def main() -> None:
         augs = [("", ImageAugment())]
         if args.augment is not None:
             kv = dict(item.split("=", 1) for item in args.augment)
-            aug = ImageAugment(**{k: (int if k == "shift" else float)(v) for k, v in kv.items()})
+            aug = ImageAugment(**{k: json.loads(v) for k, v in kv.items()})  # 4, 1.0, false
             augs.append((f", augment {' '.join(args.augment)}", aug))
         for name, (suffix, aug) in ((n, a) for n in devices for a in augs):
             device = torch.device(name)

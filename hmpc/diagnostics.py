@@ -239,16 +239,18 @@ def health_warnings(
     ``report``: :func:`representation_report` on held-out windows; ``variance_target``: the std the
     variance term asks of each latent dim (``model.loss.variance_target``); ``metrics``: the last
     logged training row, whose ``l1/pred`` and ``val/l1/pred`` (training and held-out level-1
-    prediction loss) tell overfitting; ``shift``: ``trainer.augment.shift`` (a collapse then names
-    it). Each warning names the level, the measured value, the threshold and what to try.
+    prediction loss) tell overfitting; ``shift``: the shift of ``trainer.augment`` when drawn once
+    per window (a collapse then names it), else 0. Each warning names the level, the measured
+    value, the threshold and what to try.
     """
     out: list[str] = []
     for key, entry in report.items():
         level = key.removeprefix("level_")
         std, rank = entry["std_mean"], entry["eff_rank"]
         if not std >= COLLAPSED_STD * variance_target:
-            why = (f"trainer.augment.shift={shift} may be what the encoder reads (it was on "
-                   "PointMaze: bench/shift_shortcut.py); train without it" if shift else
+            why = (f"the encoder may read the window's shift (trainer.augment.shift={shift} with "
+                   "shift_per_frame=false; it did on PointMaze: bench/shift_shortcut.py): set "
+                   "trainer.augment.shift_per_frame=true" if shift else
                    "train longer (trainer.steps), or raise model.loss.variance or "
                    "model.loss.inverse_dynamics")
             out.append(f"level {level} has collapsed on held-out windows: its latents' mean std is "

@@ -339,7 +339,8 @@ def train_world_model(
     finally:
         log.close()
     report = representation_report(run.model, _val_batches(val_s, cfg, weights, device), cfg.probe_dims)
-    warnings = health_warnings(report, weights.variance_target, last, cfg.augment.shift)
+    window_shift = 0 if cfg.augment.shift_per_frame else cfg.augment.shift
+    warnings = health_warnings(report, weights.variance_target, last, window_shift)
     atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report,
                                                      "warnings": warnings})
     if cfg.plots:

@@ -67,9 +67,10 @@ def test_augmentation_off_leaves_batch_and_rng_untouched():
     assert rng.bit_generator.state == before
 
 
-@pytest.mark.parametrize("aug", [ImageAugment(shift=3), ImageAugment(blur=1.5),
+@pytest.mark.parametrize("aug", [ImageAugment(shift=3, shift_per_frame=False), ImageAugment(blur=1.5),
                                  ImageAugment(brightness=0.2, contrast=0.3),
-                                 ImageAugment(shift=2, blur=1.0, brightness=0.1, contrast=0.2)])
+                                 ImageAugment(shift=2, shift_per_frame=False, blur=1.0, brightness=0.1,
+                                              contrast=0.2)])
 def test_one_draw_per_window_shared_by_its_frames_and_seeded(aug):
     px = windows()
     out = augment_windows(px, aug, np.random.default_rng(1))
@@ -94,6 +95,20 @@ def test_shift_moves_content_by_whole_pixels_within_the_range():
         assert len(ys) == 1 and int((out[i, 0, 0] == 10).sum()) == h * h - 1  # moved, not smeared
         moves.add((int(ys[0]) - 8, int(xs[0]) - 5))
     assert all(abs(dy) <= s and abs(dx) <= s for dy, dx in moves) and len(moves) > 10
+
+
+def test_shift_per_frame_moves_each_frame_on_its_own_and_the_window_shift_moves_all_alike():
+    h, s, length = 16, 3, 4
+    px = torch.full((10, length, 3, h, h), 10, dtype=torch.uint8)
+    px[..., 8, 5] = 200  # the same bright pixel in every frame
+    def moves(out):  # (B, L) offsets of the bright pixel
+        return [[tuple((torch.nonzero(out[i, t, 0] == 200)[0] - torch.tensor([8, 5])).tolist())
+                 for t in range(length)] for i in range(len(out))]
+    per_frame = moves(augment_windows(px, ImageAugment(shift=s), np.random.default_rng(0)))  # default
+    assert sum(len(set(w)) > 1 for w in per_frame) >= 8  # frames of a window moved apart
+    assert all(abs(dy) <= s and abs(dx) <= s for w in per_frame for dy, dx in w)
+    per_window = moves(augment_windows(px, ImageAugment(shift=s, shift_per_frame=False), np.random.default_rng(0)))
+    assert all(len(set(w)) == 1 for w in per_window)
 
 
 def test_blur_spreads_a_point_and_keeps_its_mass():
