@@ -5,8 +5,10 @@ All functions take tensors and return plain floats, so they log to CSV/TensorBoa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from hmpc.losses import collapse_metrics
@@ -225,29 +227,39 @@ def representation_report(
 COLLAPSED_STD = 0.1  # held-out latents' mean std below this share of the variance target: collapsed
 LINE_RANK = 1.5  # effective rank below this: the latents lie near a line
 LOW_PROBE_R2 = 0.5  # a linear probe reads the probed state dims worse than this: barely encoded
-# held-out level-1 prediction loss over the training loss above which level 1 overfits. PointMaze
-# medium, 2000 steps: 1.4x with 200 labelled episodes, 6-10x with 20, 6-60x with 20 + 180 video-only
+# held-out level-1 prediction loss over the training loss (mean of the last OVERFIT_ROWS logged
+# rows) above which level 1 overfits. PointMaze medium, 2000 steps: 1.2x with 200 labelled
+# episodes, 6-11x with 20, 6-61x with 20 + 180 video-only (bench/RESULTS.md#health-warnings)
 OVERFIT_RATIO = 5.0
+OVERFIT_ROWS = 10
 
 
 def health_warnings(
-    report: dict[str, dict], variance_target: float = 1.0, metrics: dict[str, float] | None = None,
-    shift: int = 0,
+    report: dict[str, dict], variance_target: float = 1.0,
+    rows: Sequence[dict[str, float]] = (), shift: int = 0,
 ) -> list[str]:
     """Plain-language warnings about a trained model; empty when nothing looks wrong.
 
     ``report``: :func:`representation_report` on held-out windows; ``variance_target``: the std the
-    variance term asks of each latent dim (``model.loss.variance_target``); ``metrics``: the last
-    logged training row, whose ``l1/pred`` and ``val/l1/pred`` (training and held-out level-1
-    prediction loss) tell overfitting; ``shift``: the shift of ``trainer.augment`` when drawn once
-    per window (a collapse then names it), else 0. Each warning names the level, the measured
-    value, the threshold and what to try.
+    variance term asks of each latent dim (``model.loss.variance_target``; 0 when the term is off:
+    no collapse check); ``rows``: the logged training rows, whose ``l1/pred`` (training level-1
+    prediction loss, averaged over the last rows that have one > 0: a batch without labelled
+    windows logs 0) and last ``val/l1/pred`` (held out) tell overfitting. The training loss is
+    measured on augmented windows (``trainer.augment``), which raises it and can hide overfitting.
+    ``shift``: the shift of ``trainer.augment`` when drawn once per window (a collapse then names
+    it), else 0. Each warning names the level, the measured value, the threshold and what to try.
     """
     out: list[str] = []
     for key, entry in report.items():
         level = key.removeprefix("level_")
-        std, rank = entry["std_mean"], entry["eff_rank"]
-        if not std >= COLLAPSED_STD * variance_target:
+        std, rank, ratio = entry["std_mean"], entry["eff_rank"], entry["pred_err_ratio"]
+        if not all(math.isfinite(v) for v in (std, rank, ratio)):
+            out.append(f"level {level}'s held-out diagnostics are not finite (mean std {std}, "
+                       f"effective rank {rank}, error ratio {ratio}): the model gives NaN/inf "
+                       "latents or predictions; check the data (hmpc-dataset validate) and lower "
+                       "trainer.lr")
+            continue
+        if std < COLLAPSED_STD * variance_target:
             why = (f"the encoder may read the window's shift (trainer.augment.shift={shift} with "
                    "shift_per_frame=false; it did on PointMaze: bench/shift_shortcut.py): set "
                    "trainer.augment.shift_per_frame=true" if shift else
@@ -255,11 +267,10 @@ def health_warnings(
                    "model.loss.inverse_dynamics")
             out.append(f"level {level} has collapsed on held-out windows: its latents' mean std is "
                        f"{std:.3g} where the variance term asks {variance_target:g}; {why}")
-        elif not rank >= LINE_RANK:
+        elif rank < LINE_RANK:
             out.append(f"level {level}'s latents lie near a line (effective rank {rank:.3g} of "
                        f"{len(entry.get('std_per_dim', [])) or '?'} dims): raise model.loss.covariance")
-        ratio = entry["pred_err_ratio"]
-        if not ratio < 1.0:
+        if ratio >= 1.0:
             out.append(
                 f"level {level} predicts no better than copying its first latent (error ratio "
                 f"{ratio:.3g} >= 1 over {entry['steps_per_window']} steps): train longer "
@@ -269,13 +280,15 @@ def health_warnings(
             out.append(f"level {level}: a linear probe reads the probed observation.state dims "
                        f"(trainer.probe_dims) with R² {r2:.3g} < {LOW_PROBE_R2}: the latents barely "
                        "encode them")
-    train, held = (metrics or {}).get("l1/pred"), (metrics or {}).get("val/l1/pred")
-    if train is not None and held is not None and held > OVERFIT_RATIO * max(train, 1e-12):
+    train = [r["l1/pred"] for r in rows if r.get("l1/pred", 0) > 0][-OVERFIT_ROWS:]  # NaN: not > 0
+    held = [r["val/l1/pred"] for r in rows if "val/l1/pred" in r][-1:]
+    if train and held and math.isfinite(held[0]) and held[0] > OVERFIT_RATIO * np.mean(train):
+        fit, gap = float(np.mean(train)), held[0] / float(np.mean(train))
         out.append(
-            f"level 1 overfits its training episodes: held-out prediction loss {held:.3g} is "
-            f"{held / max(train, 1e-12):.0f}x the training loss {train:.3g} (warned above "
-            f"{OVERFIT_RATIO:g}x). More action-labelled episodes help most (PointMaze medium: 1.4x "
-            "with 200, 6-10x with 20). With trainer.video_only=use, model.loss.video_vicreg=false "
-            "keeps video-only windows out of level 1 (bench/RESULTS.md#video-only-data). A model "
-            "that overfits may still plan well: check with hmpc-eval")
+            f"level 1 overfits its training episodes: held-out prediction loss {held[0]:.3g} is "
+            f"{gap:.0f}x the training loss {fit:.3g} (warned above {OVERFIT_RATIO:g}x). More "
+            "action-labelled episodes help most (PointMaze medium: 1.2x with 200, 6-11x with 20). "
+            "With trainer.video_only=use, model.loss.video_vicreg=false keeps video-only windows "
+            "out of level 1 (bench/RESULTS.md#video-only-data). A model that overfits may still "
+            "plan well: check with hmpc-eval")
     return out

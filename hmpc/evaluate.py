@@ -51,7 +51,7 @@ from hmpc.report import (
     results_table,
 )
 from hmpc.rollout import EnvSpec, episode_seed
-from hmpc.runtime import resolve_device, worker_device
+from hmpc.runtime import environment_info, resolve_device, worker_device
 from hmpc.world_model import WorldModel, WorldModelSpec
 
 
@@ -381,6 +381,7 @@ def evaluate(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "config": {**cfg.__dict__},
         "eval_s": time.perf_counter() - t0,
+        "environment": environment_info(),
     }
     section = ""
     if earlier is not None:

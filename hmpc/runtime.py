@@ -4,7 +4,10 @@ seeded initialisation."""
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
+from importlib import metadata
+from typing import Any
 
 import torch
 
@@ -83,3 +86,32 @@ def worker_device(device: str, workers: int, gpus: float, address: str | None,
         return ("cuda", 1 / workers) if share else ("cpu", 0.0)
     raise ValueError(f"device=cuda with {workers} Ray workers needs {gpus_key} > 0 (e.g. {gpus_key}="
                      f"{1 / workers:.3g}: {workers} workers sharing one card), or device=cpu")
+
+
+# Packages whose version can change results on the same code: numerics (torch, numpy), the data
+# path (av bundles the video codecs; pyarrow, opencv-python), the simulator and the parallel runtime.
+ENV_PACKAGES = ("torch", "numpy", "av", "pyarrow", "opencv-python", "pybullet", "gymnasium", "ray",
+                "safetensors", "hydra-core")
+
+
+def environment_info() -> dict[str, Any]:
+    """What a result depends on beyond the code: Python, platform, package versions, the codec
+    libraries av bundles, torch's CPU threads and the CUDA device (or None). Checkpoints and
+    ``eval_info.json`` keep it under ``environment``: the same commit gave other CPU numbers in a
+    rebuilt virtualenv (README, the demo)."""
+    import av
+
+    versions: dict[str, str | None] = {}
+    for name in ENV_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "av_libraries": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -31,6 +31,7 @@ from hmpc.diagnostics import (
     window_diagnostics,
 )
 from hmpc.objective import LossWeights, add_warps, update_ema, world_model_loss
+from hmpc.runtime import environment_info
 from hmpc.train_log import MetricsLog, plot_training_curves
 from hmpc.train_state import (
     TrainState,
@@ -329,7 +330,8 @@ def train_world_model(
     _check_probe_dims(dataset, cfg)
     spec = resolve_probe(spec, weights, dataset)
     run = _setup(out_dir, spec, weights, cfg, device, rng)
-    meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root)}
+    meta = {**(meta or {}), "train": asdict(cfg), "loss": asdict(weights), "data": str(data_root),
+            "environment": environment_info()}
     log = MetricsLog(out_dir, cfg.tensorboard, run.state.history, run.state.step)
     t0 = time.perf_counter()
     try:
@@ -340,7 +342,8 @@ def train_world_model(
         log.close()
     report = representation_report(run.model, _val_batches(val_s, cfg, weights, device), cfg.probe_dims)
     window_shift = 0 if cfg.augment.shift_per_frame else cfg.augment.shift
-    warnings = health_warnings(report, weights.variance_target, last, window_shift)
+    target_std = weights.variance_target if weights.variance else 0.0  # 0: no collapse check
+    warnings = health_warnings(report, target_std, log.rows, window_shift)
     atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report,
                                                      "warnings": warnings})
     if cfg.plots:

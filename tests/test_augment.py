@@ -99,7 +99,7 @@ def test_shift_moves_content_by_whole_pixels_within_the_range():
 
 def test_shift_per_frame_moves_each_frame_on_its_own_and_the_window_shift_moves_all_alike():
     h, s, length = 16, 3, 4
-    px = torch.full((10, length, 3, h, h), 10, dtype=torch.uint8)
+    px = torch.full((10, length, 3, h, h + 4), 10, dtype=torch.uint8)  # H != W
     px[..., 8, 5] = 200  # the same bright pixel in every frame
     def moves(out):  # (B, L) offsets of the bright pixel
         return [[tuple((torch.nonzero(out[i, t, 0] == 200)[0] - torch.tensor([8, 5])).tolist())
