@@ -10,7 +10,7 @@ theta[:, :, :2], t = theta[:, :, 2]); ``warp_points`` applies that map to keypoi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,17 +49,17 @@ class ImageAugment:
     """Jitter of training windows (``trainer.augment``; every 0 turns one off); validation windows
     are never augmented. Blur and contrast/brightness teach the encoder to ignore how a camera
     renders (sharpness, exposure), which matters for video from another camera (``hmpc-dataset
-    add-video``); each window gets one draw of them, shared by all its frames.
+    add-video``); shift is DrQ's random shift.
 
-    Shift is DrQ's random shift, by default drawn for each frame on its own (DrQ shifts an
-    observation and the next one apart): the shift is then noise the predictor cannot foresee, so
-    the encoder learns to ignore it. One shift per window (``shift_per_frame=False``) is constant
-    within a window and varies between windows, which is what the variance term rewards: on
-    PointMaze medium (20 episodes, shift 4) the encoder read the shift instead of the scene and its
-    held-out latents collapsed (``bench/shift_shortcut.py``, ``hmpc.diagnostics.health_warnings``)."""
+    By default every frame draws its own jitter (DrQ shifts an observation and the next one apart):
+    the jitter is then noise the predictor cannot foresee, so the encoder learns to ignore it. One
+    draw per window (``per_frame=False``) is constant within a window and varies between windows,
+    which is what the variance term rewards: on PointMaze medium (20 episodes) the encoder read a
+    window's shift, or its brightness and contrast, instead of the scene, and its held-out latents
+    collapsed (``bench/jitter_shortcut.py``, ``hmpc.diagnostics.health_warnings``)."""
 
     shift: int = 0  # pixels: pad by repeating the edge, crop back at an offset in [-shift, shift]^2
-    shift_per_frame: bool = True  # each frame its own shift; False: one per window (see above)
+    per_frame: bool = True  # each frame its own draws; False: one draw per window (see above)
     blur: float = 0.0  # Gaussian blur of std U(0, blur) pixels
     brightness: float = 0.0  # add U(-brightness, brightness) * 255
     contrast: float = 0.0  # scale about each frame's mean level by U(1 - contrast, 1 + contrast)
@@ -74,6 +74,13 @@ class ImageAugment:
     def active(self) -> bool:
         return bool(self.shift or self.blur or self.brightness or self.contrast)
 
+    def window_jitter(self) -> str:
+        """The jitter drawn once per window, as ``key=value`` words ("" when none is)."""
+        if self.per_frame or not self.active:
+            return ""
+        return " ".join(f"{k}={getattr(self, k)}" for k in ("shift", "blur", "brightness", "contrast")
+                        if getattr(self, k))
+
 
 def augment_batch(batch: dict[str, Any], aug: ImageAugment, rng: np.random.Generator) -> dict[str, Any]:
     """``batch`` with batch["pixels"] (B, L, 3, H, W) uint8 augmented by ``aug`` (draws from ``rng``
@@ -84,22 +91,23 @@ def augment_batch(batch: dict[str, Any], aug: ImageAugment, rng: np.random.Gener
 
 
 def augment_windows(pixels: torch.Tensor, aug: ImageAugment, rng: np.random.Generator) -> torch.Tensor:
-    """uint8 (B, L, 3, H, W) -> uint8 (B, L, 3, H, W): shift (drawn per frame, or per window),
-    blur, contrast, brightness (drawn per window), in that order."""
+    """uint8 (B, L, 3, H, W) -> uint8 (B, L, 3, H, W): shift, blur, contrast, brightness, in that
+    order, drawn per frame (``aug.per_frame``) or once per window."""
     b, length, c, h, w = pixels.shape
     if 2 * aug.shift >= min(h, w) or 3 * aug.blur >= min(h, w) - 1:
         raise ValueError(f"trainer.augment: shift={aug.shift} and blur={aug.blur} are too large for "
                          f"{h}x{w} frames: use shift < {min(h, w) // 2} and blur < {(min(h, w) - 1) / 3:.1f}")
+    if aug.per_frame and length > 1:  # every frame a window of its own, with its own draws
+        one = replace(aug, per_frame=False)
+        return augment_windows(pixels.reshape(b * length, 1, c, h, w), one, rng).reshape(pixels.shape)
     dev = pixels.device
     x = pixels.reshape(b, length * c, h, w)  # each window's frames and channels as channels
     if aug.shift:  # a whole-pixel move is a gather of rows and columns: done on the uint8 frames
-        n = b * length if aug.shift_per_frame else b  # one offset per frame, or per window
-        off = torch.from_numpy(rng.integers(-aug.shift, aug.shift + 1, size=(n, 2))).to(dev)  # (n, 2)
-        rows = (torch.arange(h, device=dev) + off[:, :1]).clamp(0, h - 1)  # (n, H): edges repeat
-        cols = (torch.arange(w, device=dev) + off[:, 1:]).clamp(0, w - 1)  # (n, W)
-        y = x.reshape(n, -1, h, w)  # (n, channels of a window or of one frame, H, W)
-        y = y.gather(2, rows[:, None, :, None].expand(y.shape))
-        x = y.gather(3, cols[:, None, None, :].expand(y.shape)).reshape(b, length * c, h, w)
+        off = torch.from_numpy(rng.integers(-aug.shift, aug.shift + 1, size=(b, 2))).to(dev)  # (B, 2)
+        rows = (torch.arange(h, device=dev) + off[:, :1]).clamp(0, h - 1)  # (B, H): edges repeat
+        cols = (torch.arange(w, device=dev) + off[:, 1:]).clamp(0, w - 1)  # (B, W)
+        x = x.gather(2, rows[:, None, :, None].expand(x.shape))
+        x = x.gather(3, cols[:, None, None, :].expand(x.shape))
     if not (aug.blur or aug.contrast or aug.brightness):
         return x.reshape(pixels.shape)
     x = x.float()

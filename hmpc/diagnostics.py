@@ -236,7 +236,7 @@ OVERFIT_ROWS = 10
 
 def health_warnings(
     report: dict[str, dict], variance_target: float = 1.0,
-    rows: Sequence[dict[str, float]] = (), shift: int = 0,
+    rows: Sequence[dict[str, float]] = (), window_jitter: str = "",
 ) -> list[str]:
     """Plain-language warnings about a trained model; empty when nothing looks wrong.
 
@@ -246,8 +246,9 @@ def health_warnings(
     prediction loss, averaged over the last rows that have one > 0: a batch without labelled
     windows logs 0) and last ``val/l1/pred`` (held out) tell overfitting. The training loss is
     measured on augmented windows (``trainer.augment``), which raises it and can hide overfitting.
-    ``shift``: the shift of ``trainer.augment`` when drawn once per window (a collapse then names
-    it), else 0. Each warning names the level, the measured value, the threshold and what to try.
+    ``window_jitter``: the augmentations drawn once per window, e.g. "shift=4" (a collapse then
+    names them; ``ImageAugment.window_jitter``). Each warning names the level, the measured value,
+    the threshold and what to try.
     """
     out: list[str] = []
     for key, entry in report.items():
@@ -260,9 +261,9 @@ def health_warnings(
                        "trainer.lr")
             continue
         if std < COLLAPSED_STD * variance_target:
-            why = (f"the encoder may read the window's shift (trainer.augment.shift={shift} with "
-                   "shift_per_frame=false; it did on PointMaze: bench/shift_shortcut.py): set "
-                   "trainer.augment.shift_per_frame=true" if shift else
+            why = (f"the encoder may read the jitter drawn once per window (trainer.augment "
+                   f"{window_jitter} with per_frame=false; it did on PointMaze: "
+                   "bench/jitter_shortcut.py): set trainer.augment.per_frame=true" if window_jitter else
                    "train longer (trainer.steps), or raise model.loss.variance or "
                    "model.loss.inverse_dynamics")
             out.append(f"level {level} has collapsed on held-out windows: its latents' mean std is "

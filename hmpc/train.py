@@ -341,9 +341,8 @@ def train_world_model(
     finally:
         log.close()
     report = representation_report(run.model, _val_batches(val_s, cfg, weights, device), cfg.probe_dims)
-    window_shift = 0 if cfg.augment.shift_per_frame else cfg.augment.shift
     target_std = weights.variance_target if weights.variance else 0.0  # 0: no collapse check
-    warnings = health_warnings(report, target_std, log.rows, window_shift)
+    warnings = health_warnings(report, target_std, log.rows, cfg.augment.window_jitter())
     atomic_write_json(out_dir / "diagnostics.json", {"step": run.state.step, "levels": report,
                                                      "warnings": warnings})
     if cfg.plots:

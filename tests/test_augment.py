@@ -2,6 +2,7 @@
 equivariance term: where content goes is where warp_points says."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -67,10 +68,9 @@ def test_augmentation_off_leaves_batch_and_rng_untouched():
     assert rng.bit_generator.state == before
 
 
-@pytest.mark.parametrize("aug", [ImageAugment(shift=3, shift_per_frame=False), ImageAugment(blur=1.5),
-                                 ImageAugment(brightness=0.2, contrast=0.3),
-                                 ImageAugment(shift=2, shift_per_frame=False, blur=1.0, brightness=0.1,
-                                              contrast=0.2)])
+@pytest.mark.parametrize("aug", [ImageAugment(shift=3, per_frame=False), ImageAugment(blur=1.5, per_frame=False),
+                                 ImageAugment(brightness=0.2, contrast=0.3, per_frame=False),
+                                 ImageAugment(shift=2, blur=1.0, brightness=0.1, contrast=0.2, per_frame=False)])
 def test_one_draw_per_window_shared_by_its_frames_and_seeded(aug):
     px = windows()
     out = augment_windows(px, aug, np.random.default_rng(1))
@@ -97,7 +97,7 @@ def test_shift_moves_content_by_whole_pixels_within_the_range():
     assert all(abs(dy) <= s and abs(dx) <= s for dy, dx in moves) and len(moves) > 10
 
 
-def test_shift_per_frame_moves_each_frame_on_its_own_and_the_window_shift_moves_all_alike():
+def test_per_frame_draws_move_each_frame_on_its_own_and_the_window_draws_move_all_alike():
     h, s, length = 16, 3, 4
     px = torch.full((10, length, 3, h, h + 4), 10, dtype=torch.uint8)  # H != W
     px[..., 8, 5] = 200  # the same bright pixel in every frame
@@ -107,8 +107,18 @@ def test_shift_per_frame_moves_each_frame_on_its_own_and_the_window_shift_moves_
     per_frame = moves(augment_windows(px, ImageAugment(shift=s), np.random.default_rng(0)))  # default
     assert sum(len(set(w)) > 1 for w in per_frame) >= 8  # frames of a window moved apart
     assert all(abs(dy) <= s and abs(dx) <= s for w in per_frame for dy, dx in w)
-    per_window = moves(augment_windows(px, ImageAugment(shift=s, shift_per_frame=False), np.random.default_rng(0)))
+    per_window = moves(augment_windows(px, ImageAugment(shift=s, per_frame=False), np.random.default_rng(0)))
     assert all(len(set(w)) == 1 for w in per_window)
+    # blur, contrast and brightness too: identical frames of a window come out differently
+    aug = ImageAugment(blur=1.0, brightness=0.2, contrast=0.3)
+    out = augment_windows(windows(), aug, np.random.default_rng(3))
+    assert all(not torch.equal(out[i, 0], out[i, 1]) for i in range(len(out)))
+    # per frame = every frame a window of its own, with the same draws from the same RNG
+    px = windows(b=3, length=4)
+    alone = augment_windows(px.reshape(12, 1, 3, 16, 16), replace(aug, per_frame=False), np.random.default_rng(3))
+    assert torch.equal(augment_windows(px, aug, np.random.default_rng(3)), alone.reshape(px.shape))
+    assert aug.window_jitter() == "" and ImageAugment(per_frame=False).window_jitter() == ""
+    assert ImageAugment(shift=4, contrast=0.2, per_frame=False).window_jitter() == "shift=4 contrast=0.2"
 
 
 def test_blur_spreads_a_point_and_keeps_its_mass():

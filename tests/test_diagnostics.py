@@ -138,8 +138,8 @@ def test_health_warnings_name_what_is_wrong_and_stay_quiet_on_a_healthy_model():
     fit = [{"l1/pred": 0.0136}, {"l1/pred": 0.0136, "val/l1/pred": 0.0167}]  # 200 episodes: 1.2x
     assert health_warnings({"level_1": _healthy(), "level_2": _healthy()}, 1.0, fit) == []
     # the encoder that keyed on trainer.augment.shift=4 (PointMaze medium): held-out std 0.027
-    (w,) = health_warnings({"level_1": _healthy(std_mean=0.027, eff_rank=23.2)}, shift=4)
-    assert "level 1 has collapsed" in w and "0.027" in w and "shift_per_frame=true" in w
+    (w,) = health_warnings({"level_1": _healthy(std_mean=0.027, eff_rank=23.2)}, window_jitter="shift=4")
+    assert "level 1 has collapsed" in w and "0.027" in w and "shift=4 with per_frame=false" in w
     (w,) = health_warnings({"level_1": _healthy(std_mean=0.027)})
     assert "trainer.steps" in w and "model.loss.variance" in w and "shift" not in w
     assert health_warnings({"level_1": _healthy(std_mean=0.027)}, variance_target=0.2) == []
