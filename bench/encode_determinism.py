@@ -12,8 +12,10 @@ Measured on the 2-core CI machine (PyAV 18.1.0, x264 core 165): 12 of 6000 encod
 the busy thread, 5 of 6000 without it, in six distinct outputs; other processes ran 6000 with no
 difference, so the rate varies from process to process. Encoding precomputed YUV frames straight
 through PyAV differs too (2 of 4000), so it is the encoder, not our RGB->YUV conversion; the cause
-is not found. The tests that compare mp4 bytes of separate encodes therefore rerun on a failed
-assertion (``tests/helpers.py: ENCODER_RERUN``); a real difference fails every rerun.
+is not found. A differing encode moved decoded pixels by at most 8 levels (mean 0.45), so the
+tests compare the decoded frames of separate encodes within bounds, not their bytes
+(``tests/helpers.py: assert_frames_match``): reruns did not cover it, as a process can keep
+encoding differently.
 """
 
 from __future__ import annotations

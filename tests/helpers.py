@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from hmpc.data import Episode, write_episodes
 from hmpc.data.windows import FrameArrays
@@ -18,10 +17,40 @@ from hmpc.data.windows import FrameArrays
 SQUARE_SIZE = 16  # image side of the moving-square episodes, pixels
 
 # libx264 (through PyAV, one thread) gives different bytes for the same frames in up to 2 of 1000
-# encodes, varying by process (bench/encode_determinism.py); the cause is not found. The
-# tests that compare mp4 bytes of separate encodes rerun on a failed assertion: a real difference
-# (frame order, batching, a lost episode) fails every run.
-ENCODER_RERUN = pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
+# encodes, varying by process (bench/encode_determinism.py); the cause is not found. Differing
+# encodes moved decoded pixels by at most 8 levels (mean 0.45; bench frames, 2026-12-06) and 25
+# (mean 0.40; a collection test's maze frames). Reruns did not cover it: a process can keep
+# encoding differently (one CI run failed all three tries). So tests that need "the same frames,
+# in order" compare decoded frames within these bounds instead of mp4 bytes; a frame one step out
+# of order (the agent a step away) differs by 255 levels.
+FRAME_MAX_DIFF, FRAME_MEAN_DIFF = 96, 2.0
+
+
+def assert_frames_match(a: np.ndarray, b: np.ndarray, where: str = "") -> None:
+    """uint8 frames (T, H, W, 3) of two encodes of the same frames: equal up to encoder noise."""
+    assert a.shape == b.shape, f"{where}: {a.shape} != {b.shape}"
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert d.max() <= FRAME_MAX_DIFF and d.mean() <= FRAME_MEAN_DIFF, \
+        f"{where}: decoded frames differ by up to {int(d.max())} levels (mean {float(d.mean()):.3f})"
+
+
+def mp4_frames(path: Path) -> np.ndarray:
+    """Every frame of an mp4, uint8 (T, H, W, 3)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    """The same relative files under a and b: byte for byte, mp4s frame for frame (encoder noise)."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files_a:
+        if rel.suffix == ".mp4":
+            assert_frames_match(mp4_frames(a / rel), mp4_frames(b / rel), str(rel))
+        else:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs"
 
 
 def square_episode(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray.cloudpickle
-from helpers import ENCODER_RERUN
+from helpers import assert_same_files
 
 from hmpc.collect_schedule import CollectScheduler
 from hmpc.data import LeRobotDataset
@@ -42,18 +42,15 @@ ENV = EnvSpec("point_maze", {"image_size": 32})
 STEPS, EPISODES, FLUSH = 6, 8, 3  # batches [0, 3), [3, 6), [6, 8)
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 @pytest.fixture
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """Every file of the in-process (workers=0) dataset. Built anew for each test (under a second), so
-    a rerun of a test marked ENCODER_RERUN also re-encodes the reference: a module-wide reference that
-    drew libx264's rare odd bytes failed every comparison and every rerun (CI, 2026-12-06)."""
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The in-process (workers=0) dataset, built anew for each test (under a second). Compared with
+    ``helpers.assert_same_files``: data and meta byte for byte, mp4s frame for frame, since
+    libx264 now and then encodes the same frames differently, and a process can keep doing so (a
+    byte comparison failed every rerun in CI, 2026-12-06)."""
     root = tmp_path_factory.mktemp("ref") / "ds"
     collect(ENV, PolicySpec(), root, EPISODES, STEPS, seed=1, flush_every=FLUSH, progress=False)
-    return _files(root)
+    return root
 
 
 def test_batch_bounds_are_aligned_and_resume_on_them() -> None:
@@ -146,16 +143,15 @@ def _kill_once(victims: set):
     return kill
 
 
-@ENCODER_RERUN
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_any_completion_order_and_worker_deaths_give_the_same_bytes(
-        reference: dict[str, bytes], tmp_path: Path, seed: int) -> None:
+        reference: Path, tmp_path: Path, seed: int) -> None:
     kill = _kill_once({("episode", 4), ("holding", 1), ("opening", 2)})
     pool = _run(tmp_path / "ds", lambda s, f: ShuffledPool(s, f, 3, seed, kill))
     assert pool.max_busy == 3, "all workers should be busy at some point"
     assert len(pool.killed) == 3 and ("episode", 4) in pool.killed
     assert pool.lost_episodes > 0, "no owner died holding episodes: the restart path is untested"
-    assert _files(tmp_path / "ds") == reference
+    assert_same_files(reference, tmp_path / "ds")
 
 
 def test_fewer_batches_than_workers_keeps_workers_busy(tmp_path: Path) -> None:
@@ -252,14 +248,12 @@ def _die_holding(marker_dir: str, real, state, *args):
     return real(state, *args)
 
 
-@ENCODER_RERUN
 @pytest.mark.ray
-def test_ray_worker_killed_while_holding_an_encoder(reference: dict[str, bytes],
-                                                    tmp_path: Path) -> None:
+def test_ray_worker_killed_while_holding_an_encoder(reference: Path, tmp_path: Path) -> None:
     def factory(setup, fns):
         fns = {name: functools.partial(_die_holding, str(tmp_path), fn) for name, fn in fns.items()}
         return make_pool(setup, fns, 2)
 
     _run(tmp_path / "ds", factory)
     assert (tmp_path / "killed").exists()
-    assert _files(tmp_path / "ds") == reference
+    assert_same_files(reference, tmp_path / "ds")

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import ENCODER_RERUN
+from helpers import assert_frames_match, assert_same_files
 from hydra import compose, initialize_config_module
 
 from hmpc.cli import collect as collect_cli
@@ -88,12 +88,12 @@ def test_missing_dataset_folder_is_reported(tmp_path, capsys):
     assert str(tmp_path / "nope") in err and "hmpc-collect" in err
 
 
-@ENCODER_RERUN
 @pytest.mark.ray
 def test_ray_collection_matches_in_process(tmp_path):
     """Episode seeds are fixed per index and batches are encoded on the workers: 2 Ray workers
-    write the same files, byte for byte, as 0 workers (parquet data, decoded frames, mp4, meta),
-    also when the run is interrupted and resumed or appended to with another worker count."""
+    write the same files as 0 workers (parquet data and meta byte for byte; mp4 frame for frame,
+    up to libx264's rare nondeterminism: ``helpers.assert_frames_match``), also when the run is
+    interrupted and resumed or appended to with another worker count."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -112,11 +112,10 @@ def test_ray_collection_matches_in_process(tmp_path):
     for i in range(7):
         ea, eb = da.load_episode(i), db.load_episode(i)
         assert np.array_equal(ea.state, eb.state) and np.array_equal(ea.action, eb.action)
-        assert np.array_equal(ea.pixels, eb.pixels)
+        assert_frames_match(ea.pixels, eb.pixels, f"episode {i}")
     for data in sorted(a.glob("data/*/*.parquet")):
         assert pq.read_table(data).equals(pq.read_table(b / data.relative_to(a)))
-    files = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
-    assert files == {p.relative_to(b): p.read_bytes() for p in b.rglob("*") if p.is_file()}
+    assert_same_files(a, b)
     run("c", 4, 2)  # as if killed after batches [0, 3) and [3, 4) ... (here: episodes=4)
     c = run("c", 7, 0)  # ... then resumed with another worker count: the same episodes
     dc = LeRobotDataset(c)
