@@ -8,7 +8,7 @@ prints, per checkpoint, the level-1 latents' std across the jitters of the same 
 frames under the same jitter, averaged over dims. Jitters: whole-pixel shifts (dy, dx) on a grid
 of 5 (or 2 * shift + 1) offsets from -shift to shift through 0, each way, edges repeated as
 ``trainer.augment.shift`` does; or, with ``--photometric B C``, 25 seeded draws of brightness
-U(-B, B) and contrast U(1 - C, 1 + C) as ``trainer.augment`` draws them. An encoder of the scene
+U(-B, B) and contrast U(1 - C, 1 + C) by ``hmpc.augment.augment_windows`` itself. An encoder of the scene
 varies more across frames; one that keyed on the augmentation (drawn once per training window,
 ``trainer.augment.per_frame=false``: constant within a window, different between windows, what
 the variance term rewards) varies across jitters and hardly across frames. Encoders that fuse
@@ -22,6 +22,7 @@ import argparse
 import numpy as np
 import torch
 
+from hmpc.augment import ImageAugment, augment_windows
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
 
@@ -34,20 +35,12 @@ def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return x[:, :, rows][:, :, :, cols]
 
 
-def lit(x: torch.Tensor, brightness: float, gain: float) -> torch.Tensor:
-    """uint8 (N, 3, H, W) scaled by ``gain`` about each frame's mean, then + brightness * 255."""
-    f = x.float()
-    mean = f.mean(dim=(1, 2, 3), keepdim=True)
-    return ((f - mean) * gain + mean + 255.0 * brightness + 0.5).clamp(0, 255).to(torch.uint8)
-
-
 def jitters(x: torch.Tensor, args: argparse.Namespace) -> tuple[list[torch.Tensor], int]:
     """The jittered copies of x and the index of the plain one (-1: none is plain)."""
-    if args.photometric:
-        b, c = args.photometric
+    if args.photometric:  # all frames one window: one draw for them all, as the trainer draws it
+        aug = ImageAugment(brightness=args.photometric[0], contrast=args.photometric[1], per_frame=False)
         rng = np.random.default_rng(0)
-        draws = zip(rng.uniform(-b, b, 25), rng.uniform(1 - c, 1 + c, 25), strict=True)
-        return [lit(x, float(bi), float(gi)) for bi, gi in draws], -1
+        return [augment_windows(x[None], aug, rng)[0] for _ in range(25)], -1
     step = args.shift // 2 if args.shift % 2 == 0 else 1  # 4 -> -4, -2, 0, 2, 4; 3 -> -3 .. 3
     offsets = list(range(-args.shift, args.shift + 1, step))
     return [shifted(x, dy, dx) for dy in offsets for dx in offsets], offsets.index(0) * (len(offsets) + 1)

@@ -277,14 +277,15 @@ def health_warnings(
                 f"{ratio:.3g} >= 1 over {entry['steps_per_window']} steps): train longer "
                 "(trainer.steps), or check that the dataset's actions move what the camera sees")
         r2 = entry.get("probe_r2", float("nan"))
-        if r2 == r2 and r2 < LOW_PROBE_R2:  # NaN: no probed state
+        if math.isfinite(r2) and r2 < LOW_PROBE_R2:  # NaN: no probed state
             out.append(f"level {level}: a linear probe reads the probed observation.state dims "
                        f"(trainer.probe_dims) with R² {r2:.3g} < {LOW_PROBE_R2}: the latents barely "
                        "encode them")
     train = [r["l1/pred"] for r in rows if r.get("l1/pred", 0) > 0][-OVERFIT_ROWS:]  # NaN: not > 0
     held = [r["val/l1/pred"] for r in rows if "val/l1/pred" in r][-1:]
-    if train and held and math.isfinite(held[0]) and held[0] > OVERFIT_RATIO * np.mean(train):
-        fit, gap = float(np.mean(train)), held[0] / float(np.mean(train))
+    fit = float(np.mean(train)) if train else float("nan")
+    if held and math.isfinite(held[0]) and held[0] > OVERFIT_RATIO * fit:  # NaN fit: no warning
+        gap = held[0] / fit
         out.append(
             f"level 1 overfits its training episodes: held-out prediction loss {held[0]:.3g} is "
             f"{gap:.0f}x the training loss {fit:.3g} (warned above {OVERFIT_RATIO:g}x). More "

@@ -34,7 +34,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Seconds an actor may take to run setup() (seconds in practice); Ray once leased a process that
 # never ran the constructor (cf. ray-project/ray#45822), and the pool waited on it for ever.
 START_TIMEOUT_S = 120.0
-_STARTED_HERE: set[bool] = set()  # {True} while the instance is one init_ray started
+_started_here = False  # True while the running instance is one init_ray started
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -49,11 +49,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     (set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` to opt out) and Ray's token authentication,
     on by default for local instances since Ray 2.59, stays on.
     """
+    global _started_here
     import ray
 
     if ray.is_initialized():
         return
-    _STARTED_HERE.clear()
+    _started_here = False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if address:
         try:
@@ -66,7 +67,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     # "local": a new instance even where RAY_ADDRESS is set or `ray start` left a cluster (live or
     # crashed) in /tmp/ray/ray_current_cluster, which ray.init() would otherwise join
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
-    _STARTED_HERE.add(True)
+    _started_here = True
 
 
 def _connection_advice(address: str, error: BaseException) -> str:
@@ -166,7 +167,7 @@ class ActorPool:
                              "both must be positive (start_timeout_s null: the default)")
         init_ray(address, num_cpus=None if address else max(workers, 1))
         if start_timeout_s is None:
-            private = not address and bool(_STARTED_HERE)
+            private = not address and _started_here
             start_timeout_s = START_TIMEOUT_S if private else float("inf")
         have = ray.cluster_resources().get("GPU", 0.0) if num_gpus > 0 and not address else num_gpus
         if have < num_gpus:  # its actors would wait forever (a cluster may add GPU nodes: not checked)

@@ -144,7 +144,7 @@ def _kill_once(victims: set):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_any_completion_order_and_worker_deaths_give_the_same_bytes(
+def test_any_completion_order_and_worker_deaths_give_the_same_dataset(
         reference: Path, tmp_path: Path, seed: int) -> None:
     kill = _kill_once({("episode", 4), ("holding", 1), ("opening", 2)})
     pool = _run(tmp_path / "ds", lambda s, f: ShuffledPool(s, f, 3, seed, kill))
