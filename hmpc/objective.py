@@ -60,6 +60,7 @@ class LossWeights:
     contrastive: float = 0.0  # > 0: InfoNCE of one-step predictions against the batch's targets
     temperature: float = 0.1  # of the contrastive term's logits (negative mean squared distances)
     video_vicreg: bool = True  # video-only windows enter level 1's variance / covariance terms
+    video_predict: bool = True  # video-only windows train the predictors of levels >= 2 (inferred codes)
     equivariance: float = 0.0  # > 0: keypoints must follow random rotations of the image
     equivariance_deg: float = 180.0  # rotations drawn from U(-deg, deg)
     equivariance_shift: float = 0.0  # and shifts from U(-shift, shift) (1.0 = half the image)
@@ -207,7 +208,7 @@ def _level_terms(
         terms["z_l2"] = (w.latent_l2, z.pow(2).mean())
     members = model.spec.num_predictors if level == 1 else 1
     ps, pa, pt, pz = s, a, tgt, z
-    if level == 1 and has is not None:
+    if has is not None and (level == 1 or not w.video_predict):
         # level 1 predicts the effect of *real* actions: video-only windows do not train it (with
         # inferred actions it learned the inverse model's bias and planning collapsed, 100 % ->
         # 5 % success on U-maze with 90 % video-only data); they still shape the encoder (VICReg)

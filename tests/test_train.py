@@ -286,6 +286,15 @@ def test_video_only_windows_train_no_level1_prediction_nor_idm():
     assert off["l2/var"] != pytest.approx(off_labelled["l2/var"], rel=1e-5)
     _, off_none = world_model_loss(m, {k: v[2:] for k, v in batch.items()}, own)
     assert off_none["l1/var"] == off_none["l1/cov"] == 0.0 and np.isfinite(off_none["loss"])
+    # video_predict=False: level 2's prediction sees the labelled windows only, its VICReg all
+    lab = LossWeights(video_predict=False)
+    _, vp = world_model_loss(m, batch, lab)
+    _, vp_labelled = world_model_loss(m, {k: v[:2] for k, v in batch.items()}, lab)
+    assert vp["l2/pred"] == pytest.approx(vp_labelled["l2/pred"], rel=1e-5)
+    assert masked["l2/pred"] != pytest.approx(vp_labelled["l2/pred"], rel=1e-5)
+    assert vp["l2/var"] == pytest.approx(masked["l2/var"], rel=1e-5)
+    _, vp_none = world_model_loss(m, {k: v[2:] for k, v in batch.items()}, lab)
+    assert vp_none["l2/pred"] == 0.0 and np.isfinite(vp_none["loss"])
 
 
 def test_three_level_preset_trains_from_config(square_dataset, tmp_path, capsys):
