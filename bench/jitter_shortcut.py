@@ -22,17 +22,9 @@ import argparse
 import numpy as np
 import torch
 
-from hmpc.augment import ImageAugment, augment_windows
+from hmpc.augment import ImageAugment, augment_windows, shift_frames
 from hmpc.checkpoint import load_checkpoint
 from hmpc.data import LeRobotDataset
-
-
-def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W) moved by (dy, dx) whole pixels, edge pixels repeated."""
-    h, w = x.shape[-2:]
-    rows = (torch.arange(h) + dy).clamp(0, h - 1)
-    cols = (torch.arange(w) + dx).clamp(0, w - 1)
-    return x[:, :, rows][:, :, :, cols]
 
 
 def jitters(x: torch.Tensor, args: argparse.Namespace) -> tuple[list[torch.Tensor], int]:
@@ -43,7 +35,8 @@ def jitters(x: torch.Tensor, args: argparse.Namespace) -> tuple[list[torch.Tenso
         return [augment_windows(x[None], aug, rng)[0] for _ in range(25)], -1
     step = args.shift // 2 if args.shift % 2 == 0 else 1  # 4 -> -4, -2, 0, 2, 4; 3 -> -3 .. 3
     offsets = list(range(-args.shift, args.shift + 1, step))
-    return [shifted(x, dy, dx) for dy in offsets for dx in offsets], offsets.index(0) * (len(offsets) + 1)
+    views = [shift_frames(x, torch.tensor([[dy, dx]]).expand(len(x), 2)) for dy in offsets for dx in offsets]
+    return views, offsets.index(0) * (len(offsets) + 1)
 
 
 def main() -> None:

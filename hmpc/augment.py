@@ -90,6 +90,17 @@ def augment_batch(batch: dict[str, Any], aug: ImageAugment, rng: np.random.Gener
     return {**batch, "pixels": augment_windows(batch["pixels"], aug, rng)}
 
 
+def shift_frames(x: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W): each image moved by whole pixels, ``off`` (B, 2) int (dy, dx),
+    its edge rows and columns repeated (a gather: works on uint8)."""
+    h, w = x.shape[-2:]
+    off = off.to(x.device)
+    rows = (torch.arange(h, device=x.device) + off[:, :1]).clamp(0, h - 1)  # (B, H)
+    cols = (torch.arange(w, device=x.device) + off[:, 1:]).clamp(0, w - 1)  # (B, W)
+    x = x.gather(2, rows[:, None, :, None].expand(x.shape))
+    return x.gather(3, cols[:, None, None, :].expand(x.shape))
+
+
 def augment_windows(pixels: torch.Tensor, aug: ImageAugment, rng: np.random.Generator) -> torch.Tensor:
     """uint8 (B, L, 3, H, W) -> uint8 (B, L, 3, H, W): shift, blur, contrast, brightness, in that
     order, drawn per frame (``aug.per_frame``) or once per window."""
@@ -103,11 +114,7 @@ def augment_windows(pixels: torch.Tensor, aug: ImageAugment, rng: np.random.Gene
     dev = pixels.device
     x = pixels.reshape(b, length * c, h, w)  # each window's frames and channels as channels
     if aug.shift:  # a whole-pixel move is a gather of rows and columns: done on the uint8 frames
-        off = torch.from_numpy(rng.integers(-aug.shift, aug.shift + 1, size=(b, 2))).to(dev)  # (B, 2)
-        rows = (torch.arange(h, device=dev) + off[:, :1]).clamp(0, h - 1)  # (B, H): edges repeat
-        cols = (torch.arange(w, device=dev) + off[:, 1:]).clamp(0, w - 1)  # (B, W)
-        x = x.gather(2, rows[:, None, :, None].expand(x.shape))
-        x = x.gather(3, cols[:, None, None, :].expand(x.shape))
+        x = shift_frames(x, torch.from_numpy(rng.integers(-aug.shift, aug.shift + 1, size=(b, 2))))
     if not (aug.blur or aug.contrast or aug.brightness):
         return x.reshape(pixels.shape)
     x = x.float()
