@@ -49,6 +49,7 @@ from hmpc.data.video import encode_video
 from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.data.writer import write_episodes
 from hmpc.diagnostics import representation_report
+from hmpc.report import sign_flip_test
 
 
 def labelled_ids(n: int, fraction: float, seed: int) -> set[int]:
@@ -218,7 +219,7 @@ def main() -> None:
 
 def summarise(rows: dict[str, dict], names: list[str], seeds: list[int]) -> None:
     """Per row against the labelled one over the seeds: on how many seeds each level-2 error is
-    lower, the means, and the episodes solved."""
+    lower, the means with an exact paired permutation test over the seeds, and the episodes solved."""
     print(f"\nAgainst the labelled row over {len(seeds)} seeds (lower on k of n; means):")
     for name in names:
         lab = [rows[f"labelled_seed{s}"] for s in seeds]
@@ -226,9 +227,10 @@ def summarise(rows: dict[str, dict], names: list[str], seeds: list[int]) -> None
         parts = []
         for key, what in (("l2_pred_err_ratio", "level-2 error, latent units"),
                           ("l2_probe_pred_ratio", "level-2 error, (x, y) units")):
-            wins = sum(m[key] < lb[key] for m, lb in zip(mix, lab, strict=True))
-            parts.append(f"{what}: lower on {wins} of {len(seeds)} "
-                         f"({np.mean([m[key] for m in mix]):.3f} vs {np.mean([lb[key] for lb in lab]):.3f})")
+            a, b = [m[key] for m in mix], [lb[key] for lb in lab]
+            wins = sum(x < y for x, y in zip(a, b, strict=True))
+            parts.append(f"{what}: lower on {wins} of {len(seeds)} ({np.mean(a):.3f} vs {np.mean(b):.3f}, "
+                         f"sign-flip p = {sign_flip_test(a, b):.2g})")
         solved = [sum(r["pc_success"] * r["n_episodes"] / 100 for r in rs) for rs in (mix, lab)]
         episodes = sum(r["n_episodes"] for r in mix)
         parts.append(f"planning: {solved[0]:.0f} vs {solved[1]:.0f} of {episodes} episodes")

@@ -139,6 +139,25 @@ def sign_test(lost: int, gained: int) -> float:
     return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d)
 
 
+def sign_flip_test(a: Sequence[float], b: Sequence[float]) -> float:
+    """Exact two-sided paired permutation test of mean(a - b) = 0 (e.g. one number per training
+    seed for two settings): the share of the 2^n sign flips of the differences whose mean is at
+    least as far from 0 as the one seen. Distribution-free, unlike a paired t-test; with n pairs
+    it cannot go below 2 / 2^n. At most 20 pairs (2^20 flips)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = d.size
+    if np.asarray(a).shape != np.asarray(b).shape or d.ndim != 1:
+        raise ValueError(f"sign_flip_test needs two equal-length sequences; got shapes "
+                         f"{np.asarray(a).shape} and {np.asarray(b).shape}")
+    if n > 20:
+        raise ValueError(f"sign_flip_test enumerates 2^n flips: n = {n} pairs is over 20")
+    if n == 0:
+        return 1.0
+    bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # (2^n, n): every sign pattern
+    sums = np.abs(((1 - 2 * bits) * d).sum(axis=1))
+    return float(np.mean(sums >= abs(d.sum()) * (1 - 1e-12)))
+
+
 def fisher_exact(wins_a: int, n_a: int, wins_b: int, n_b: int) -> float:
     """Two-sided Fisher exact test of two success rates from different episodes (two samples, not
     pairs): the chance, given the total successes, of a split at most as likely as the one seen."""

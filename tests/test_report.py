@@ -11,6 +11,7 @@ from hmpc.report import (
     paired_table,
     results_csv,
     results_table,
+    sign_flip_test,
     sign_test,
     wilson_interval,
 )
@@ -81,6 +82,19 @@ def test_sign_test_known_values():
     assert sign_test(8, 3) == pytest.approx(0.2265625)  # 2 * (1 + 11 + 55 + 165) / 2^11
     assert sign_test(5, 5) == 1.0
     assert sign_test(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_sign_flip_test_known_values():
+    assert sign_flip_test([2, 3, 4], [1, 2, 3]) == pytest.approx(2 / 8)  # all up: only +++ and ---
+    assert sign_flip_test([1, 2, 3, 4, 5], [0] * 5) == pytest.approx(2 / 32)
+    # -1 against 2, 3, 4, 5: |sum| >= 13 needs the negatives to sum to <= 1 ({} or {1}), both signs
+    assert sign_flip_test([-1, 2, 3, 4, 5], [0] * 5) == pytest.approx(4 / 32)
+    assert sign_flip_test([1.0, -1.0], [0.0, 0.0]) == 1.0  # mean 0: every flip is as extreme
+    assert sign_flip_test([], []) == 1.0
+    with pytest.raises(ValueError, match="equal-length"):
+        sign_flip_test([1, 2], [1])
+    with pytest.raises(ValueError, match="n = 21"):
+        sign_flip_test([1.0] * 21, [0.0] * 21)
 
 
 def test_paired_compares_conditions_and_controllers_on_the_same_pairs():
