@@ -49,7 +49,8 @@ from hmpc.data.video import encode_video
 from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.data.writer import write_episodes
 from hmpc.diagnostics import representation_report
-from hmpc.report import sign_flip_test
+from hmpc.plots import plot_paired_seeds
+from hmpc.report import sign_flip_test, sign_test
 
 
 def labelled_ids(n: int, fraction: float, seed: int) -> set[int]:
@@ -136,6 +137,9 @@ def main() -> None:
                              "imported from S px (128: another render; 64: the same), 30 fps mp4 "
                              "clips without state (needs --video-batch)")
     parser.add_argument("--layout", default="umaze", help="PointMaze layout (e.g. medium: harder)")
+    parser.add_argument("--more-pairs", type=int, default=0, metavar="N",
+                        help="each model also plans N more start/goal pairs (hmpc-eval seed=2000); the "
+                             "multi-seed summary pairs every episode of both rows (sign test)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -190,7 +194,16 @@ def main() -> None:
                    else evaluate(run / "checkpoint", ["hierarchical"], [
                        *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
                        "videos=0", f"workers={args.workers}"], ev, name))  # fmt: skip
-            rows[name + tag] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"]}
+            outcomes = episode_outcomes(ev)
+            if args.more_pairs:
+                more = out / f"eval{args.more_pairs}_{name}{tag}"
+                if not (more / "eval_info.json").exists():
+                    evaluate(run / "checkpoint", ["hierarchical"], [
+                        *maze, f"episodes={args.more_pairs}", "seed=2000", "max_steps=100", "videos=0",
+                        f"workers={args.workers}"], more, name)  # fmt: skip
+                outcomes.update(episode_outcomes(more))
+            rows[name + tag] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"],
+                                "outcomes": outcomes}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
           f"{args.train_steps} steps{' '.join(['', *args.set])}; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
@@ -214,12 +227,19 @@ def main() -> None:
                   f"{r['l2_probe_pred_ratio']:.3f} ({r['l2_probe_floor_ratio']:.3f}) | "
                   f"{r['l1_probe_r2']:.3f} | {r['pc_success']:.0f} | {ci(r)} |")
     if len(seeds) > 1 and "labelled" in runs:
-        summarise(rows, [n for n in runs if n != "labelled"], seeds)
+        summarise(rows, [n for n in runs if n != "labelled"], seeds, out)
 
 
-def summarise(rows: dict[str, dict], names: list[str], seeds: list[int]) -> None:
+def episode_outcomes(ev: Path) -> dict[str, bool]:
+    """{episode seed: solved} of the hierarchical controller in the hmpc-eval output ``ev``."""
+    records = json.loads((ev / "eval_info.json").read_text())["per_episode"]
+    return {str(r["seed"]): bool(r["success"]) for r in records if r["controller"] == "hierarchical"}
+
+
+def summarise(rows: dict[str, dict], names: list[str], seeds: list[int], out: Path) -> None:
     """Per row against the labelled one over the seeds: on how many seeds each level-2 error is
-    lower, the means with an exact paired permutation test over the seeds, and the episodes solved."""
+    lower, the means with an exact paired permutation test over the seeds, and the episodes solved,
+    paired episode by episode (sign test). Writes ``<out>/video_only_<name>_seeds.png``."""
     print(f"\nAgainst the labelled row over {len(seeds)} seeds (lower on k of n; means):")
     for name in names:
         lab = [rows[f"labelled_seed{s}"] for s in seeds]
@@ -231,10 +251,22 @@ def summarise(rows: dict[str, dict], names: list[str], seeds: list[int]) -> None
             wins = sum(x < y for x, y in zip(a, b, strict=True))
             parts.append(f"{what}: lower on {wins} of {len(seeds)} ({np.mean(a):.3f} vs {np.mean(b):.3f}, "
                          f"sign-flip p = {sign_flip_test(a, b):.2g})")
-        solved = [sum(r["pc_success"] * r["n_episodes"] / 100 for r in rs) for rs in (mix, lab)]
-        episodes = sum(r["n_episodes"] for r in mix)
-        parts.append(f"planning: {solved[0]:.0f} vs {solved[1]:.0f} of {episodes} episodes")
+        solved = [[sum(r["outcomes"].values()) for r in rs] for rs in (mix, lab)]
+        pairs = [(lb["outcomes"][k], m["outcomes"][k]) for m, lb in zip(mix, lab, strict=True) for k in lb["outcomes"]]
+        lost, gained = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+        parts.append(f"planning: {sum(solved[0])} vs {sum(solved[1])} of "
+                     f"{sum(len(r['outcomes']) for r in mix)} episodes (higher on "
+                     f"{sum(a > b for a, b in zip(*solved, strict=True))} seeds; {lost} lost, {gained} gained, "
+                     f"sign test p = {sign_test(lost, gained):.2g})")
         print(f"- {name}: " + "; ".join(parts))
+        panels = {"level-2 error / copy-last,\nlatent units": "l2_pred_err_ratio",
+                  "level-2 error / copy-last,\n(x, y) units": "l2_probe_pred_ratio"}
+        solved_title = f"pairs solved of {len(lab[0]['outcomes'])}"
+        figure = plot_paired_seeds(
+            {**{t: ([lb[k] for lb in lab], [m[k] for m in mix]) for t, k in panels.items()},
+             solved_title: (solved[1], solved[0])},
+            ("labelled", name), seeds, out / f"video_only_{name}_seeds.png", higher_better=[solved_title])
+        print(f"  per seed: {figure}")
 
 if __name__ == "__main__":
     main()

@@ -98,3 +98,35 @@ def plot_sweep(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_paired_seeds(
+    panels: dict[str, tuple[Sequence[float], Sequence[float]]], names: tuple[str, str],
+    seeds: Sequence[int], path: Path, higher_better: Sequence[str] = (),
+) -> Path:
+    """One panel per measure: each training seed's value under two settings joined by a line
+    (a slope chart), so a gain on most seeds and the seeds that go the other way read at a glance.
+
+    ``panels`` maps a measure (the panel title) to ``(values of names[0], values of names[1])``,
+    one per seed in ``seeds`` order; lower is better except in the panels named in
+    ``higher_better``. A seed's line is blue where ``names[1]`` is better, red where it is worse.
+    """
+    fig = Figure(figsize=(3.2 * len(panels), 3.6))
+    for i, (title, (a, b)) in enumerate(panels.items()):
+        if len(a) != len(seeds) or len(b) != len(seeds):
+            raise ValueError(f"panel {title!r}: {len(a)} and {len(b)} values for {len(seeds)} seeds")
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for seed, x, y in zip(seeds, a, b, strict=True):
+            worse = y < x if title in higher_better else y > x
+            ax.plot([0, 1], [x, y], marker="o", color="tab:red" if worse else "tab:blue", alpha=0.7)
+            ax.annotate(str(seed), (1, y), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                        va="center")
+        ax.plot([0, 1], [float(np.mean(a)), float(np.mean(b))], color="black", lw=2.5, label="mean")
+        ax.set_xticks([0, 1], list(names))
+        ax.set_xlim(-0.2, 1.25)
+        ax.set_title(f"{title} ({'higher' if title in higher_better else 'lower'} is better)", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
