@@ -127,14 +127,23 @@ def window_diagnostics(
     :func:`rolled_views`, when already computed.
     """
     out: dict[str, float] = {}
-    for level, (s, _, _, pred) in enumerate(views or rolled_views(model, batch), start=1):
+    views = views or rolled_views(model, batch)
+    for level, (s, *_) in enumerate(views, start=1):
         for name, v in collapse_metrics(s.flatten(0, 1)).items():
             out[f"l{level}/{name}"] = v
+    for level, (err, base) in enumerate(_error_sums(model, views), start=1):
+        out[f"l{level}/pred_err_ratio"] = err / max(base, 1e-12)
+    return out
+
+
+def _error_sums(model: WorldModel, views: list[View]) -> list[tuple[float, float]]:
+    """Per level: the summed squared error of the windows' open-loop predictions of their last
+    latent, and that of the copy-last baseline (s_T predicted as s_0)."""
+    out = []
+    for s, _, _, pred in views:
         if pred is None:
             raise TypeError(f"{type(model).__name__} has no rollout(): no prediction error to report")
-        err = (pred - s[:, -1]).pow(2).mean()
-        base = (s[:, 0] - s[:, -1]).pow(2).mean().clamp_min(1e-12)
-        out[f"l{level}/pred_err_ratio"] = float(err / base)
+        out.append((float((pred - s[:, -1]).pow(2).sum()), float((s[:, 0] - s[:, -1]).pow(2).sum())))
     return out
 
 
@@ -191,20 +200,27 @@ def representation_report(
     """End-of-training health report, per level, over held-out ``batches``.
 
     Returns {"level_<l>": {"probe_r2", "pred_err_ratio", "probe_pred_ratio", "probe_floor_ratio",
-    "steps_per_window", "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. The
-    error ratio is averaged over batches; probe R² (:func:`pooled_probe_r2`), std and effective
-    rank use all batches together. Each batch is encoded and rolled out once.
+    "steps_per_window", "eff_rank", "std_mean", "std_min", "std_per_dim": [D_l floats]}}. Every
+    number pools all windows: the error ratio is the total prediction error over the total
+    copy-last error (a mean of per-batch ratios weighs a short last batch like a full one: on
+    PointMaze medium's 271 held-out windows, in batches of 64 and 15, one model read 0.442 that
+    way and 0.275 pooled); probe R² (:func:`pooled_probe_r2`), std and effective rank likewise.
+    Each batch is encoded and rolled out once.
     """
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     latents: dict[int, list[torch.Tensor]] = {}
     views = [rolled_views(model, batch) for batch in batches]
-    for batch, batch_views in zip(batches, views, strict=True):
-        for k, v in window_diagnostics(model, batch, batch_views).items():
-            sums[k] = sums.get(k, 0.0) + v / len(batches)
+    errors: dict[int, tuple[float, float]] = {}
+    for batch_views in views:
+        for level, (err, base) in enumerate(_error_sums(model, batch_views), start=1):
+            e0, b0 = errors.get(level, (0.0, 0.0))
+            errors[level] = (e0 + err, b0 + base)
         for level, (s, *_) in enumerate(batch_views, start=1):
             latents.setdefault(level, []).append(s.flatten(0, 1).float().cpu())
+    for level, (err, base) in errors.items():
+        sums[f"l{level}/pred_err_ratio"] = err / max(base, 1e-12)
     sums.update(pooled_probe_r2(model, batches, probe_dims, views))
     model.train(was_training)
     report: dict[str, dict] = {}

@@ -1,8 +1,15 @@
 """Representation diagnostics: probe R² must be honest (pooled over many windows)."""
 
+import pytest
 import torch
 
-from hmpc.diagnostics import health_warnings, linear_probe_r2, pooled_probe_r2, window_diagnostics
+from hmpc.diagnostics import (
+    health_warnings,
+    linear_probe_r2,
+    pooled_probe_r2,
+    representation_report,
+    window_diagnostics,
+)
 from hmpc.world_model import WorldModelSpec
 
 
@@ -94,6 +101,42 @@ def test_probed_prediction_ratio_reads_the_state_the_latent_error_hides():
     noisy = _DriftModel(0.05, nuisance_drift=0.05)
     assert all(window_diagnostics(noisy, b)["l1/pred_err_ratio"] > 1 for b in batches)
     assert ratio(noisy) < 0.1
+
+
+class _EvalDriftModel(_DriftModel):
+    """The true dynamics of one speed (0.05 per frame), no nuisance dims, and the train/eval
+    switch :func:`representation_report` flips."""
+
+    training = False
+
+    def __init__(self) -> None:
+        super().__init__(0.05)
+        self.nuisance = 0
+
+    def eval(self) -> None:
+        pass
+
+    def train(self, mode: bool = True) -> None:
+        pass
+
+
+def test_report_pools_the_error_ratio_over_batches_of_any_size():
+    frames, n = 8, 16
+    # each window its own speed, so its own error: 12 near the model's, 4 slow ones it misreads
+    speed = torch.cat([torch.linspace(0.04, 0.06, 12), torch.full((4,), 0.01)]).view(n, 1, 1)
+    state = torch.rand(n, 1, 2, generator=torch.Generator().manual_seed(3)) * 10 \
+        + speed * torch.arange(frames).view(1, frames, 1)
+    def part(i, j):
+        return {"pixels": torch.zeros(j - i, frames, 3, 1, 1), "action": torch.zeros(j - i, frames - 1, 2),
+                "state": state[i:j]}
+    model = _EvalDriftModel()
+    whole = representation_report(model, [part(0, n)])["level_1"]["pred_err_ratio"]
+    split = representation_report(model, [part(0, 12), part(12, n)])["level_1"]["pred_err_ratio"]
+    pooled = float(((speed - 0.05) ** 2).sum() / (speed**2).sum())  # 7 steps cancel
+    assert whole == pytest.approx(pooled, rel=1e-4) and split == pytest.approx(pooled, rel=1e-4)
+    # what a mean of the two batches' ratios would read: the short batch weighs like the long one
+    per_batch = [window_diagnostics(model, part(i, j))["l1/pred_err_ratio"] for i, j in ((0, 12), (12, n))]
+    assert pooled < 0.3 and sum(per_batch) / 2 > 7  # the slow batch alone reads 16
 
 
 class _NoisyDriftModel(_DriftModel):
