@@ -7,6 +7,8 @@
         --train-steps 2000                 # video-only windows added to the labelled batch (~35 min)
     python bench/video_only.py --layout medium --video-batch 32 --runs labelled,mixed_extra \
         --train-steps 2000 --seeds 0,1,2,3     # four training seeds and a summary (~65 min)
+    python bench/video_only.py --layout medium --video-batch 64 --runs labelled,mixed_extra \
+        --train-steps 2000 --seeds 0,1,2,3,4,5,6,7,8,9 --more-pairs 60   # the README's row (~4 h)
     python bench/video_only.py --video-batch 32 --import-video 128 \
         --runs labelled,mixed_extra,imported128_extra   # the video-only part as raw mp4 clips
 
@@ -24,7 +26,10 @@ same ratio for the encoded final frames); linear-probe R² of (x, y); and on pla
 Issue goal: the mixed model beats the 10 % alone on level-2 prediction error and on planning.
 ``--labelled-share`` splits each batch between labelled and video-only windows (fewer labelled
 ones per step than the labelled row); ``--video-batch N`` adds N video-only windows to the
-labelled row's batch instead (``trainer.video_batch``).
+labelled row's batch instead (``trainer.video_batch``). With ``--seeds`` a summary compares each
+row with the labelled one over the seeds (exact sign-flip test on the mean difference; planning
+paired episode by episode over the 20 pairs and ``--more-pairs N`` more, sign test) and draws
+``video_only_<row>_seeds.png`` (``bench/figures/video_only_seeds.png`` is the README row's).
 ``--full`` adds the model trained on every episode with its actions (the demo's model, plus the
 detached state probe, ``model.loss.state_probe=1.0``, so that checkpoint also serves
 ``bench/guardrails.py`` and ``bench/gd_vs_cem.py``).
