@@ -136,6 +136,18 @@ def window_diagnostics(
     return out
 
 
+def pooled_error_ratios(model: WorldModel, views: list[list[View]]) -> dict[str, float]:
+    """``l<l>/pred_err_ratio`` over every window of several batches' :func:`rolled_views`: the
+    total prediction error over the total copy-last error, so each window weighs the same whatever
+    the batch sizes (a mean of per-batch ratios weighs a short batch like a full one)."""
+    totals: dict[int, tuple[float, float]] = {}
+    for batch_views in views:
+        for level, (err, base) in enumerate(_error_sums(model, batch_views), start=1):
+            e0, b0 = totals.get(level, (0.0, 0.0))
+            totals[level] = (e0 + err, b0 + base)
+    return {f"l{level}/pred_err_ratio": err / max(base, 1e-12) for level, (err, base) in totals.items()}
+
+
 def _error_sums(model: WorldModel, views: list[View]) -> list[tuple[float, float]]:
     """Per level: the summed squared error of the windows' open-loop predictions of their last
     latent, and that of the copy-last baseline (s_T predicted as s_0)."""
@@ -212,15 +224,10 @@ def representation_report(
     sums: dict[str, float] = {}
     latents: dict[int, list[torch.Tensor]] = {}
     views = [rolled_views(model, batch) for batch in batches]
-    errors: dict[int, tuple[float, float]] = {}
     for batch_views in views:
-        for level, (err, base) in enumerate(_error_sums(model, batch_views), start=1):
-            e0, b0 = errors.get(level, (0.0, 0.0))
-            errors[level] = (e0 + err, b0 + base)
         for level, (s, *_) in enumerate(batch_views, start=1):
             latents.setdefault(level, []).append(s.flatten(0, 1).float().cpu())
-    for level, (err, base) in errors.items():
-        sums[f"l{level}/pred_err_ratio"] = err / max(base, 1e-12)
+    sums.update(pooled_error_ratios(model, views))
     sums.update(pooled_probe_r2(model, batches, probe_dims, views))
     model.train(was_training)
     report: dict[str, dict] = {}

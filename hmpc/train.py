@@ -25,6 +25,7 @@ from hmpc.data.video import DatasetError
 from hmpc.data.windows import FrameArrays
 from hmpc.diagnostics import (
     health_warnings,
+    pooled_error_ratios,
     pooled_probe_r2,
     representation_report,
     rolled_views,
@@ -245,6 +246,7 @@ def validate(
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
     sums.update(pooled_probe_r2(model, batches, cfg.probe_dims, views))
+    sums.update(pooled_error_ratios(model, views))  # not the mean of the batches' ratios
     model.train()
     return {f"val/{k}": v for k, v in sums.items()}
 

@@ -6,8 +6,10 @@ import torch
 from hmpc.diagnostics import (
     health_warnings,
     linear_probe_r2,
+    pooled_error_ratios,
     pooled_probe_r2,
     representation_report,
+    rolled_views,
     window_diagnostics,
 )
 from hmpc.world_model import WorldModelSpec
@@ -134,6 +136,8 @@ def test_report_pools_the_error_ratio_over_batches_of_any_size():
     split = representation_report(model, [part(0, 12), part(12, n)])["level_1"]["pred_err_ratio"]
     pooled = float(((speed - 0.05) ** 2).sum() / (speed**2).sum())  # 7 steps cancel
     assert whole == pytest.approx(pooled, rel=1e-4) and split == pytest.approx(pooled, rel=1e-4)
+    views = [rolled_views(model, part(i, j)) for i, j in ((0, 12), (12, n))]  # what validation logs
+    assert pooled_error_ratios(model, views)["l1/pred_err_ratio"] == pytest.approx(pooled, rel=1e-4)
     # what a mean of the two batches' ratios would read: the short batch weighs like the long one
     per_batch = [window_diagnostics(model, part(i, j))["l1/pred_err_ratio"] for i, j in ((0, 12), (12, n))]
     assert pooled < 0.3 and sum(per_batch) / 2 > 7  # the slow batch alone reads 16
