@@ -55,7 +55,7 @@ from hmpc.data.windows import WindowSampler, build_frame_cache
 from hmpc.data.writer import write_episodes
 from hmpc.diagnostics import representation_report
 from hmpc.plots import plot_paired_seeds
-from hmpc.report import sign_flip_test, sign_test
+from hmpc.report import paired_runs, sign_flip_test, sign_test
 
 
 def labelled_ids(n: int, fraction: float, seed: int) -> set[int]:
@@ -199,16 +199,16 @@ def main() -> None:
                    else evaluate(run / "checkpoint", ["hierarchical"], [
                        *maze, f"episodes={args.eval_episodes}", "seed=1000", "max_steps=100",
                        "videos=0", f"workers={args.workers}"], ev, name))  # fmt: skip
-            outcomes = episode_outcomes(ev)
+            episodes = episode_records(ev)
             if args.more_pairs:
                 more = out / f"eval{args.more_pairs}_{name}{tag}"
                 if not (more / "eval_info.json").exists():
                     evaluate(run / "checkpoint", ["hierarchical"], [
                         *maze, f"episodes={args.more_pairs}", "seed=2000", "max_steps=100", "videos=0",
                         f"workers={args.workers}"], more, name)  # fmt: skip
-                outcomes.update(episode_outcomes(more))
+                episodes += episode_records(more)
             rows[name + tag] = {**score(run / "checkpoint", out / "held_out"), **agg["hierarchical"],
-                                "outcomes": outcomes}
+                                "episodes": episodes}
     (out / "video_only.json").write_text(json.dumps(rows, indent=1))
     print(f"\n# Video-only study: PointMaze {args.layout}, {args.episodes} episodes, {args.fraction:.0%} labelled, "
           f"{args.train_steps} steps{' '.join(['', *args.set])}; held-out: 40 labelled episodes; outputs in {out}\n")  # fmt: skip
@@ -235,10 +235,12 @@ def main() -> None:
         summarise(rows, [n for n in runs if n != "labelled"], seeds, out)
 
 
-def episode_outcomes(ev: Path) -> dict[str, bool]:
-    """{episode seed: solved} of the hierarchical controller in the hmpc-eval output ``ev``."""
+def episode_records(ev: Path) -> list[dict]:
+    """The hierarchical controller's episodes in the hmpc-eval output ``ev``, with the fields
+    :func:`hmpc.report.paired_runs` matches and counts them by."""
+    keep = ("controller", "seed", "success", "start_distance", "error")
     records = json.loads((ev / "eval_info.json").read_text())["per_episode"]
-    return {str(r["seed"]): bool(r["success"]) for r in records if r["controller"] == "hierarchical"}
+    return [{k: r.get(k) for k in keep} for r in records if r["controller"] == "hierarchical"]
 
 
 def summarise(rows: dict[str, dict], names: list[str], seeds: list[int], out: Path) -> None:
@@ -256,17 +258,21 @@ def summarise(rows: dict[str, dict], names: list[str], seeds: list[int], out: Pa
             wins = sum(x < y for x, y in zip(a, b, strict=True))
             parts.append(f"{what}: lower on {wins} of {len(seeds)} ({np.mean(a):.3f} vs {np.mean(b):.3f}, "
                          f"sign-flip p = {sign_flip_test(a, b):.2g})")
-        solved = [[sum(r["outcomes"].values()) for r in rs] for rs in (mix, lab)]
-        pairs = [(lb["outcomes"][k], m["outcomes"][k]) for m, lb in zip(mix, lab, strict=True) for k in lb["outcomes"]]
-        lost, gained = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
-        parts.append(f"planning: {sum(solved[0])} vs {sum(solved[1])} of "
-                     f"{sum(len(r['outcomes']) for r in mix)} episodes (higher on "
-                     f"{sum(a > b for a, b in zip(*solved, strict=True))} seeds; {lost} lost, {gained} gained, "
-                     f"sign test p = {sign_test(lost, gained):.2g})")
+        comps = []  # per seed: the mixed row's episodes against the labelled row's, matched by seed
+        for seed, m, lb in zip(seeds, mix, lab, strict=True):
+            found = paired_runs(lb["episodes"], m["episodes"], "labelled")
+            if not found:
+                raise ValueError(f"seed {seed}: rows labelled and {name} planned no common start/goal pair")
+            comps += found
+        lost, gained = sum(c["lost"] for c in comps), sum(c["gained"] for c in comps)
+        solved = [[c[k] for c in comps] for k in ("successes", "reference_successes")]
+        parts.append(f"planning: {sum(solved[0])} vs {sum(solved[1])} of {sum(c['pairs'] for c in comps)} "
+                     f"paired episodes (higher on {sum(a > b for a, b in zip(*solved, strict=True))} seeds; "
+                     f"{lost} lost, {gained} gained, sign test p = {sign_test(lost, gained):.2g})")
         print(f"- {name}: " + "; ".join(parts))
         panels = {"level-2 error / copy-last,\nlatent units": "l2_pred_err_ratio",
                   "level-2 error / copy-last,\n(x, y) units": "l2_probe_pred_ratio"}
-        solved_title = f"pairs solved of {len(lab[0]['outcomes'])}"
+        solved_title = f"pairs solved of {comps[0]['pairs']}"
         figure = plot_paired_seeds(
             {**{t: ([lb[k] for lb in lab], [m[k] for m in mix]) for t, k in panels.items()},
              solved_title: (solved[1], solved[0])},

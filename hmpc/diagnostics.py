@@ -131,8 +131,7 @@ def window_diagnostics(
     for level, (s, *_) in enumerate(views, start=1):
         for name, v in collapse_metrics(s.flatten(0, 1)).items():
             out[f"l{level}/{name}"] = v
-    for level, (err, base) in enumerate(_error_sums(model, views), start=1):
-        out[f"l{level}/pred_err_ratio"] = err / max(base, 1e-12)
+    out.update(pooled_error_ratios(model, [views]))
     return out
 
 

@@ -144,11 +144,11 @@ def sign_flip_test(a: Sequence[float], b: Sequence[float]) -> float:
     seed for two settings): the share of the 2^n sign flips of the differences whose mean is at
     least as far from 0 as the one seen. Distribution-free, unlike a paired t-test; with n pairs
     it cannot go below 2 / 2^n. At most 20 pairs (2^20 flips)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:  # checked before subtracting: numpy would broadcast
+        raise ValueError(f"sign_flip_test needs two equal-length sequences; got shapes {x.shape} and {y.shape}")
+    d = x - y
     n = d.size
-    if np.asarray(a).shape != np.asarray(b).shape or d.ndim != 1:
-        raise ValueError(f"sign_flip_test needs two equal-length sequences; got shapes "
-                         f"{np.asarray(a).shape} and {np.asarray(b).shape}")
     if n > 20:
         raise ValueError(f"sign_flip_test enumerates 2^n flips: n = {n} pairs is over 20")
     if n == 0:

@@ -91,8 +91,9 @@ def test_sign_flip_test_known_values():
     assert sign_flip_test([-1, 2, 3, 4, 5], [0] * 5) == pytest.approx(4 / 32)
     assert sign_flip_test([1.0, -1.0], [0.0, 0.0]) == 1.0  # mean 0: every flip is as extreme
     assert sign_flip_test([], []) == 1.0
-    with pytest.raises(ValueError, match="equal-length"):
-        sign_flip_test([1, 2], [1])
+    for short in ([1], [1, 2, 3]):  # one broadcasts, the other would not: both are named
+        with pytest.raises(ValueError, match="equal-length"):
+            sign_flip_test([1, 2], short)
     with pytest.raises(ValueError, match="n = 21"):
         sign_flip_test([1.0] * 21, [0.0] * 21)
 
